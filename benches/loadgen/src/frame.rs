@@ -1,0 +1,354 @@
+//! Zero-allocation parser for server-to-client WebSocket frames (RFC 6455 §5.2)
+//! and a byte scanner that pulls `"seq":N` and `"t":N` out of a JSON payload.
+//!
+//! Frames from a server are never masked. The parser works on a byte slice that
+//! holds zero or more complete frames followed by at most one incomplete frame;
+//! it reports how many bytes it consumed so the caller can carry the incomplete
+//! tail over to the next read.
+
+use memchr::memmem;
+
+pub const OP_CONT: u8 = 0x0;
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xA;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// The server set the MASK bit (forbidden for server-to-client frames).
+    Masked,
+    /// RSV bits set although no extension was negotiated.
+    Reserved,
+    /// Unknown opcode.
+    Opcode(u8),
+    /// 64-bit length with the most significant bit set, or absurdly large.
+    Length,
+}
+
+/// Upper bound on a single frame we are willing to buffer (guards against garbage).
+pub const MAX_FRAME: u64 = 256 << 20;
+
+/// Parse one frame at the start of `buf`.
+/// `Ok(None)` means more bytes are needed; `Ok(Some((frame, consumed)))` otherwise.
+#[inline]
+pub fn parse_one(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, ParseError> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let b0 = buf[0];
+    let b1 = buf[1];
+    if b0 & 0x70 != 0 {
+        return Err(ParseError::Reserved);
+    }
+    if b1 & 0x80 != 0 {
+        return Err(ParseError::Masked);
+    }
+    let opcode = b0 & 0x0F;
+    match opcode {
+        OP_CONT | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG => {}
+        other => return Err(ParseError::Opcode(other)),
+    }
+    let len7 = (b1 & 0x7F) as u64;
+    let (hdr, len) = match len7 {
+        126 => {
+            if buf.len() < 4 {
+                return Ok(None);
+            }
+            (4usize, u16::from_be_bytes([buf[2], buf[3]]) as u64)
+        }
+        127 => {
+            if buf.len() < 10 {
+                return Ok(None);
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (10usize, u64::from_be_bytes(b))
+        }
+        n => (2usize, n),
+    };
+    if len > MAX_FRAME {
+        return Err(ParseError::Length);
+    }
+    let total = hdr + len as usize;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    Ok(Some((
+        Frame {
+            fin: b0 & 0x80 != 0,
+            opcode,
+            payload: &buf[hdr..total],
+        },
+        total,
+    )))
+}
+
+/// Parse all complete frames in `buf`, calling `on_frame` for each.
+/// Returns the number of bytes consumed (the rest is an incomplete frame).
+/// `on_frame` returns `false` to stop early (e.g. after a close frame).
+#[inline]
+pub fn parse_all<'a, F>(buf: &'a [u8], mut on_frame: F) -> Result<usize, ParseError>
+where
+    F: FnMut(Frame<'a>) -> bool,
+{
+    let mut pos = 0;
+    while let Some((frame, n)) = parse_one(&buf[pos..])? {
+        pos += n;
+        if !on_frame(frame) {
+            break;
+        }
+    }
+    Ok(pos)
+}
+
+/// Finds the first `"seq":` and the first `"t":` in a JSON text by scanning bytes.
+pub struct Scanner {
+    seq: memmem::Finder<'static>,
+    t: memmem::Finder<'static>,
+    connected: memmem::Finder<'static>,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[inline]
+fn parse_uint(bytes: &[u8]) -> Option<u64> {
+    let mut i = 0;
+    while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t') {
+        i += 1;
+    }
+    let start = i;
+    let mut v: u64 = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if !c.is_ascii_digit() {
+            break;
+        }
+        v = v.wrapping_mul(10).wrapping_add((c - b'0') as u64);
+        i += 1;
+    }
+    if i == start {
+        None
+    } else {
+        Some(v)
+    }
+}
+
+impl Scanner {
+    pub fn new() -> Self {
+        Scanner {
+            seq: memmem::Finder::new(b"\"seq\":").into_owned(),
+            t: memmem::Finder::new(b"\"t\":").into_owned(),
+            connected: memmem::Finder::new(b"\"connected\"").into_owned(),
+        }
+    }
+
+    /// First `"seq":<uint>` in the payload (whitespace after the colon allowed).
+    #[inline]
+    pub fn seq(&self, p: &[u8]) -> Option<u64> {
+        self.seq.find(p).and_then(|i| parse_uint(&p[i + 6..]))
+    }
+
+    /// First `"t":<uint>` in the payload.
+    #[inline]
+    pub fn t(&self, p: &[u8]) -> Option<u64> {
+        self.t.find(p).and_then(|i| parse_uint(&p[i + 4..]))
+    }
+
+    /// Whether this frame is the subscription acknowledgement.
+    #[inline]
+    pub fn is_ack(&self, p: &[u8]) -> bool {
+        self.connected.find(p).is_some()
+    }
+}
+
+/// Build a server-style (unmasked) frame; used by tests and the reference server.
+pub fn encode_frame(out: &mut Vec<u8>, fin: bool, opcode: u8, payload: &[u8]) {
+    out.push(if fin { 0x80 } else { 0 } | opcode);
+    let n = payload.len();
+    if n < 126 {
+        out.push(n as u8);
+    } else if n <= 0xFFFF {
+        out.push(126);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+}
+
+/// Build a client (masked) frame.
+pub fn encode_client_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
+    out.push(0x80 | opcode);
+    let n = payload.len();
+    if n < 126 {
+        out.push(0x80 | n as u8);
+    } else if n <= 0xFFFF {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+}
+
+/// Feed one chunk as it came off the socket: `carry` holds the incomplete tail of
+/// the previous chunk. This is exactly the logic the connection loop uses
+/// (there the chunk is read directly after the carried bytes in a shared buffer).
+pub fn feed_chunk<F>(
+    carry: &mut Vec<u8>,
+    work: &mut Vec<u8>,
+    chunk: &[u8],
+    on_frame: F,
+) -> Result<(), ParseError>
+where
+    F: FnMut(Frame<'_>) -> bool,
+{
+    work.clear();
+    work.extend_from_slice(carry);
+    work.extend_from_slice(chunk);
+    let consumed = parse_all(work, on_frame)?;
+    carry.clear();
+    carry.extend_from_slice(&work[consumed..]);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64, t: u64, pad: usize) -> Vec<u8> {
+        format!(
+            "{{\"type\":\"message\",\"topic\":\"bench\",\"seq\":{seq},\"data\":{{\"t\":{t},\"pad\":\"{}\"}}}}",
+            "x".repeat(pad)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn lengths_7_16_64() {
+        for pad in [10usize, 200, 70_000] {
+            let p = msg(7, 1_700_000_000_000_000_123, pad);
+            let mut f = Vec::new();
+            encode_frame(&mut f, true, OP_TEXT, &p);
+            let hdr = f.len() - p.len();
+            assert_eq!(
+                hdr,
+                if p.len() < 126 {
+                    2
+                } else if p.len() <= 0xFFFF {
+                    4
+                } else {
+                    10
+                }
+            );
+            let (fr, n) = parse_one(&f).unwrap().unwrap();
+            assert_eq!(n, f.len());
+            assert!(fr.fin);
+            assert_eq!(fr.opcode, OP_TEXT);
+            assert_eq!(fr.payload, &p[..]);
+            let s = Scanner::new();
+            assert_eq!(s.seq(fr.payload), Some(7));
+            assert_eq!(s.t(fr.payload), Some(1_700_000_000_000_000_123));
+            // every strict prefix is incomplete
+            for cut in [0, 1, hdr - 1, hdr, f.len() - 1] {
+                assert!(parse_one(&f[..cut]).unwrap().is_none(), "cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn exact_16bit_boundaries() {
+        for len in [125usize, 126, 127, 65535, 65536] {
+            let p = vec![b'a'; len];
+            let mut f = Vec::new();
+            encode_frame(&mut f, true, OP_TEXT, &p);
+            let (fr, n) = parse_one(&f).unwrap().unwrap();
+            assert_eq!(n, f.len());
+            assert_eq!(fr.payload.len(), len);
+        }
+    }
+
+    #[test]
+    fn split_across_chunks_every_boundary() {
+        // A stream of frames of mixed sizes plus a ping, fed in chunks of every size.
+        let s = Scanner::new();
+        let mut stream = Vec::new();
+        let mut expect = Vec::new();
+        for (i, pad) in [3usize, 150, 5, 400, 66_000, 1, 126, 20].iter().enumerate() {
+            let seq = i as u64 + 1;
+            encode_frame(&mut stream, true, OP_TEXT, &msg(seq, 1000 + seq, *pad));
+            expect.push((seq, 1000 + seq));
+            if i == 2 {
+                encode_frame(&mut stream, true, OP_PING, b"hi");
+            }
+        }
+        for chunk in [1usize, 2, 3, 7, 64, 1000, 65536, stream.len()] {
+            let mut carry = Vec::new();
+            let mut work = Vec::new();
+            let mut got = Vec::new();
+            let mut pings = 0;
+            for c in stream.chunks(chunk) {
+                feed_chunk(&mut carry, &mut work, c, |f| {
+                    match f.opcode {
+                        OP_TEXT => got.push((s.seq(f.payload).unwrap(), s.t(f.payload).unwrap())),
+                        OP_PING => {
+                            assert_eq!(f.payload, b"hi");
+                            pings += 1
+                        }
+                        _ => panic!("unexpected opcode"),
+                    }
+                    true
+                })
+                .unwrap();
+            }
+            assert!(carry.is_empty(), "chunk {chunk}");
+            assert_eq!(got, expect, "chunk {chunk}");
+            assert_eq!(pings, 1);
+        }
+    }
+
+    #[test]
+    fn close_frame_and_errors() {
+        let mut f = Vec::new();
+        encode_frame(&mut f, true, OP_CLOSE, &[0x03, 0xF0, b'x']);
+        let (fr, _) = parse_one(&f).unwrap().unwrap();
+        assert_eq!(fr.opcode, OP_CLOSE);
+        assert_eq!(u16::from_be_bytes([fr.payload[0], fr.payload[1]]), 1008);
+        let mut m = Vec::new();
+        encode_client_frame(&mut m, OP_TEXT, b"abc", [1, 2, 3, 4]);
+        assert_eq!(parse_one(&m), Err(ParseError::Masked));
+        assert_eq!(parse_one(&[0x83, 0]), Err(ParseError::Opcode(3)));
+        assert_eq!(parse_one(&[0xC1, 0]), Err(ParseError::Reserved));
+    }
+
+    #[test]
+    fn scanner_variants() {
+        let s = Scanner::new();
+        // peer servers: seq inside the payload, spaces allowed after the colon
+        assert_eq!(s.seq(br#"{"t":5,"seq":   42,"pad":"x"}"#), Some(42));
+        assert_eq!(s.t(br#"{"t":5,"seq":42}"#), Some(5));
+        assert_eq!(s.seq(br#"{"t":5,"pad":"x"}"#), None);
+        // "topic" must not be mistaken for "t"
+        assert_eq!(s.t(br#"{"topic":"t","x":1}"#), None);
+        // wshub wrapper: the outer seq comes first
+        assert_eq!(s.seq(br#"{"type":"message","topic":"t","seq":9,"data":{"seq":3}}"#), Some(9));
+        assert!(s.is_ack(br#"{"type":"connected","topics":["a"],"rejected":[]}"#));
+        assert!(!s.is_ack(br#"{"type":"message"}"#));
+    }
+}

@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""Benchmark driver: fan-out throughput and latency of wshub and its peers.
+
+For every server and scenario (subscribers x payload), repeated --repeat times:
+  1. start the server pinned to CPU 0 (taskset -c 0) on a free loopback port;
+  2. start the loadgen pinned to CPU 1 with N subscribers, wait for "ready";
+  3. say "go" to both; the server publishes closed-loop (at most --window
+     publications not yet delivered to every subscriber, fed back by the loadgen
+     over UDP), the loadgen measures for --duration seconds after --warmup;
+  4. collect the loadgen result, the server's CPU use over the window, stop both.
+
+Writes benches/results/run-<timestamp>.json and a markdown table (--markdown).
+
+  python3 benches/run.py                      # quick: 100 and 1000 subscribers, 100 B
+  python3 benches/run.py --servers wshub,node-ws --subs 100,1000,10000 --repeat 5
+  python3 benches/run.py --markdown BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import queue
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+LOADGEN = os.path.join(HERE, "loadgen", "target", "release", "loadgen")
+REFSERVER = os.path.join(HERE, "loadgen", "target", "release", "refserver")
+VENV_PY = os.path.join(HERE, ".venv", "bin", "python")
+VENV312_PY = os.path.join(HERE, ".venv312", "bin", "python")
+WSHUB_PY = os.environ.get("WSHUB_PYTHON") or os.path.join(REPO, ".venv", "bin", "python")
+SRV = os.path.join(HERE, "servers")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# name -> (argv prefix, import check (python, module) or None, description)
+SERVERS = {
+    "reference": ([REFSERVER], None, "Rust pre-framed writer (loadgen ceiling; not a pub/sub server)"),
+    "wshub": ([WSHUB_PY, os.path.join(SRV, "wshub_server.py")], (WSHUB_PY, "wshub"),
+              "wshub, hub.broadcast() from a Python thread"),
+    "fastapi": ([VENV_PY, os.path.join(SRV, "fastapi_server.py")], (VENV_PY, "fastapi"),
+                "FastAPI + uvicorn (ws=websockets), ConnectionManager loop of await send_text"),
+    "websockets": ([VENV_PY, os.path.join(SRV, "websockets_server.py")], (VENV_PY, "websockets"),
+                   "websockets asyncio server, websockets.broadcast()"),
+    "node-ws": (["node", os.path.join(SRV, "node_ws_server.js")], None, "Node.js npm ws, send() loop"),
+    "socketify": ([VENV_PY, os.path.join(SRV, "socketify_server.py")], (VENV_PY, "socketify"),
+                  "socketify (uWebSockets) app.publish"),
+    "wse": ([VENV312_PY, os.path.join(SRV, "wse_peer_server.py")], (VENV312_PY, "wse_server"),
+            "wse-server (Python 3.12)"),
+}
+DEFAULT_SERVERS = "reference,wshub,fastapi,websockets,node-ws,socketify,wse"
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 (UDP carries the feedback)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+class Proc:
+    """A child process with line-oriented JSON stdout read on a thread."""
+
+    def __init__(self, argv, name, stderr_path):
+        self.name = name
+        self.err = open(stderr_path, "w")
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=self.err, text=True, bufsize=1)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                self.lines.put(json.loads(line))
+            except json.JSONDecodeError:
+                self.lines.put({"event": "text", "text": line})
+        self.lines.put({"event": "eof"})
+
+    def wait_event(self, event, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{self.name}: no {event!r} within {timeout}s")
+            try:
+                msg = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if msg.get("event") == event:
+                return msg
+            if msg.get("event") == "eof":
+                raise RuntimeError(f"{self.name} exited (rc={self.p.poll()}) before {event!r}; see {self.err.name}")
+
+    def send(self, line):
+        try:
+            self.p.stdin.write(line + "\n")
+            self.p.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def cpu_seconds(self):
+        try:
+            with open(f"/proc/{self.p.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def stop(self, timeout=5.0):
+        try:
+            self.p.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.terminate()
+            try:
+                self.p.wait(3)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.err.close()
+
+
+def pin(cpu, argv, use_taskset):
+    return (["taskset", "-c", str(cpu)] + argv) if use_taskset else argv
+
+
+def available(name):
+    argv, check, _ = SERVERS[name]
+    exe = argv[0]
+    if shutil.which(exe) is None and not os.path.exists(exe):
+        return f"{exe} not found (run benches/setup.sh)"
+    if check:
+        py, mod = check
+        r = subprocess.run([py, "-c", f"import {mod}"], capture_output=True, text=True)
+        if r.returncode != 0:
+            return f"cannot import {mod} with {py}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}"
+    if name == "node-ws":
+        r = subprocess.run(["node", "-e", "require(process.argv[1])", os.path.join(HERE, "node_modules", "ws")],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            return "npm ws not installed (run benches/setup.sh)"
+    return None
+
+
+def run_once(name, subs, args, logdir, tag):
+    port = free_port()
+    argv, _, _ = SERVERS[name]
+    if name == "reference":
+        sargv = argv + ["--port", str(port), "--payload", str(args.payload), "--batch", "16"]
+    else:
+        sargv = argv + ["--port", str(port), "--topic", "bench", "--payload", str(args.payload),
+                        "--mode", "closed", "--window", str(args.window)]
+    server = Proc(pin(0, sargv, args.taskset), f"{name}-server", os.path.join(logdir, f"{tag}.server.err"))
+    loadgen = None
+    try:
+        info = server.wait_event("listening", 60)
+        lg = [LOADGEN, "--url", f"ws://127.0.0.1:{info['port']}/api/ws?topics=bench",
+              "-c", str(subs), "--start", "stdin", "--warmup", str(args.warmup), "-d", str(args.duration),
+              "--threads", "1"]
+        if name != "reference":
+            lg += ["--feedback", f"127.0.0.1:{info['port']}"]
+        loadgen = Proc(pin(1, lg, args.taskset), f"{name}-loadgen", os.path.join(logdir, f"{tag}.loadgen.err"))
+        ready = loadgen.wait_event("ready", 180)
+        if ready["ready"] < subs:
+            raise RuntimeError(f"only {ready['ready']}/{subs} subscribers ready: {ready.get('first_error')}")
+        server.send("go")
+        loadgen.send("go")
+        loadgen.wait_event("started", 10)
+        time.sleep(args.warmup)
+        c0 = server.cpu_seconds()
+        t0 = time.monotonic()
+        res = loadgen.wait_event("result", args.duration + 60)
+        c1 = server.cpu_seconds()
+        t1 = time.monotonic()
+        server.send("stop")
+        try:
+            stopped = server.wait_event("stopped", 10)
+        except (TimeoutError, RuntimeError):
+            stopped = {}
+        res["server_cpu_pct"] = (100.0 * (c1 - c0) / (t1 - t0)) if c0 is not None and c1 is not None else None
+        res["server_info"] = info
+        res["server_stopped"] = stopped
+        return res
+    finally:
+        if loadgen:
+            loadgen.stop()
+        server.stop()
+
+
+def fmt_range(vals, fmt="{:,.0f}"):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "-"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(min(vals))}-{fmt.format(max(vals))})"
+
+
+def machine_info():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+
+    def ver(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        except Exception:  # noqa: BLE001
+            return None
+
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": platform.node(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "rustc": ver(["rustc", "--version"]),
+        "node": ver(["node", "--version"]),
+    }
+
+
+def write_markdown(path, machine, rows, args, skipped):
+    out = []
+    out.append("# Fan-out benchmarks\n")
+    out.append(f"Generated by `benches/run.py` on {machine['date']}.\n")
+    out.append(f"* Machine: {machine['host']}, {machine['cpus']} CPUs, {machine['cpu']}")
+    out.append(f"* Kernel: {machine['kernel']} ({machine['os']})")
+    out.append(f"* Toolchains: Python {machine['python']}, {machine['rustc']}, Node {machine['node']}")
+    versions = sorted({f"{r['server']} {r['version']}" for r in rows if r.get("version")})
+    if versions:
+        out.append(f"* Servers: {', '.join(versions)}")
+    out.append(f"* Method: server pinned to CPU 0, loadgen (Rust, raw frame parser) pinned to CPU 1"
+               f"{'' if args.taskset else ' (taskset disabled!)'}; closed loop with at most {args.window} "
+               f"publications in flight; payload {args.payload} B; {args.warmup}s warm-up + {args.duration}s "
+               f"measured; {args.repeat} runs, median (min-max).")
+    out.append("* `reference` is a Rust writer of pre-framed batches (16 frames per write, no pub/sub): "
+               "it shows the measuring setup's own ceiling. Loadgen CPU near 100% means the row is loadgen-bound.\n")
+    out.append("| server | subscribers | deliveries/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU % | loadgen CPU % | gaps |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        rs = r["runs"]
+        if not rs:
+            out.append(f"| {r['server']} | {r['subs']:,} | failed: {r.get('error', '?')} | | | | | | | |")
+            continue
+        lat = lambda k: [x["latency_us"][k] for x in rs]  # noqa: E731
+        out.append("| {} | {:,} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            r["server"], r["subs"],
+            fmt_range([x["deliveries_per_s"] for x in rs]),
+            fmt_range(lat("p50")), fmt_range(lat("p99")), fmt_range(lat("p999")), fmt_range(lat("max")),
+            fmt_range([x.get("server_cpu_pct") for x in rs]),
+            fmt_range([x["cpu"]["pct"] for x in rs]),
+            sum(x["gaps"] for x in rs),
+        ))
+    if skipped:
+        out.append("\nNot run:\n")
+        for k, v in skipped.items():
+            out.append(f"* {k}: {v}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--servers", default=DEFAULT_SERVERS)
+    ap.add_argument("--subs", default="100,1000", help="comma-separated subscriber counts")
+    ap.add_argument("--payload", type=int, default=100)
+    ap.add_argument("--window", type=int, default=128)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--no-taskset", dest="taskset", action="store_false")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--markdown", default=os.path.join(HERE, "results", "BENCHMARKS.sample.md"))
+    args = ap.parse_args()
+    if args.taskset and (shutil.which("taskset") is None or (os.cpu_count() or 1) < 2):
+        print("taskset unavailable or < 2 CPUs: running unpinned", file=sys.stderr)
+        args.taskset = False
+    if not os.path.exists(LOADGEN):
+        sys.exit("loadgen not built: run benches/setup.sh (or cargo build --release in benches/loadgen)")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    logdir = os.path.join(args.out, "logs", stamp)
+    os.makedirs(logdir, exist_ok=True)
+    machine = machine_info()
+    rows, skipped = [], {}
+    for name in [s.strip() for s in args.servers.split(",") if s.strip()]:
+        if name not in SERVERS:
+            sys.exit(f"unknown server {name}; known: {', '.join(SERVERS)}")
+        why = available(name)
+        if why:
+            skipped[name] = why
+            print(f"[skip] {name}: {why}", file=sys.stderr)
+            continue
+        for subs in [int(x) for x in args.subs.split(",")]:
+            row = {"server": name, "subs": subs, "payload": args.payload, "runs": []}
+            for i in range(args.repeat):
+                tag = f"{name}-{subs}-{i}"
+                try:
+                    res = run_once(name, subs, args, logdir, tag)
+                except Exception as e:  # noqa: BLE001
+                    print(f"[fail] {tag}: {e}", file=sys.stderr)
+                    row["error"] = str(e)[:200]
+                    continue
+                row["version"] = res["server_info"].get("version")
+                row["runs"].append(res)
+                print(f"[run] {tag}: {res['deliveries_per_s']:,.0f} deliveries/s, p50 {res['latency_us']['p50']:.0f}us "
+                      f"p99 {res['latency_us']['p99']:.0f}us, gaps {res['gaps']}, server cpu "
+                      f"{res['server_cpu_pct'] or 0:.0f}%, loadgen cpu {res['cpu']['pct']:.0f}%", file=sys.stderr)
+            rows.append(row)
+    out_json = os.path.join(args.out, f"run-{stamp}.json")
+    with open(out_json, "w") as f:
+        json.dump({"machine": machine, "args": vars(args), "rows": rows, "skipped": skipped}, f, indent=1)
+    write_markdown(args.markdown, machine, rows, args, skipped)
+    print(f"wrote {out_json} and {args.markdown}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Shared plumbing for the Python benchmark servers.
+
+Every server:
+  * takes --port --topic --payload --mode {closed,rate,burst} --window --rate --count;
+  * prints {"event":"listening","port":P} on stdout once it accepts connections;
+  * sends each subscriber the ack {"type":"connected","topics":[T],"rejected":[]}
+    after it has registered it (wshub does this itself);
+  * starts publishing when it reads a line "go" on stdin, and exits (printing
+    {"event":"stopped","published":N,...}) on "stop" or end of stdin;
+  * publishes payloads {"t":<ns since epoch>,"seq":N,"pad":"xxx"} of about
+    --payload bytes (wshub wraps them in its own {"type":"message",...,"data":...}).
+
+Publish modes:
+  closed  as fast as possible, but at most --window publications in flight:
+          in flight = published - highest seq that *every* subscriber has received,
+          which the loadgen reports as a little-endian u64 UDP datagram sent to
+          127.0.0.1:<same port number as the WebSocket port> (loadgen --feedback).
+  rate    open loop at --rate publications/s; "t" is the scheduled send time, so
+          publisher lag shows up as latency (no coordinated omission).
+  burst   --count publications back to back, then idle.
+--count limits the total in every mode (0 = unlimited, except burst where it is required).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+ACK_FMT = '{"type":"connected","topics":[%s],"rejected":[]}'
+
+
+def parse_args(description: str, extra=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--topic", default="bench")
+    p.add_argument("--payload", type=int, default=100, help="bytes of the published JSON (approx.)")
+    p.add_argument("--mode", choices=["closed", "rate", "burst"], default="closed")
+    p.add_argument("--window", type=int, default=64, help="closed mode: publications in flight")
+    p.add_argument("--rate", type=float, default=1000.0, help="rate mode: publications/s")
+    p.add_argument("--count", type=int, default=0, help="stop after this many publications (0 = no limit)")
+    if extra:
+        extra(p)
+    a = p.parse_args()
+    if a.mode == "burst" and a.count <= 0:
+        p.error("--mode burst needs --count N")
+    return a
+
+
+def emit(**kw) -> None:
+    sys.stdout.write(json.dumps(kw) + "\n")
+    sys.stdout.flush()
+
+
+def ack_text(topic: str) -> str:
+    return ACK_FMT % json.dumps(topic)
+
+
+def topics_from_query(query: str | bytes | None, default: str) -> list[str]:
+    if isinstance(query, bytes):
+        query = query.decode("latin-1")
+    for part in (query or "").split("&"):
+        k, _, v = part.partition("=")
+        if k == "topics":
+            names = [t for t in v.split(",") if t]
+            if names:
+                return names
+    return [default]
+
+
+class Payload:
+    """Builds '{"t":...,"seq":...,"pad":"..."}' of roughly `size` bytes."""
+
+    def __init__(self, size: int):
+        skeleton = len('{"t":1700000000000000000,"seq":100000,"pad":""}')
+        self.pad = "x" * max(0, size - skeleton)
+
+    def build(self, seq: int, t_ns: int) -> str:
+        return '{"t":%d,"seq":%d,"pad":"%s"}' % (t_ns, seq, self.pad)
+
+
+class Control:
+    """stdin control: 'go' starts publishing; 'stop' / EOF ends the process."""
+
+    def __init__(self):
+        self.go = threading.Event()
+        self.stop = threading.Event()
+        self.published = 0
+        self.t_go = None
+        self.on_go = []  # callables run (in the stdin thread) when "go" arrives
+
+    def start_stdin_thread(self, on_stop=None):
+        def run():
+            for line in sys.stdin:
+                cmd = line.strip()
+                if cmd == "go" and not self.go.is_set():
+                    self.t_go = time.monotonic()
+                    self.go.set()
+                    for cb in self.on_go:
+                        cb()
+                elif cmd == "stats":
+                    emit(event="stats", published=self.published)
+                elif cmd == "stop":
+                    break
+            self.stop.set()
+            if on_stop:
+                on_stop()
+            self.finish()
+
+        threading.Thread(target=run, daemon=True, name="stdin").start()
+
+    def finish(self):
+        el = time.monotonic() - self.t_go if self.t_go else 0.0
+        emit(event="stopped", published=self.published, elapsed_s=el,
+             publications_per_s=(self.published / el if el else 0.0))
+        sys.stdout.flush()
+        os._exit(0)
+
+
+# ---------------------------------------------------------------- threaded publisher
+
+
+def run_thread_publisher(args, ctl: Control, publish) -> threading.Thread:
+    """Publisher in a plain Python thread; `publish(text)` is synchronous."""
+    pl = Payload(args.payload)
+    fb = None
+    if args.mode == "closed":
+        fb = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        fb.bind(("127.0.0.1", args.port))
+        fb.settimeout(0.05)
+
+    def loop():
+        ctl.go.wait()
+        delivered = 0
+        seq = 0
+        limit = args.count or float("inf")
+        t0 = time.time_ns()
+        period = 1e9 / args.rate if args.mode == "rate" else 0.0
+        while seq < limit and not ctl.stop.is_set():
+            if fb is not None:
+                while seq - delivered >= args.window and not ctl.stop.is_set():
+                    try:
+                        data = fb.recv(64)
+                    except socket.timeout:
+                        continue
+                    delivered = max(delivered, struct.unpack_from("<Q", data)[0])
+                # drain any other pending datagrams without blocking
+                fb.setblocking(False)
+                try:
+                    while True:
+                        data = fb.recv(64)
+                        delivered = max(delivered, struct.unpack_from("<Q", data)[0])
+                except (BlockingIOError, socket.timeout):
+                    pass
+                fb.settimeout(0.05)
+                t = time.time_ns()
+            elif period:
+                due = t0 + int(seq * period)
+                now = time.time_ns()
+                if due > now:
+                    time.sleep((due - now) / 1e9)
+                t = due
+            else:
+                t = time.time_ns()
+            seq += 1
+            publish(pl.build(seq, t))
+            ctl.published = seq
+
+    th = threading.Thread(target=loop, daemon=True, name="publisher")
+    th.start()
+    return th
+
+
+# ---------------------------------------------------------------- asyncio publisher
+
+
+class _Feedback(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.delivered = 0
+        self.event = asyncio.Event()
+
+    def datagram_received(self, data, addr):
+        if len(data) >= 8:
+            v = struct.unpack_from("<Q", data)[0]
+            if v > self.delivered:
+                self.delivered = v
+                self.event.set()
+
+
+async def run_async_publisher(args, ctl: Control, publish, is_coro: bool) -> None:
+    """Publisher task on the running event loop. `publish(text)` is a coroutine
+    function when is_coro, else a plain function (e.g. websockets.broadcast)."""
+    loop = asyncio.get_running_loop()
+    fb = None
+    if args.mode == "closed":
+        _, fb = await loop.create_datagram_endpoint(_Feedback, local_addr=("127.0.0.1", args.port))
+    go = asyncio.Event()
+    ctl.on_go.append(lambda: loop.call_soon_threadsafe(go.set))
+    if ctl.go.is_set():
+        go.set()
+    await go.wait()
+    pl = Payload(args.payload)
+    seq = 0
+    limit = args.count or float("inf")
+    t0 = time.time_ns()
+    period = 1e9 / args.rate if args.mode == "rate" else 0.0
+    while seq < limit:
+        if fb is not None:
+            while seq - fb.delivered >= args.window:
+                fb.event.clear()
+                try:
+                    await asyncio.wait_for(fb.event.wait(), 0.5)
+                except asyncio.TimeoutError:
+                    pass
+            t = time.time_ns()
+        elif period:
+            due = t0 + int(seq * period)
+            now = time.time_ns()
+            if due > now:
+                await asyncio.sleep((due - now) / 1e9)
+            t = due
+        else:
+            t = time.time_ns()
+        seq += 1
+        text = pl.build(seq, t)
+        if is_coro:
+            await publish(text)
+        else:
+            publish(text)
+        ctl.published = seq
+        if not period:
+            # let the event loop flush sockets / read feedback between publications
+            await asyncio.sleep(0)

@@ -1,0 +1,45 @@
+"""wshub peer: the hub runs on its own Rust threads; a plain Python thread
+publishes with hub.broadcast(topic, json_str). wshub sends the ack itself and
+wraps each payload as {"type":"message","topic":T,"seq":N,"data":<payload>}."""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as c  # noqa: E402
+
+
+def extra(p):
+    p.add_argument("--worker-threads", type=int, default=1)
+    p.add_argument("--send-queue", type=int, default=None, help="wshub send_queue (frames per client)")
+
+
+def main():
+    args = c.parse_args(__doc__, extra)
+    import wshub
+
+    kw = {"worker_threads": args.worker_threads}
+    if args.send_queue:
+        kw["send_queue"] = args.send_queue
+    hub = wshub.start(args.port, **kw)
+    args.port = hub.port
+    ctl = c.Control()
+    topic = args.topic
+    bc = hub.broadcast
+    c.run_thread_publisher(args, ctl, lambda text: bc(topic, text))
+
+    def on_stop():
+        try:
+            c.emit(event="hub_stats", **hub.stats())
+        except Exception as e:  # noqa: BLE001
+            c.emit(event="hub_stats", error=str(e))
+
+    c.emit(event="listening", port=hub.port, server="wshub", version=getattr(wshub, "__version__", "?"))
+    ctl.start_stdin_thread(on_stop=on_stop)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

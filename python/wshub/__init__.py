@@ -1,0 +1,125 @@
+"""wshub: a WebSocket pub/sub hub that runs inside your Python process.
+
+Start it once, publish from anywhere::
+
+    import wshub
+    hub = wshub.start(8765)
+    hub.broadcast("odds_updates", {"match": 1, "home": 1.85})
+
+Browsers connect to ``ws://HOST:8765/api/ws?topics=odds_updates`` and
+receive ``{"type":"message","topic":"odds_updates","seq":1,"data":{...}}``.
+The server runs on its own Rust threads: ``broadcast`` returns at once and
+never waits on a client. The protocol is described in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable
+
+from wshub._native import Server, __version__
+
+__all__ = ["Server", "__version__", "broadcast", "start", "stop"]
+
+_lock = threading.Lock()
+_default: Server | None = None
+
+
+def start(
+    port: int = 0,
+    *,
+    host: str = "127.0.0.1",
+    path: str = "/api/ws",
+    topics: Iterable[str] | None = None,
+    max_connections: int = 100_000,
+    max_message_bytes: int = 65_536,
+    send_queue: int = 1024,
+    publish_queue: int = 65_536,
+    ping_interval: float = 20.0,
+    ping_timeout: float = 20.0,
+    handshake_timeout: float = 10.0,
+    shutdown_timeout: float = 2.0,
+    worker_threads: int = 1,
+) -> Server:
+    """Start a hub listening on ``host:port`` and return its :class:`Server`.
+
+    The port is bound before this returns: ``port=0`` picks a free port (read
+    it from ``server.port``), and a port in use raises ``OSError`` with
+    ``errno.EADDRINUSE``. The server also becomes the target of the
+    module-level :func:`broadcast` and :func:`stop`.
+
+    Options (keyword-only):
+
+    host (str, default "127.0.0.1"):
+        Address to listen on. Loopback by default; "0.0.0.0" serves others.
+    path (str, default "/api/ws"):
+        The only HTTP path that upgrades to a WebSocket; others get 404.
+    topics (list of str or None, default None):
+        None: clients may subscribe to any valid topic name (1-128 chars of
+        [A-Za-z0-9_.:-]). A list: only those; a client asking for none of
+        them is subscribed to all of them.
+    max_connections (int, default 100000):
+        Open WebSocket connections at most; further handshakes get HTTP 503.
+    max_message_bytes (int, default 65536):
+        Largest message a client may send, in bytes; over it the client is
+        closed with code 1009.
+    send_queue (int, default 1024):
+        Frames waiting to be written to one client, at most. A client whose
+        queue is full is closed with code 1008 "slow consumer"; nobody else
+        waits for it.
+    publish_queue (int, default 65536):
+        Publications waiting for the fan-out, at most. broadcast() waits for
+        room only if the hub's threads cannot keep up at all.
+    ping_interval (float seconds, default 20.0):
+        How often the server pings each client.
+    ping_timeout (float seconds, default 20.0):
+        A client silent for ping_interval + ping_timeout is closed (1011).
+    handshake_timeout (float seconds, default 10.0):
+        Time a new TCP connection has to complete its WebSocket handshake.
+    shutdown_timeout (float seconds, default 2.0):
+        How long stop() waits for clients to take their close frame.
+    worker_threads (int, default 1):
+        Threads of the hub's own tokio runtime.
+    """
+    global _default
+    server = Server(
+        port,
+        host=host,
+        path=path,
+        topics=None if topics is None else list(topics),
+        max_connections=max_connections,
+        max_message_bytes=max_message_bytes,
+        send_queue=send_queue,
+        publish_queue=publish_queue,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        handshake_timeout=handshake_timeout,
+        shutdown_timeout=shutdown_timeout,
+        worker_threads=worker_threads,
+    )
+    with _lock:
+        _default = server
+    return server
+
+
+def broadcast(topic: str, data: Any) -> int:
+    """Publish ``data`` on ``topic`` on the server the last :func:`start` made.
+
+    ``data`` is a str of JSON (sent verbatim) or any JSON-serialisable value.
+    Returns the number of subscribers it was queued for. Raises
+    ``RuntimeError`` if no server was started or it was stopped, and
+    ``ValueError`` for an invalid topic or invalid JSON.
+    """
+    server = _default
+    if server is None:
+        raise RuntimeError("wshub is not started: call wshub.start(port) first")
+    return server.broadcast(topic, data)
+
+
+def stop() -> None:
+    """Stop the server the last :func:`start` made (no-op if there is none)."""
+    global _default
+    with _lock:
+        server, _default = _default, None
+    if server is not None:
+        server.stop()

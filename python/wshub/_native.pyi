@@ -1,0 +1,55 @@
+"""Type stubs for the native part of wshub (checked by mypy.stubtest)."""
+
+from types import TracebackType
+from typing import Any, final
+
+__version__: str
+
+@final
+class Server:
+    """A running wshub server: a WebSocket pub/sub hub on its own threads."""
+
+    def __new__(
+        cls,
+        port: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        path: str = "/api/ws",
+        topics: list[str] | None = None,
+        max_connections: int = 100000,
+        max_message_bytes: int = 65536,
+        send_queue: int = 1024,
+        publish_queue: int = 65536,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 20.0,
+        handshake_timeout: float = 10.0,
+        shutdown_timeout: float = 2.0,
+        worker_threads: int = 1,
+    ) -> Server: ...
+    @property
+    def port(self) -> int:
+        """The bound TCP port (the real one when started with port 0)."""
+    @property
+    def host(self) -> str:
+        """The address the server listens on."""
+    @property
+    def running(self) -> bool:
+        """True until stop() is called."""
+    def broadcast(self, topic: str, data: Any) -> int:
+        """Publish data (a JSON str, or a JSON-serialisable value) on topic.
+
+        Returns the number of subscribers it was queued for.
+        """
+    def stats(self) -> dict[str, Any]:
+        """Counters: connections, topics, published, sent, dropped,
+        slow_consumer_closes, connections_opened, connections_closed."""
+    def stop(self) -> None:
+        """Close every client with 1001 and join the hub's threads."""
+    def __enter__(self) -> Server: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+        /,
+    ) -> bool: ...

@@ -1,0 +1,202 @@
+//! Everything a host can tune about a hub, with the defaults and the checks
+//! that keep a bad value from reaching the runtime.
+//!
+//! The bindings (Python, C) build a [`Config`] from their own argument
+//! conventions and hand it to [`crate::Server::start`]; nothing else in the
+//! core reads options from anywhere.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::protocol::is_valid_topic;
+
+/// Which topic names clients may subscribe to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TopicPolicy {
+    /// Any syntactically valid name; a client that asks for none starts
+    /// with no subscriptions.
+    #[default]
+    Any,
+    /// Only these names; a client that asks for none of them gets all.
+    Only(BTreeSet<String>),
+}
+
+/// Options of one hub. `Config::default()` is what `wshub.start(port)` uses.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on. Loopback by default so that a hub is never
+    /// exposed by accident; set `0.0.0.0` to serve other hosts.
+    pub host: String,
+    /// TCP port; 0 asks the OS for a free one (read it back from
+    /// [`crate::Server::port`]).
+    pub port: u16,
+    /// The only HTTP path that upgrades to a WebSocket; others get 404.
+    pub path: String,
+    /// Which topics clients may subscribe to.
+    pub topics: TopicPolicy,
+    /// Open WebSocket connections at most; the next handshake gets 503.
+    pub max_connections: usize,
+    /// Largest inbound message (and frame) in bytes; over it the client is
+    /// closed with 1009.
+    pub max_message_bytes: usize,
+    /// Frames waiting to be written to one client at most; a client whose
+    /// queue is full is closed with 1008 so it cannot delay anybody else.
+    pub send_queue: usize,
+    /// Publications waiting for the fan-out at most; `broadcast` waits for
+    /// room when the fan-out cannot keep up, so memory stays bounded.
+    pub publish_queue: usize,
+    /// How often the server pings an idle client.
+    pub ping_interval: Duration,
+    /// How long after a ping a silent client is given before it is closed.
+    pub ping_timeout: Duration,
+    /// How long a new TCP connection may take to finish its HTTP upgrade.
+    pub handshake_timeout: Duration,
+    /// How long `stop()` waits for clients to receive their close frame.
+    pub shutdown_timeout: Duration,
+    /// Threads of the hub's own tokio runtime.
+    pub worker_threads: usize,
+}
+
+/// Upper bound on `max_message_bytes`: tungstenite buffers a whole message
+/// before handing it over, so this is also a per-client memory bound.
+pub const MAX_MESSAGE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Upper bound on `worker_threads`; more than this is a configuration
+/// mistake, not a tuning choice.
+pub const MAX_WORKER_THREADS: usize = 256;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "127.0.0.1".to_owned(),
+            port: 0,
+            path: "/api/ws".to_owned(),
+            topics: TopicPolicy::Any,
+            max_connections: 100_000,
+            max_message_bytes: 64 * 1024,
+            send_queue: 1024,
+            publish_queue: 65_536,
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(2),
+            worker_threads: 1,
+        }
+    }
+}
+
+impl Config {
+    /// Checks every option, so that a bad value is reported to the caller
+    /// instead of misbehaving later on the runtime.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the option and why.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |msg: String| Err(Error::InvalidConfig(msg));
+        if self.host.is_empty() {
+            return bad("host must not be empty".into());
+        }
+        if !self.path.starts_with('/') || self.path.contains('?') {
+            return bad(format!(
+                "path must start with '/' and have no query, got {:?}",
+                self.path
+            ));
+        }
+        if let TopicPolicy::Only(names) = &self.topics {
+            if names.is_empty() {
+                return bad("topics must list at least one name (or be None for any)".into());
+            }
+            if let Some(name) = names.iter().find(|n| !is_valid_topic(n)) {
+                return bad(format!(
+                    "invalid topic name {name:?}: use 1-128 characters of [A-Za-z0-9_.:-]"
+                ));
+            }
+        }
+        for (name, value) in [
+            ("max_connections", self.max_connections),
+            ("send_queue", self.send_queue),
+            ("publish_queue", self.publish_queue),
+            ("max_message_bytes", self.max_message_bytes),
+            ("worker_threads", self.worker_threads),
+        ] {
+            if value == 0 {
+                return bad(format!("{name} must be at least 1"));
+            }
+        }
+        if self.max_message_bytes > MAX_MESSAGE_BYTES_LIMIT {
+            return bad(format!(
+                "max_message_bytes must be at most {MAX_MESSAGE_BYTES_LIMIT}"
+            ));
+        }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return bad(format!(
+                "worker_threads must be at most {MAX_WORKER_THREADS}"
+            ));
+        }
+        for (name, value) in [
+            ("ping_interval", self.ping_interval),
+            ("ping_timeout", self.ping_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+        ] {
+            if value.is_zero() {
+                return bad(format!("{name} must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Converts a duration given in seconds by a binding into a [`Duration`].
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for negative, NaN, infinite or absurdly large
+/// values, which `Duration::from_secs_f64` would panic on.
+pub fn seconds(name: &str, value: f64) -> Result<Duration, Error> {
+    // A day is far beyond any sensible timeout and far below overflow.
+    const MAX_SECONDS: f64 = 86_400.0;
+    if !value.is_finite() || value <= 0.0 || value > MAX_SECONDS {
+        return Err(Error::InvalidConfig(format!(
+            "{name} must be a number of seconds in (0, {MAX_SECONDS}], got {value}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn zero_limits_are_rejected_with_their_name() {
+        let cfg = Config {
+            send_queue: 0,
+            ..Config::default()
+        };
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("send_queue"), "{err}");
+    }
+
+    #[test]
+    fn allow_list_with_bad_name_is_rejected() {
+        let cfg = Config {
+            topics: TopicPolicy::Only(["ok".to_string(), "not ok".to_string()].into()),
+            ..Config::default()
+        };
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn seconds_rejects_nan_negative_and_huge() {
+        assert!(seconds("x", f64::NAN).is_err());
+        assert!(seconds("x", -1.0).is_err());
+        assert!(seconds("x", 0.0).is_err());
+        assert!(seconds("x", 1e300).is_err());
+        assert_eq!(seconds("x", 0.5).unwrap(), Duration::from_millis(500));
+    }
+}

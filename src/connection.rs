@@ -1,0 +1,371 @@
+//! One client, from TCP accept to the end: the HTTP upgrade, the ack, then
+//! a loop that writes what the fan-out queued, answers what the client
+//! sends, and pings it when it goes quiet.
+//!
+//! Reading and writing share one task: the writer drains the whole outbox
+//! and flushes once, so a burst of publications costs one `write` per
+//! client rather than one per frame.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::config::TopicPolicy;
+use crate::hub::ConnId;
+use crate::outbox::{Closed, FrameKind, OutFrame, Outbox, Pushed};
+use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError};
+use crate::server::Shared;
+use crate::stats::Counters;
+
+/// Bytes tungstenite reserves up front for reading. Clients send little
+/// (pings, subscribe lists), and this is paid by every idle connection;
+/// larger messages grow the buffer as needed.
+const READ_BUFFER_BYTES: usize = 1024;
+
+/// Bytes tungstenite collects before it writes to the socket on its own;
+/// the writer flushes after each batch anyway, so this only caps one batch.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How long a closing connection waits for the client's close frame (or
+/// for its socket to take ours) before dropping the TCP connection.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Serves one accepted TCP connection until it ends.
+pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let handshake = upgrade(&shared, stream);
+    let upgraded = tokio::select! {
+        () = shared.shutdown.cancelled() => return,
+        r = tokio::time::timeout(shared.config.handshake_timeout, handshake) => r,
+    };
+    let (ws, query, slot) = match upgraded {
+        Ok(Ok(upgraded)) => upgraded,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "handshake timed out");
+            return;
+        }
+    };
+    let id = shared.next_conn_id();
+    Counters::add(&shared.hub.counters.connections_opened, 1);
+    tracing::debug!(%peer, id, "connection opened");
+    let mut conn = Connection {
+        id,
+        outbox: Arc::new(Outbox::new(shared.config.send_queue)),
+        subscriptions: BTreeSet::new(),
+        shared: Arc::clone(&shared),
+        ws,
+        last_heard: Instant::now(),
+    };
+    conn.start(query.as_deref());
+    let reason = conn.run().await;
+    conn.finish();
+    drop(slot);
+    tracing::debug!(%peer, id, reason, "connection closed");
+}
+
+/// Holds one of the `max_connections` places until dropped.
+struct ConnectionSlot {
+    shared: Arc<Shared>,
+}
+
+impl ConnectionSlot {
+    fn try_take(shared: &Arc<Shared>) -> Option<Self> {
+        let max = shared.config.max_connections as u64;
+        let connections = &shared.hub.counters.connections;
+        connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(ConnectionSlot {
+            shared: Arc::clone(shared),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.shared
+            .hub
+            .counters
+            .connections
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+/// The HTTP upgrade: 404 off the configured path, 503 over
+/// `max_connections`; on success the socket, the query string and the
+/// connection's slot.
+async fn upgrade(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+) -> Result<(Ws, Option<String>, ConnectionSlot), WsError> {
+    let mut query = None;
+    let mut slot = None;
+    let check = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        let uri = request.uri();
+        if uri.path() != shared.config.path {
+            return Err(reject(StatusCode::NOT_FOUND, "not found"));
+        }
+        slot = Some(ConnectionSlot::try_take(shared).ok_or_else(|| {
+            tracing::warn!("handshake rejected: max_connections reached");
+            reject(StatusCode::SERVICE_UNAVAILABLE, "too many connections")
+        })?);
+        query = uri.query().map(str::to_owned);
+        Ok(response)
+    };
+    let config = ws_config(shared.config.max_message_bytes);
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await?;
+    let slot = slot.ok_or(WsError::ConnectionClosed)?;
+    Ok((ws, query, slot))
+}
+
+fn reject(status: StatusCode, body: &str) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(body.to_owned()));
+    *response.status_mut() = status;
+    response
+}
+
+struct Connection {
+    id: ConnId,
+    outbox: Arc<Outbox>,
+    /// Topics this connection is subscribed to, sorted for the answers.
+    subscriptions: BTreeSet<String>,
+    shared: Arc<Shared>,
+    ws: Ws,
+    /// When the client last sent anything; drives the ping timeout.
+    last_heard: Instant,
+}
+
+/// How a connection ends, for the log.
+type Reason = &'static str;
+
+impl Connection {
+    /// Queues the ack, then subscribes, so no publication can precede it.
+    fn start(&mut self, query: Option<&str>) {
+        let requested = protocol::topics_from_query(query);
+        let (mut accepted, rejected) = self.sort_requested(requested);
+        if accepted.is_empty() {
+            if let TopicPolicy::Only(all) = &self.shared.config.topics {
+                accepted = all.iter().cloned().collect();
+            }
+        }
+        let topics: BTreeSet<String> = accepted.into_iter().collect();
+        self.reply(protocol::connected_frame(&topics, &rejected));
+        for topic in &topics {
+            self.shared.hub.subscribe(topic, self.id, &self.outbox);
+        }
+        self.subscriptions = topics;
+    }
+
+    /// Splits requested names into the ones this server allows and the rest.
+    fn sort_requested(&self, requested: Vec<String>) -> (Vec<String>, Vec<String>) {
+        let mut accepted = Vec::new();
+        let mut rejected = Vec::new();
+        for name in requested {
+            let allowed = match &self.shared.config.topics {
+                TopicPolicy::Any => protocol::is_valid_topic(&name),
+                TopicPolicy::Only(names) => names.contains(&name),
+            };
+            if allowed {
+                accepted.push(name);
+            } else {
+                rejected.push(name);
+            }
+        }
+        (accepted, rejected)
+    }
+
+    async fn run(&mut self) -> Reason {
+        let interval = self.shared.config.ping_interval;
+        let silence_limit = interval + self.shared.config.ping_timeout;
+        let mut ping = interval_at(Instant::now() + interval, interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pending = VecDeque::new();
+        let shutdown = self.shared.shutdown.clone();
+        let outbox = Arc::clone(&self.outbox);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    return self.close(CloseCode::Away, "server shutting down").await;
+                }
+                () = outbox.ready() => {
+                    let closed = outbox.drain(&mut pending);
+                    if !pending.is_empty() && !self.write(&mut pending).await {
+                        return "write failed";
+                    }
+                    if let Some(why) = closed {
+                        return self.close_for(why).await;
+                    }
+                }
+                message = self.ws.next() => {
+                    self.last_heard = Instant::now();
+                    match message {
+                        Some(Ok(message)) => self.handle(message),
+                        Some(Err(error)) => return self.fail(error).await,
+                        None => return "closed by client",
+                    }
+                }
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() >= silence_limit {
+                        return self.close(CloseCode::Error, "ping timeout").await;
+                    }
+                    let ping = self.ws.send(Message::Ping(Bytes::new()));
+                    if tokio::time::timeout(interval, ping).await.map_or(true, |r| r.is_err()) {
+                        return "ping failed";
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes every pending frame with one flush; gives up as soon as the
+    /// outbox closes (slow consumer) or the hub stops. Returns false when
+    /// the connection is unusable.
+    async fn write(&mut self, pending: &mut VecDeque<OutFrame>) -> bool {
+        let publications = pending
+            .iter()
+            .filter(|f| f.kind == FrameKind::Publication)
+            .count() as u64;
+        let ws = &mut self.ws;
+        let frames = pending.drain(..);
+        let write_all = async move {
+            for frame in frames {
+                ws.feed(Message::Text(frame.text)).await?;
+            }
+            ws.flush().await
+        };
+        let written = tokio::select! {
+            r = write_all => r.is_ok(),
+            () = self.outbox.closed() => return true,
+            () = self.shared.shutdown.cancelled() => return true,
+        };
+        if written {
+            Counters::add(&self.shared.hub.counters.sent, publications);
+        }
+        written
+    }
+
+    fn handle(&mut self, message: Message) {
+        match message {
+            Message::Text(text) => match protocol::parse_client_message(&text) {
+                Ok(request) => self.answer(request),
+                Err(error) => self.reply(protocol::error_frame(&error)),
+            },
+            Message::Binary(_) => self.reply(protocol::error_frame(&ProtocolError {
+                code: ErrorCode::BinaryNotSupported,
+                message: "send JSON in text frames".to_owned(),
+            })),
+            // tungstenite answers pings and close frames itself.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
+        }
+    }
+
+    fn answer(&mut self, request: ClientMessage) {
+        match request {
+            ClientMessage::Ping { id } => self.reply(protocol::pong_frame(id.as_deref())),
+            ClientMessage::Subscribe(names) => {
+                let (accepted, rejected) = self.sort_requested(names);
+                for topic in accepted {
+                    self.shared.hub.subscribe(&topic, self.id, &self.outbox);
+                    self.subscriptions.insert(topic);
+                }
+                self.reply(protocol::subscribed_frame(&self.subscriptions, &rejected));
+            }
+            ClientMessage::Unsubscribe(names) => {
+                for topic in names {
+                    if self.subscriptions.remove(&topic) {
+                        self.shared.hub.unsubscribe(&topic, self.id);
+                    }
+                }
+                self.reply(protocol::unsubscribed_frame(&self.subscriptions));
+            }
+        }
+    }
+
+    /// Queues an answer behind whatever is already queued, so answers and
+    /// publications reach the client in the order they happened.
+    fn reply(&self, text: String) {
+        if let Pushed::Overflowed { dropped } = self.outbox.push(OutFrame::reply(text)) {
+            let counters = &self.shared.hub.counters;
+            Counters::add(&counters.dropped, dropped);
+            Counters::add(&counters.slow_consumer_closes, 1);
+        }
+    }
+
+    async fn close_for(&mut self, why: Closed) -> Reason {
+        match why {
+            Closed::SlowConsumer => {
+                tracing::warn!(id = self.id, "closing slow consumer");
+                self.close(CloseCode::Policy, "slow consumer").await
+            }
+            Closed::Gone => "closed",
+        }
+    }
+
+    /// Maps a read error to the close code protocol v1 prescribes.
+    async fn fail(&mut self, error: WsError) -> Reason {
+        match error {
+            WsError::Capacity(_) => self.close(CloseCode::Size, "message too big").await,
+            WsError::Utf8(_) => self.close(CloseCode::Invalid, "invalid UTF-8").await,
+            WsError::Protocol(_) => self.close(CloseCode::Protocol, "protocol error").await,
+            WsError::ConnectionClosed | WsError::AlreadyClosed => "closed by client",
+            _ => "connection error",
+        }
+    }
+
+    /// Sends a close frame and waits briefly for the client's answer, so
+    /// the client reads our frame before the TCP connection goes away.
+    async fn close(&mut self, code: CloseCode, reason: &'static str) -> Reason {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let ws = &mut self.ws;
+        let handshake = async move {
+            ws.send(Message::Close(Some(frame))).await?;
+            while ws.next().await.is_some_and(|m| m.is_ok()) {}
+            Ok::<(), WsError>(())
+        };
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, handshake).await;
+        reason
+    }
+
+    /// Leaves every topic and releases what the connection held.
+    fn finish(&mut self) {
+        let dropped = self.outbox.close();
+        let subscriptions = std::mem::take(&mut self.subscriptions);
+        for topic in &subscriptions {
+            self.shared.hub.unsubscribe(topic, self.id);
+        }
+        let counters = &self.shared.hub.counters;
+        Counters::add(&counters.dropped, dropped);
+        Counters::add(&counters.connections_closed, 1);
+    }
+}

@@ -1,0 +1,409 @@
+//! Topics, their subscribers, and the fan-out of publications.
+//!
+//! `publish` runs on the caller's thread and does O(1) work in the number
+//! of subscribers: it assigns the topic's next `seq`, builds the frame once
+//! and appends it to a bounded queue. A single fan-out task on the runtime
+//! takes publications from that queue in batches and appends a refcounted
+//! copy to each subscriber's [`Outbox`].
+//!
+//! Ordering guarantees come from two locks: `seq` is assigned and the
+//! publication queued under the queue lock (so the queue is in `seq` order
+//! per topic), and a topic's subscriber list is locked both while fanning a
+//! publication out and while (un)subscribing (so a client that got its
+//! `subscribed`/`unsubscribed` answer sees exactly the publications fanned
+//! out after it).
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::outbox::{lock, OutFrame, Outbox, Pushed};
+use crate::protocol::{is_valid_topic, publication_frame, validate_json};
+use crate::stats::{Counters, Stats};
+
+/// Identifies one connection within a hub.
+pub type ConnId = u64;
+
+thread_local! {
+    /// Set on the hub runtimes' own threads, where `publish` must not wait
+    /// for the fan-out (which may need this very thread).
+    static ON_RUNTIME_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current thread as a runtime thread (called from the
+/// runtime's `on_thread_start`).
+pub(crate) fn mark_runtime_thread() {
+    ON_RUNTIME_THREAD.with(|f| f.set(true));
+}
+
+fn on_runtime_thread() -> bool {
+    ON_RUNTIME_THREAD.with(Cell::get)
+}
+
+/// One topic: its sequence counter and its subscribers.
+#[derive(Debug)]
+struct Topic {
+    /// Next `seq` to assign; only touched under the publish-queue lock.
+    next_seq: AtomicU64,
+    /// Mirrors `subscribers.len()` so `publish` can answer without locking.
+    subscriber_count: AtomicU64,
+    subscribers: Mutex<Subscribers>,
+}
+
+/// A dense list for fast iteration plus an index for O(1) removal.
+#[derive(Debug, Default)]
+struct Subscribers {
+    list: Vec<(ConnId, Arc<Outbox>)>,
+    index: HashMap<ConnId, usize>,
+}
+
+impl Subscribers {
+    fn insert(&mut self, id: ConnId, outbox: Arc<Outbox>) -> bool {
+        if self.index.contains_key(&id) {
+            return false;
+        }
+        self.index.insert(id, self.list.len());
+        self.list.push((id, outbox));
+        true
+    }
+
+    fn remove(&mut self, id: ConnId) -> bool {
+        let Some(pos) = self.index.remove(&id) else {
+            return false;
+        };
+        self.list.swap_remove(pos);
+        if let Some((moved, _)) = self.list.get(pos) {
+            self.index.insert(*moved, pos);
+        }
+        true
+    }
+}
+
+impl Topic {
+    fn new() -> Self {
+        Topic {
+            next_seq: AtomicU64::new(1),
+            subscriber_count: AtomicU64::new(0),
+            subscribers: Mutex::new(Subscribers::default()),
+        }
+    }
+
+    /// Never published and nobody listening: safe to forget, which keeps
+    /// clients from growing the registry with made-up names.
+    fn is_forgettable(&self) -> bool {
+        self.subscriber_count.load(Ordering::Relaxed) == 0
+            && self.next_seq.load(Ordering::Relaxed) == 1
+    }
+}
+
+/// A publication on its way to the fan-out.
+struct Publication {
+    topic: Arc<Topic>,
+    frame: Utf8Bytes,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Publication>,
+    closed: bool,
+}
+
+/// The bounded hand-off between publishers and the fan-out task.
+struct PublishQueue {
+    state: Mutex<QueueState>,
+    /// Publishers waiting for room.
+    not_full: Condvar,
+    /// Wakes the fan-out task when the queue becomes non-empty.
+    ready: Notify,
+    capacity: usize,
+}
+
+/// The topic registry and the fan-out.
+pub struct Hub {
+    topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
+    queue: PublishQueue,
+    /// Shared with connections and the server.
+    pub counters: Counters,
+}
+
+impl Hub {
+    /// A hub whose publish queue holds at most `publish_queue` publications.
+    pub fn new(publish_queue: usize) -> Self {
+        Hub {
+            topics: RwLock::new(HashMap::new()),
+            queue: PublishQueue {
+                state: Mutex::new(QueueState::default()),
+                not_full: Condvar::new(),
+                ready: Notify::new(),
+                capacity: publish_queue,
+            },
+            counters: Counters::default(),
+        }
+    }
+
+    /// Publishes `data` (JSON text) on `topic` and returns how many
+    /// subscribers the topic has now, i.e. how many it will be queued for.
+    ///
+    /// Waits (only) when the publish queue is full, which bounds memory when
+    /// publishers outrun the fan-out.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTopic`], [`Error::InvalidJson`] (nothing is sent),
+    /// [`Error::NotRunning`] after [`Hub::close`], and [`Error::Overloaded`]
+    /// when the queue is full and the caller is a runtime thread.
+    pub fn publish(&self, topic: &str, data: &str) -> Result<u64, Error> {
+        if !is_valid_topic(topic) {
+            return Err(Error::InvalidTopic(topic.to_owned()));
+        }
+        validate_json(data).map_err(Error::InvalidJson)?;
+        let entry = self.topic_entry(topic);
+        let mut state = lock(&self.queue.state);
+        loop {
+            if state.closed {
+                return Err(Error::NotRunning);
+            }
+            if state.items.len() < self.queue.capacity {
+                break;
+            }
+            if on_runtime_thread() {
+                return Err(Error::Overloaded);
+            }
+            state = self
+                .queue
+                .not_full
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let seq = entry.next_seq.fetch_add(1, Ordering::Relaxed);
+        let frame = Utf8Bytes::from(publication_frame(topic, seq, data));
+        let subscribers = entry.subscriber_count.load(Ordering::Relaxed);
+        let was_empty = state.items.is_empty();
+        state.items.push_back(Publication {
+            topic: entry,
+            frame,
+        });
+        drop(state);
+        Counters::add(&self.counters.published, 1);
+        if was_empty {
+            self.queue.ready.notify_one();
+        }
+        Ok(subscribers)
+    }
+
+    /// Refuses further publications and wakes publishers waiting for room.
+    pub fn close(&self) {
+        lock(&self.queue.state).closed = true;
+        self.queue.not_full.notify_all();
+        self.queue.ready.notify_one();
+    }
+
+    /// Whether [`Hub::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.queue.state).closed
+    }
+
+    /// Delivers queued publications to subscribers until `shutdown`.
+    pub async fn run_fanout(&self, shutdown: CancellationToken) {
+        let mut batch = VecDeque::new();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.queue.ready.notified() => {}
+            }
+            {
+                let mut state = lock(&self.queue.state);
+                std::mem::swap(&mut batch, &mut state.items);
+            }
+            self.queue.not_full.notify_all();
+            for publication in batch.drain(..) {
+                self.fan_out(&publication);
+            }
+        }
+    }
+
+    fn fan_out(&self, publication: &Publication) {
+        let subscribers = lock(&publication.topic.subscribers);
+        let mut dropped = 0;
+        let mut overflowed = 0;
+        for (_, outbox) in &subscribers.list {
+            match outbox.push(OutFrame::publication(publication.frame.clone())) {
+                Pushed::Queued => {}
+                Pushed::Overflowed { dropped: n } => {
+                    dropped += n;
+                    overflowed += 1;
+                }
+                Pushed::Refused => dropped += 1,
+            }
+        }
+        drop(subscribers);
+        Counters::add(&self.counters.dropped, dropped);
+        Counters::add(&self.counters.slow_consumer_closes, overflowed);
+    }
+
+    fn topic_entry(&self, name: &str) -> Arc<Topic> {
+        if let Some(topic) = read(&self.topics).get(name) {
+            return Arc::clone(topic);
+        }
+        let mut topics = write(&self.topics);
+        Arc::clone(
+            topics
+                .entry(Arc::from(name))
+                .or_insert_with(|| Arc::new(Topic::new())),
+        )
+    }
+
+    /// Adds a connection to a topic (a no-op if it is already there).
+    pub fn subscribe(&self, topic: &str, id: ConnId, outbox: &Arc<Outbox>) {
+        let entry = self.topic_entry(topic);
+        let mut subscribers = lock(&entry.subscribers);
+        if subscribers.insert(id, Arc::clone(outbox)) {
+            entry.subscriber_count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes a connection from a topic (a no-op if it is not there).
+    pub fn unsubscribe(&self, topic: &str, id: ConnId) {
+        let Some(entry) = read(&self.topics).get(topic).cloned() else {
+            return;
+        };
+        let removed = lock(&entry.subscribers).remove(id);
+        if removed {
+            entry.subscriber_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        if entry.is_forgettable() {
+            let mut topics = write(&self.topics);
+            if topics.get(topic).is_some_and(|t| t.is_forgettable()) {
+                topics.remove(topic);
+            }
+        }
+    }
+
+    /// A snapshot of the counters and of subscribers per topic.
+    pub fn stats(&self) -> Stats {
+        let topics: BTreeMap<String, u64> = read(&self.topics)
+            .iter()
+            .map(|(name, t)| (name.to_string(), t.subscriber_count.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        Stats::from_counters(&self.counters, topics)
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(outbox: &Outbox) -> Vec<String> {
+        let mut out = VecDeque::new();
+        outbox.drain(&mut out);
+        out.iter().map(|f| f.text.as_str().to_owned()).collect()
+    }
+
+    fn fan_out_all(hub: &Hub) {
+        let batch = std::mem::take(&mut lock(&hub.queue.state).items);
+        for p in &batch {
+            hub.fan_out(p);
+        }
+    }
+
+    #[test]
+    fn publish_counts_subscribers_and_numbers_per_topic() {
+        let hub = Hub::new(16);
+        let a = Arc::new(Outbox::new(16));
+        hub.subscribe("t", 1, &a);
+        hub.subscribe("t", 1, &a);
+        assert_eq!(hub.publish("t", "1").unwrap(), 1);
+        assert_eq!(hub.publish("u", "2").unwrap(), 0);
+        assert_eq!(hub.publish("t", "3").unwrap(), 1);
+        fan_out_all(&hub);
+        assert_eq!(
+            texts(&a),
+            [
+                r#"{"type":"message","topic":"t","seq":1,"data":1}"#,
+                r#"{"type":"message","topic":"t","seq":2,"data":3}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_input_is_rejected_before_anything_is_queued() {
+        let hub = Hub::new(16);
+        assert!(matches!(
+            hub.publish("bad topic", "1"),
+            Err(Error::InvalidTopic(_))
+        ));
+        assert!(matches!(hub.publish("t", "{"), Err(Error::InvalidJson(_))));
+        assert!(lock(&hub.queue.state).items.is_empty());
+        assert_eq!(hub.publish("t", "1").unwrap(), 0);
+    }
+
+    #[test]
+    fn unsubscribed_connection_receives_nothing_more() {
+        let hub = Hub::new(16);
+        let a = Arc::new(Outbox::new(16));
+        hub.subscribe("t", 7, &a);
+        hub.unsubscribe("t", 7);
+        hub.publish("t", "1").unwrap();
+        fan_out_all(&hub);
+        assert!(texts(&a).is_empty());
+        assert!(hub.stats().topics.is_empty());
+    }
+
+    #[test]
+    fn topics_never_published_are_forgotten_when_empty() {
+        let hub = Hub::new(16);
+        let a = Arc::new(Outbox::new(16));
+        for i in 0..100 {
+            let name = format!("junk{i}");
+            hub.subscribe(&name, 1, &a);
+            hub.unsubscribe(&name, 1);
+        }
+        assert!(read(&hub.topics).is_empty());
+    }
+
+    #[test]
+    fn closed_hub_refuses_publications() {
+        let hub = Hub::new(16);
+        hub.close();
+        assert!(matches!(hub.publish("t", "1"), Err(Error::NotRunning)));
+    }
+
+    #[test]
+    fn full_queue_on_a_runtime_thread_is_an_error_not_a_deadlock() {
+        let hub = Hub::new(1);
+        hub.publish("t", "1").unwrap();
+        mark_runtime_thread();
+        assert!(matches!(hub.publish("t", "2"), Err(Error::Overloaded)));
+    }
+
+    #[test]
+    fn slow_subscriber_is_closed_and_counted() {
+        let hub = Hub::new(16);
+        let slow = Arc::new(Outbox::new(1));
+        let fast = Arc::new(Outbox::new(16));
+        hub.subscribe("t", 1, &slow);
+        hub.subscribe("t", 2, &fast);
+        for i in 0..3 {
+            hub.publish("t", &i.to_string()).unwrap();
+        }
+        fan_out_all(&hub);
+        assert_eq!(texts(&fast).len(), 3);
+        let stats = hub.stats();
+        assert_eq!(stats.slow_consumer_closes, 1);
+        assert_eq!(stats.dropped, 3);
+    }
+}

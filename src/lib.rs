@@ -1,0 +1,36 @@
+//! wshub: a WebSocket pub/sub hub that runs inside another program's
+//! process (a Python web app, or any host that can call C).
+//!
+//! The host calls [`Server::start`] once and then [`Server::broadcast`]
+//! from any thread; browsers connected to `ws://host:port/api/ws?topics=...`
+//! receive every publication on their topics (protocol in
+//! `docs/protocol.md`). The server runs on its own tokio runtime, so the
+//! host's threads never carry the fan-out.
+//!
+//! # Layout
+//! - [`config`]: options, defaults and their validation.
+//! - [`error`]: the core's one error type.
+//! - [`protocol`]: topic names, client messages, server frame text.
+//! - [`hub`]: topics, subscribers, the publish queue and the fan-out.
+//! - [`outbox`]: one client's bounded outbound queue.
+//! - `connection`: one client's handshake and read/write loop.
+//! - [`server`]: binding, the runtime, the accept loop, shutdown.
+//! - [`stats`]: counters and the `stats()` snapshot.
+//! - `python` (feature `python`): the Python module `wshub._native`.
+
+pub mod config;
+mod connection;
+pub mod error;
+pub mod hub;
+pub mod outbox;
+pub mod protocol;
+pub mod server;
+pub mod stats;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use config::{Config, TopicPolicy};
+pub use error::Error;
+pub use server::Server;
+pub use stats::Stats;

@@ -1,0 +1,223 @@
+//! One client's outbound queue: bounded, filled by the fan-out and by the
+//! connection's own replies, drained in whole batches by the connection's
+//! writer.
+//!
+//! The queue is the only thing a publication touches per subscriber, so a
+//! push is a short mutex section and a refcount bump. A full queue closes
+//! the client instead of waiting for it: one slow socket must never delay
+//! anybody else.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+/// A text frame waiting to be written.
+#[derive(Debug, Clone)]
+pub struct OutFrame {
+    /// The frame's JSON text, shared with every other recipient.
+    pub text: Utf8Bytes,
+    /// Publications are counted in `sent`/`dropped`; replies are not.
+    pub kind: FrameKind,
+}
+
+/// What a queued frame is, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A `message` frame from `broadcast`.
+    Publication,
+    /// An answer to the client (ack, pong, error...).
+    Reply,
+}
+
+impl OutFrame {
+    /// A publication frame.
+    pub fn publication(text: Utf8Bytes) -> Self {
+        OutFrame {
+            text,
+            kind: FrameKind::Publication,
+        }
+    }
+
+    /// A reply built for this client only.
+    pub fn reply(text: String) -> Self {
+        OutFrame {
+            text: Utf8Bytes::from(text),
+            kind: FrameKind::Reply,
+        }
+    }
+}
+
+/// Why an outbox stopped taking frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The queue overflowed: the client does not read fast enough.
+    SlowConsumer,
+    /// The connection is ending for another reason.
+    Gone,
+}
+
+/// Result of [`Outbox::push`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// The frame is queued.
+    Queued,
+    /// The queue was full: it is now closed as a slow consumer and the
+    /// publications it held (plus this one, if a publication) are dropped.
+    Overflowed {
+        /// Publications discarded, for the `dropped` counter.
+        dropped: u64,
+    },
+    /// The outbox was already closed; the frame was discarded.
+    Refused,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<OutFrame>,
+    closed: Option<Closed>,
+}
+
+/// A bounded queue of frames for one client.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    /// Wakes the writer when the queue goes from empty to non-empty or
+    /// closes. `notify_one` keeps a permit, so a wake-up between the
+    /// writer's drain and its next wait is never lost.
+    ready: Notify,
+    /// Cancelled when the outbox closes, so a writer blocked on a full
+    /// socket gives up at once.
+    closed: CancellationToken,
+    capacity: usize,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `capacity` frames.
+    pub fn new(capacity: usize) -> Self {
+        Outbox {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            closed: CancellationToken::new(),
+            capacity,
+        }
+    }
+
+    /// Queues a frame, or closes the outbox if it is full.
+    pub fn push(&self, frame: OutFrame) -> Pushed {
+        let mut state = lock(&self.state);
+        if state.closed.is_some() {
+            return Pushed::Refused;
+        }
+        if state.frames.len() >= self.capacity {
+            let pending = state
+                .frames
+                .iter()
+                .filter(|f| f.kind == FrameKind::Publication)
+                .count() as u64;
+            let this = u64::from(frame.kind == FrameKind::Publication);
+            state.frames.clear();
+            state.closed = Some(Closed::SlowConsumer);
+            drop(state);
+            self.closed.cancel();
+            self.ready.notify_one();
+            return Pushed::Overflowed {
+                dropped: pending + this,
+            };
+        }
+        let was_empty = state.frames.is_empty();
+        state.frames.push_back(frame);
+        drop(state);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Pushed::Queued
+    }
+
+    /// Marks the outbox closed (the connection is ending) and returns how
+    /// many publications were still queued, for the `dropped` counter.
+    pub fn close(&self) -> u64 {
+        let mut state = lock(&self.state);
+        state.closed.get_or_insert(Closed::Gone);
+        let pending = state
+            .frames
+            .drain(..)
+            .filter(|f| f.kind == FrameKind::Publication)
+            .count() as u64;
+        drop(state);
+        self.closed.cancel();
+        pending
+    }
+
+    /// Moves every queued frame into `into` and reports whether the outbox
+    /// has closed.
+    pub fn drain(&self, into: &mut VecDeque<OutFrame>) -> Option<Closed> {
+        let mut state = lock(&self.state);
+        into.append(&mut state.frames);
+        state.closed
+    }
+
+    /// Resolves once frames are waiting or the outbox closed.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Resolves once the outbox is closed.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await;
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves
+/// the state consistent, so a panic elsewhere must not wedge the hub.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publication(s: &'static str) -> OutFrame {
+        OutFrame::publication(Utf8Bytes::from_static(s))
+    }
+
+    #[test]
+    fn overflow_closes_and_counts_dropped_publications() {
+        let outbox = Outbox::new(2);
+        assert_eq!(outbox.push(publication("a")), Pushed::Queued);
+        assert_eq!(outbox.push(OutFrame::reply("r".into())), Pushed::Queued);
+        assert_eq!(
+            outbox.push(publication("b")),
+            Pushed::Overflowed { dropped: 2 }
+        );
+        assert_eq!(outbox.push(publication("c")), Pushed::Refused);
+        let mut out = VecDeque::new();
+        assert_eq!(outbox.drain(&mut out), Some(Closed::SlowConsumer));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn drain_takes_everything_in_order() {
+        let outbox = Outbox::new(8);
+        for s in ["1", "2", "3"] {
+            outbox.push(OutFrame::reply(s.into()));
+        }
+        let mut out = VecDeque::new();
+        assert_eq!(outbox.drain(&mut out), None);
+        let texts: Vec<_> = out.iter().map(|f| f.text.as_str().to_owned()).collect();
+        assert_eq!(texts, ["1", "2", "3"]);
+        assert_eq!(outbox.push(publication("4")), Pushed::Queued);
+    }
+
+    #[test]
+    fn close_reports_pending_publications() {
+        let outbox = Outbox::new(8);
+        outbox.push(publication("a"));
+        outbox.push(OutFrame::reply("r".into()));
+        assert_eq!(outbox.close(), 1);
+        assert_eq!(outbox.push(publication("b")), Pushed::Refused);
+    }
+}

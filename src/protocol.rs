@@ -1,0 +1,377 @@
+//! Wire protocol v1 (see `docs/protocol.md`): topic names, the messages a
+//! client may send, and the JSON text of every frame the server sends.
+//!
+//! Server frames are built as text directly rather than through serde
+//! structs: a publication frame is assembled once per `broadcast` around the
+//! publisher's JSON, which must go out byte for byte.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Longest topic name: long enough for `tenant:feed:item` style names, short
+/// enough that a subscription list cannot be used to make us allocate a lot.
+pub const MAX_TOPIC_LEN: usize = 128;
+
+/// Whether `name` is a valid topic: 1-[`MAX_TOPIC_LEN`] chars of
+/// `[A-Za-z0-9_.:-]`. The alphabet needs no escaping inside JSON strings or
+/// URLs, which is what lets frames be assembled without an encoder.
+pub fn is_valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_TOPIC_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// Checks that `data` is one JSON value (leading/trailing whitespace
+/// allowed), without building it.
+///
+/// # Errors
+/// The parser's message, for the caller's exception text.
+pub fn validate_json(data: &str) -> Result<(), String> {
+    serde_json::from_str::<&RawValue>(data)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The error codes of protocol v1's `error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Not JSON, or JSON that is not an object.
+    InvalidJson,
+    /// No string `type`, or one the server does not know.
+    UnknownType,
+    /// `subscribe`/`unsubscribe` without an array of strings in `topics`.
+    InvalidTopics,
+    /// The client sent a binary frame.
+    BinaryNotSupported,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidTopics => "invalid_topics",
+            ErrorCode::BinaryNotSupported => "binary_not_supported",
+        }
+    }
+}
+
+/// A request a client sent in a text frame, already checked.
+#[derive(Debug, PartialEq)]
+pub enum ClientMessage {
+    /// `{"type":"ping"}`, with the `id` to echo if one was given.
+    Ping {
+        /// The raw JSON text of any value, echoed verbatim in the pong.
+        id: Option<String>,
+    },
+    /// `{"type":"subscribe","topics":[...]}`
+    Subscribe(Vec<String>),
+    /// `{"type":"unsubscribe","topics":[...]}`
+    Unsubscribe(Vec<String>),
+}
+
+/// A client message that could not be understood; it becomes an `error`
+/// frame and the connection stays open.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProtocolError {
+    /// The wire code.
+    pub code: ErrorCode,
+    /// A human-readable explanation for the client's developer.
+    pub message: String,
+}
+
+impl ProtocolError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtocolError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+// The envelope is parsed in two steps (first `type`, then the fields of that
+// type) so that each failure maps to the right error code.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    topics: Option<&'a RawValue>,
+}
+
+/// Parses one text frame from a client.
+///
+/// # Errors
+/// A [`ProtocolError`] with the code protocol v1 prescribes.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> {
+    let value: &RawValue = serde_json::from_str(text)
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidJson, e.to_string()))?;
+    if !value.get().trim_start().starts_with('{') {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidJson,
+            "expected a JSON object",
+        ));
+    }
+    let envelope: Envelope = serde_json::from_str(value.get())
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidJson, e.to_string()))?;
+    let kind = envelope
+        .kind
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .ok_or_else(|| {
+            ProtocolError::new(ErrorCode::UnknownType, "missing string field \"type\"")
+        })?;
+    match kind.as_str() {
+        "ping" => Ok(ClientMessage::Ping {
+            id: envelope.id.map(|raw| raw.get().to_owned()),
+        }),
+        "subscribe" => Ok(ClientMessage::Subscribe(topic_list(envelope.topics)?)),
+        "unsubscribe" => Ok(ClientMessage::Unsubscribe(topic_list(envelope.topics)?)),
+        other => Err(ProtocolError::new(
+            ErrorCode::UnknownType,
+            format!("unknown type {:?}", truncate(other, 64)),
+        )),
+    }
+}
+
+fn topic_list(raw: Option<&RawValue>) -> Result<Vec<String>, ProtocolError> {
+    let raw = raw
+        .ok_or_else(|| ProtocolError::new(ErrorCode::InvalidTopics, "missing field \"topics\""))?;
+    serde_json::from_str::<Vec<String>>(raw.get()).map_err(|_| {
+        ProtocolError::new(
+            ErrorCode::InvalidTopics,
+            "\"topics\" must be an array of strings",
+        )
+    })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Splits the `topics` query parameter (`a,b,c`, possibly repeated) of a
+/// handshake URL, ignoring empty items. Decoding is `form_urlencoded`'s:
+/// the topic alphabet never needs it, but browsers may encode `:` anyway.
+pub fn topics_from_query(query: Option<&str>) -> Vec<String> {
+    let Some(query) = query else {
+        return Vec::new();
+    };
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == "topics")
+        .flat_map(|(_, value)| {
+            value
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `{"type":"message","topic":T,"seq":N,"data":D}`: the one frame built per
+/// publication and shared by all subscribers. `topic` must be valid (no
+/// escaping needed) and `data` valid JSON.
+pub fn publication_frame(topic: &str, seq: u64, data: &str) -> String {
+    let mut frame = String::with_capacity(48 + topic.len() + data.len());
+    frame.push_str(r#"{"type":"message","topic":""#);
+    frame.push_str(topic);
+    frame.push_str(r#"","seq":"#);
+    let _ = write!(frame, "{seq}");
+    frame.push_str(r#","data":"#);
+    frame.push_str(data);
+    frame.push('}');
+    frame
+}
+
+/// Field order on the wire is the order of the struct fields: `type`
+/// first, as in the protocol document.
+#[derive(Serialize)]
+struct TopicsAnswer<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    topics: &'a BTreeSet<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected: Option<&'a [String]>,
+}
+
+fn topics_answer(
+    kind: &'static str,
+    topics: &BTreeSet<String>,
+    rejected: Option<&[String]>,
+) -> String {
+    let answer = TopicsAnswer {
+        kind,
+        topics,
+        rejected,
+    };
+    // Serialising strings and arrays of strings cannot fail.
+    serde_json::to_string(&answer).unwrap_or_default()
+}
+
+/// `{"type":"connected","topics":[...],"rejected":[...]}`
+pub fn connected_frame(topics: &BTreeSet<String>, rejected: &[String]) -> String {
+    topics_answer("connected", topics, Some(rejected))
+}
+
+/// `{"type":"subscribed","topics":[...],"rejected":[...]}`
+pub fn subscribed_frame(topics: &BTreeSet<String>, rejected: &[String]) -> String {
+    topics_answer("subscribed", topics, Some(rejected))
+}
+
+/// `{"type":"unsubscribed","topics":[...]}`
+pub fn unsubscribed_frame(topics: &BTreeSet<String>) -> String {
+    topics_answer("unsubscribed", topics, None)
+}
+
+/// `{"type":"pong"}`, or `{"type":"pong","id":X}` echoing the ping's id.
+pub fn pong_frame(id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!(r#"{{"type":"pong","id":{id}}}"#),
+        None => r#"{"type":"pong"}"#.to_owned(),
+    }
+}
+
+/// `{"type":"error","error":CODE,"message":TEXT}`
+pub fn error_frame(error: &ProtocolError) -> String {
+    #[derive(Serialize)]
+    struct ErrorAnswer<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        error: &'static str,
+        message: &'a str,
+    }
+    let answer = ErrorAnswer {
+        kind: "error",
+        error: error.code.as_str(),
+        message: &error.message,
+    };
+    serde_json::to_string(&answer).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_alphabet_and_length() {
+        assert!(is_valid_topic("odds_updates"));
+        assert!(is_valid_topic("a.b:c-d_9"));
+        assert!(is_valid_topic(&"x".repeat(MAX_TOPIC_LEN)));
+        assert!(!is_valid_topic(&"x".repeat(MAX_TOPIC_LEN + 1)));
+        assert!(!is_valid_topic(""));
+        assert!(!is_valid_topic("a b"));
+        assert!(!is_valid_topic("a\nb"));
+        assert!(!is_valid_topic("é"));
+        assert!(!is_valid_topic("a\"b"));
+    }
+
+    #[test]
+    fn publication_frame_embeds_data_verbatim() {
+        assert_eq!(
+            publication_frame("t", 17, "{ \"a\" : 1 }"),
+            r#"{"type":"message","topic":"t","seq":17,"data":{ "a" : 1 }}"#
+        );
+    }
+
+    #[test]
+    fn validate_json_accepts_values_and_rejects_garbage() {
+        assert!(validate_json(" {\"a\": [1, 2]} ").is_ok());
+        assert!(validate_json("3").is_ok());
+        assert!(validate_json("{").is_err());
+        assert!(validate_json("").is_err());
+        assert!(validate_json("1 2").is_err());
+    }
+
+    #[test]
+    fn ping_echoes_any_id() {
+        let msg = parse_client_message(r#"{"type":"ping","id":{"x":[1]}}"#).unwrap();
+        let ClientMessage::Ping { id } = msg else {
+            panic!("not a ping")
+        };
+        assert_eq!(
+            pong_frame(id.as_deref()),
+            r#"{"type":"pong","id":{"x":[1]}}"#
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"ping"}"#).unwrap(),
+            ClientMessage::Ping { id: None }
+        );
+    }
+
+    #[test]
+    fn each_bad_message_gets_its_code() {
+        let code = |text: &str| parse_client_message(text).unwrap_err().code;
+        assert_eq!(code("not json"), ErrorCode::InvalidJson);
+        assert_eq!(code("[1,2]"), ErrorCode::InvalidJson);
+        assert_eq!(code("\"ping\""), ErrorCode::InvalidJson);
+        assert_eq!(code("{}"), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":5}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"subscribe"}"#), ErrorCode::InvalidTopics);
+        assert_eq!(
+            code(r#"{"type":"subscribe","topics":"a"}"#),
+            ErrorCode::InvalidTopics
+        );
+        assert_eq!(
+            code(r#"{"type":"unsubscribe","topics":[1]}"#),
+            ErrorCode::InvalidTopics
+        );
+    }
+
+    #[test]
+    fn subscribe_lists_are_returned_as_given() {
+        assert_eq!(
+            parse_client_message(r#"{"type":"subscribe","topics":["b","a","bad name"]}"#).unwrap(),
+            ClientMessage::Subscribe(vec!["b".into(), "a".into(), "bad name".into()])
+        );
+    }
+
+    #[test]
+    fn query_topics_are_split_and_decoded() {
+        assert_eq!(
+            topics_from_query(Some("x=1&topics=a,,b%3Ac&topics=d")),
+            vec!["a", "b:c", "d"]
+        );
+        assert!(topics_from_query(None).is_empty());
+        assert!(topics_from_query(Some("topics=")).is_empty());
+        assert_eq!(topics_from_query(Some("topics=%zz")), vec!["%zz"]);
+    }
+
+    #[test]
+    fn answers_put_type_first() {
+        let topics: BTreeSet<String> = ["b".to_string(), "a".to_string()].into();
+        assert_eq!(
+            connected_frame(&topics, &["x y".to_string()]),
+            r#"{"type":"connected","topics":["a","b"],"rejected":["x y"]}"#
+        );
+        assert_eq!(
+            unsubscribed_frame(&topics),
+            r#"{"type":"unsubscribed","topics":["a","b"]}"#
+        );
+        let error = ProtocolError::new(ErrorCode::InvalidJson, "bad \"quote\"");
+        assert_eq!(
+            error_frame(&error),
+            r#"{"type":"error","error":"invalid_json","message":"bad \"quote\""}"#
+        );
+    }
+
+    #[test]
+    fn deeply_nested_json_is_an_error_not_a_crash() {
+        let deep = "[".repeat(100_000);
+        let text = format!(r#"{{"type":"ping","id":{deep}}}"#);
+        assert_eq!(
+            parse_client_message(&text).unwrap_err().code,
+            ErrorCode::InvalidJson
+        );
+    }
+}

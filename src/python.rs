@@ -1,0 +1,210 @@
+//! The Python module `wshub._native`: a thin facade that converts Python
+//! arguments into a [`Config`], calls the core, and maps [`Error`] onto
+//! Python exceptions. Anything that can wait (start, stop, a full publish
+//! queue) runs with the GIL released.
+
+use std::collections::BTreeSet;
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use crate::config::{seconds, Config, TopicPolicy};
+use crate::error::Error;
+use crate::server::Server;
+
+impl From<Error> for PyErr {
+    fn from(error: Error) -> PyErr {
+        let message = error.to_string();
+        match error {
+            Error::InvalidJson(_) | Error::InvalidTopic(_) | Error::InvalidConfig(_) => {
+                PyValueError::new_err(message)
+            }
+            Error::NotRunning | Error::Overloaded | Error::Runtime(_) => {
+                PyRuntimeError::new_err(message)
+            }
+            Error::Bind { source, .. } => match source.raw_os_error() {
+                // (errno, strerror) makes Python fill in OSError.errno and
+                // pick the matching subclass (e.g. no subclass for
+                // EADDRINUSE, PermissionError for EACCES).
+                Some(errno) => PyOSError::new_err((errno, message)),
+                None => PyOSError::new_err(message),
+            },
+        }
+    }
+}
+
+/// A running wshub server: a WebSocket pub/sub hub on its own threads.
+///
+/// Server(port=0, *, host="127.0.0.1", path="/api/ws", topics=None,
+///        max_connections=100000, max_message_bytes=65536, send_queue=1024,
+///        publish_queue=65536, ping_interval=20.0, ping_timeout=20.0,
+///        handshake_timeout=10.0, shutdown_timeout=2.0, worker_threads=1)
+///
+/// Starting binds the port at once (OSError, e.g. errno EADDRINUSE, if it
+/// cannot). See wshub.start for the meaning of every option.
+#[pyclass(name = "Server", module = "wshub._native", frozen)]
+pub struct PyServer {
+    server: Server,
+}
+
+#[pymethods]
+impl PyServer {
+    #[new]
+    #[pyo3(signature = (
+        port = 0,
+        *,
+        host = "127.0.0.1".to_owned(),
+        path = "/api/ws".to_owned(),
+        topics = None,
+        max_connections = 100_000,
+        max_message_bytes = 65_536,
+        send_queue = 1024,
+        publish_queue = 65_536,
+        ping_interval = 20.0,
+        ping_timeout = 20.0,
+        handshake_timeout = 10.0,
+        shutdown_timeout = 2.0,
+        worker_threads = 1,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        port: u16,
+        host: String,
+        path: String,
+        topics: Option<Vec<String>>,
+        max_connections: usize,
+        max_message_bytes: usize,
+        send_queue: usize,
+        publish_queue: usize,
+        ping_interval: f64,
+        ping_timeout: f64,
+        handshake_timeout: f64,
+        shutdown_timeout: f64,
+        worker_threads: usize,
+    ) -> PyResult<Self> {
+        let config = Config {
+            host,
+            port,
+            path,
+            topics: match topics {
+                None => TopicPolicy::Any,
+                Some(names) => TopicPolicy::Only(names.into_iter().collect::<BTreeSet<_>>()),
+            },
+            max_connections,
+            max_message_bytes,
+            send_queue,
+            publish_queue,
+            ping_interval: seconds("ping_interval", ping_interval)?,
+            ping_timeout: seconds("ping_timeout", ping_timeout)?,
+            handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,
+            shutdown_timeout: seconds("shutdown_timeout", shutdown_timeout)?,
+            worker_threads,
+        };
+        let server = py.detach(|| Server::start(config))?;
+        Ok(PyServer { server })
+    }
+
+    /// The bound TCP port (the real one when started with port 0).
+    #[getter]
+    fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// The address the server listens on.
+    #[getter]
+    fn host(&self) -> String {
+        self.server.local_addr().ip().to_string()
+    }
+
+    /// True until stop() is called.
+    #[getter]
+    fn running(&self) -> bool {
+        self.server.is_running()
+    }
+
+    /// broadcast(topic, data) -> int
+    ///
+    /// Publishes data on topic to every subscribed client and returns how
+    /// many subscribers it was queued for. data is a str holding JSON (sent
+    /// verbatim) or any JSON-serialisable value (serialised compactly).
+    /// Returns at once: the fan-out runs on the hub's own threads.
+    /// Raises ValueError for an invalid topic name or invalid JSON,
+    /// TypeError for a value json cannot serialise, RuntimeError after stop().
+    fn broadcast(&self, py: Python<'_>, topic: &str, data: &Bound<'_, PyAny>) -> PyResult<u64> {
+        if let Ok(text) = data.cast::<PyString>() {
+            let text = text.to_str()?;
+            return Ok(py.detach(|| self.server.broadcast(topic, text))?);
+        }
+        let text = to_json(py, data)?;
+        Ok(py.detach(|| self.server.broadcast(topic, &text))?)
+    }
+
+    /// stats() -> dict
+    ///
+    /// connections (open now), topics (subscribers per topic), published,
+    /// sent (publication frames written), dropped (publication frames lost
+    /// to closed slow clients), slow_consumer_closes, connections_opened,
+    /// connections_closed.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = self.server.stats();
+        let dict = PyDict::new(py);
+        dict.set_item("connections", stats.connections)?;
+        dict.set_item("topics", stats.topics)?;
+        dict.set_item("published", stats.published)?;
+        dict.set_item("sent", stats.sent)?;
+        dict.set_item("dropped", stats.dropped)?;
+        dict.set_item("slow_consumer_closes", stats.slow_consumer_closes)?;
+        dict.set_item("connections_opened", stats.connections_opened)?;
+        dict.set_item("connections_closed", stats.connections_closed)?;
+        Ok(dict)
+    }
+
+    /// stop() -> None
+    ///
+    /// Refuses further broadcasts, sends close code 1001 to every client,
+    /// waits up to shutdown_timeout for them, and joins the hub's threads.
+    /// Calling it again does nothing.
+    fn stop(&self, py: Python<'_>) {
+        py.detach(|| self.server.stop());
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.stop(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.server.is_running() {
+            "running"
+        } else {
+            "stopped"
+        };
+        format!("<wshub.Server {} {state}>", self.server.local_addr())
+    }
+}
+
+/// Compact JSON via the standard library, so whatever `json` accepts (and
+/// its errors) is what users already know.
+fn to_json(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<String> {
+    let dumps = py.import("json")?.getattr("dumps")?;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("separators", (",", ":"))?;
+    kwargs.set_item("ensure_ascii", false)?;
+    kwargs.set_item("allow_nan", false)?;
+    dumps.call((value,), Some(&kwargs))?.extract()
+}
+
+/// The native part of the `wshub` package; use `wshub` itself.
+#[pymodule(gil_used = false)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyServer>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

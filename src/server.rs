@@ -1,0 +1,226 @@
+//! The running hub: binds the listening socket synchronously, then serves
+//! on a tokio runtime of its own, until [`Server::stop`].
+//!
+//! Binding before returning means `start(0)` can report the real port and a
+//! taken port fails at once in the caller. Shutdown is one cancellation
+//! token that every task watches plus a task tracker to wait for them, so
+//! `stop()` can promise that clients got their close frame (within
+//! `shutdown_timeout`) and that the runtime's threads are gone.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::connection;
+use crate::error::Error;
+use crate::hub::{mark_runtime_thread, Hub};
+use crate::outbox::lock;
+use crate::stats::Stats;
+
+/// Backlog of the listening socket: enough for a burst of browsers
+/// reconnecting at once after a deploy.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Pause after `accept` fails (e.g. out of file descriptors), so the loop
+/// does not spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Extra time `stop()` gives tasks beyond `shutdown_timeout` before the
+/// runtime is torn down regardless.
+const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// What every task of one hub shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub hub: Hub,
+    /// Cancelled by `stop()`; every task selects on it.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so `stop()` can wait for them.
+    pub tracker: TaskTracker,
+    /// Source of connection ids.
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A running hub. Dropping it stops it.
+pub struct Server {
+    shared: Arc<Shared>,
+    /// `None` once stopped; taking it out is what makes `stop` idempotent.
+    runtime: Mutex<Option<Runtime>>,
+    local_addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts a hub: validates `config`, starts the runtime and binds.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`], [`Error::Runtime`], or [`Error::Bind`] with
+    /// the OS error (e.g. `EADDRINUSE`).
+    pub fn start(config: Config) -> Result<Server, Error> {
+        config.validate()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
+            .max_blocking_threads(4)
+            .thread_name("wshub-worker")
+            .on_thread_start(mark_runtime_thread)
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?;
+        let listener = {
+            let _entered = runtime.enter();
+            bind(&config.host, config.port)?
+        };
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| bind_error(&config.host, config.port, source))?;
+        let shared = Arc::new(Shared {
+            hub: Hub::new(config.publish_queue),
+            config,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            next_id: AtomicU64::new(1),
+        });
+        let fanout = Arc::clone(&shared);
+        shared.tracker.spawn_on(
+            async move { fanout.hub.run_fanout(fanout.shutdown.clone()).await },
+            runtime.handle(),
+        );
+        shared
+            .tracker
+            .spawn_on(accept_loop(Arc::clone(&shared), listener), runtime.handle());
+        tracing::info!(addr = %local_addr, path = %shared.config.path, "wshub listening");
+        Ok(Server {
+            shared,
+            runtime: Mutex::new(Some(runtime)),
+            local_addr,
+        })
+    }
+
+    /// The address the hub listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The bound TCP port.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Whether the hub accepts publications and connections.
+    pub fn is_running(&self) -> bool {
+        !self.shared.hub.is_closed()
+    }
+
+    /// Publishes `data` (JSON text) on `topic`; see [`Hub::publish`].
+    ///
+    /// # Errors
+    /// As [`Hub::publish`].
+    pub fn broadcast(&self, topic: &str, data: &str) -> Result<u64, Error> {
+        self.shared.hub.publish(topic, data)
+    }
+
+    /// Counters and subscribers per topic.
+    pub fn stats(&self) -> Stats {
+        self.shared.hub.stats()
+    }
+
+    /// Stops the hub: refuses new publications, sends close 1001 to every
+    /// client, waits up to `shutdown_timeout` for them, then shuts the
+    /// runtime down and joins its threads. Calling it again does nothing.
+    pub fn stop(&self) {
+        let Some(runtime) = lock(&self.runtime).take() else {
+            return;
+        };
+        self.shared.hub.close();
+        self.shared.shutdown.cancel();
+        self.shared.tracker.close();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Called from async code (or a runtime thread): blocking here
+            // could deadlock, so tear down without waiting.
+            runtime.shutdown_background();
+            return;
+        }
+        let tracker = self.shared.tracker.clone();
+        let deadline = self.shared.config.shutdown_timeout;
+        runtime.block_on(async move {
+            let _ = tokio::time::timeout(deadline, tracker.wait()).await;
+        });
+        runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+        tracing::info!(addr = %self.local_addr, "wshub stopped");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn bind(host: &str, port: u16) -> Result<TcpListener, Error> {
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|source| bind_error(host, port, source))?
+        .next()
+        .ok_or_else(|| {
+            bind_error(
+                host,
+                port,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address"),
+            )
+        })?;
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(|source| bind_error(host, port, source))?;
+    // SO_REUSEADDR only lets us rebind over TIME_WAIT leftovers of a
+    // previous run; a port held by a live listener still fails.
+    socket
+        .set_reuseaddr(true)
+        .and_then(|()| socket.bind(addr))
+        .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        .map_err(|source| bind_error(host, port, source))
+}
+
+fn bind_error(host: &str, port: u16, source: std::io::Error) -> Error {
+    Error::Bind {
+        addr: format!("{host}:{port}"),
+        source,
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                shared
+                    .tracker
+                    .spawn(connection::serve(Arc::clone(&shared), stream, peer));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::select! {
+                    () = shared.shutdown.cancelled() => return,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Counters the hub keeps while it runs, and the snapshot `stats()` returns.
+//!
+//! Counters are relaxed atomics: they are observations, not
+//! synchronisation, and must cost nothing on the fan-out path beyond one
+//! add per batch.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Live counters, owned by the hub.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// WebSocket connections open now.
+    pub connections: AtomicU64,
+    /// Handshakes completed since start.
+    pub connections_opened: AtomicU64,
+    /// Connections ended since start, for any reason.
+    pub connections_closed: AtomicU64,
+    /// Publications accepted by `broadcast`.
+    pub published: AtomicU64,
+    /// Publication frames written to clients.
+    pub sent: AtomicU64,
+    /// Publication frames discarded because their client was closed.
+    pub dropped: AtomicU64,
+    /// Clients closed with 1008 because their queue was full.
+    pub slow_consumer_closes: AtomicU64,
+}
+
+impl Counters {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A point-in-time copy of the counters, plus subscribers per topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// WebSocket connections open now.
+    pub connections: u64,
+    /// Subscribers per topic, for topics with at least one.
+    pub topics: BTreeMap<String, u64>,
+    /// Publications accepted by `broadcast`.
+    pub published: u64,
+    /// Publication frames written to clients.
+    pub sent: u64,
+    /// Publication frames discarded because their client was closed.
+    pub dropped: u64,
+    /// Clients closed with 1008 because their queue was full.
+    pub slow_consumer_closes: u64,
+    /// Handshakes completed since start.
+    pub connections_opened: u64,
+    /// Connections ended since start, for any reason.
+    pub connections_closed: u64,
+}
+
+impl Stats {
+    pub(crate) fn from_counters(c: &Counters, topics: BTreeMap<String, u64>) -> Self {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            connections: get(&c.connections),
+            topics,
+            published: get(&c.published),
+            sent: get(&c.sent),
+            dropped: get(&c.dropped),
+            slow_consumer_closes: get(&c.slow_consumer_closes),
+            connections_opened: get(&c.connections_opened),
+            connections_closed: get(&c.connections_closed),
+        }
+    }
+}

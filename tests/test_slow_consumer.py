@@ -1,0 +1,83 @@
+"""A client that stops reading is closed (1008 "slow consumer") without
+delaying anybody else."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from helpers import OP_CLOSE, OP_PING, OP_TEXT, close_code, publication, wait_until
+
+
+def test_client_that_stops_reading_is_closed_as_slow_consumer(make_hub, connect, raw_ws):
+    hub = make_hub(send_queue=16)
+    good = connect(hub, ["t"])
+    # Never reads after the handshake; a small receive buffer makes the
+    # kernel buffers fill quickly.
+    slow = raw_ws(hub, query="topics=t", rcvbuf=4096)
+    wait_until(lambda: hub.stats()["connections"] == 2,
+               message=lambda: f"stats: {hub.stats()}")
+
+    n = 0
+    worst = 0.0
+    while hub.stats()["slow_consumer_closes"] == 0:
+        n += 1
+        assert n <= 5000, f"slow client not closed after {n - 1} publications: {hub.stats()}"
+        data = json.dumps({"i": n, "pad": "x" * 4000})
+        assert hub.broadcast("t", data) in (1, 2)
+        # the reading client keeps getting every publication, in order,
+        # without being held up by the stuck one
+        t0 = time.monotonic()
+        assert good.recv_text(timeout=5) == publication("t", n, data)
+        worst = max(worst, time.monotonic() - t0)
+    assert worst < 2.0, f"good client was delayed {worst:.2f}s"
+
+    # the slow client is gone from the hub at once
+    wait_until(lambda: hub.stats()["connections"] == 1,
+               message=lambda: f"stats: {hub.stats()}")
+    stats = hub.stats()
+    assert stats["topics"] == {"t": 1}
+    assert stats["slow_consumer_closes"] == 1
+    assert stats["dropped"] >= 1
+    assert stats["connections_closed"] == 1
+
+    # publishing goes on for the good client
+    for _ in range(20):
+        n += 1
+        data = json.dumps({"i": n})
+        assert hub.broadcast("t", data) == 1
+        assert good.recv_text() == publication("t", n, data)
+
+    # What the slow client got: the ack, an in-order gap-free prefix of the
+    # publications, then (maybe) a 1008 "slow consumer" close frame, then EOF.
+    frames, _ = slow.read_until_closed(timeout=10)
+    texts = [p for op, p in frames if op == OP_TEXT]
+    closes = [p for op, p in frames if op == OP_CLOSE]
+    assert all(op in (OP_TEXT, OP_CLOSE, OP_PING) for op, _ in frames), \
+        [op for op, _ in frames]
+    assert json.loads(texts[0])["type"] == "connected"
+    seqs = [json.loads(t)["seq"] for t in texts[1:]]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert len(seqs) < n
+    if closes:
+        assert frames[-1][0] == OP_CLOSE, "close frame must be the last frame"
+        assert close_code(closes[0]) == (1008, "slow consumer")
+
+
+def test_slow_consumer_on_one_topic_does_not_affect_other_topics(make_hub, connect, raw_ws):
+    hub = make_hub(send_queue=8)
+    other = connect(hub, ["quiet"])
+    raw_ws(hub, query="topics=busy,quiet", rcvbuf=4096)
+    wait_until(lambda: hub.stats()["connections"] == 2)
+    n = 0
+    while hub.stats()["slow_consumer_closes"] == 0:
+        n += 1
+        assert n <= 5000, f"slow client not closed: {hub.stats()}"
+        hub.broadcast("busy", {"pad": "y" * 8000})
+        if n % 10 == 0:
+            hub.broadcast("quiet", n)
+            assert other.recv_text(timeout=5) == publication("quiet", n // 10, str(n))
+    wait_until(lambda: hub.stats()["topics"] == {"quiet": 1},
+               message=lambda: f"stats: {hub.stats()}")
+    assert hub.broadcast("quiet", '"after"') == 1
+    assert other.recv_json()["data"] == "after"
