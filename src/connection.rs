@@ -127,6 +127,8 @@ async fn upgrade(
 ) -> Result<(Ws, Option<String>, ConnectionSlot), WsError> {
     let mut query = None;
     let mut slot = None;
+    // The callback's signature is tungstenite's, large error type and all.
+    #[allow(clippy::result_large_err)]
     let check = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         let uri = request.uri();
         if uri.path() != shared.config.path {

@@ -1,0 +1,136 @@
+//! The core over real sockets, without Python: a tokio-tungstenite client
+//! against `Server` on 127.0.0.1 port 0.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use wshub::{Config, Server, TopicPolicy};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(server: &Server, query: &str) -> Client {
+    let url = format!("ws://127.0.0.1:{}/api/ws{query}", server.port());
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connect timed out")
+        .expect("connect failed");
+    ws
+}
+
+async fn next_text(ws: &mut Client) -> String {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no frame in time")
+            .expect("stream ended")
+            .expect("read error");
+        if let Message::Text(text) = msg {
+            return text.as_str().to_owned();
+        }
+    }
+}
+
+fn start(config: Config) -> Server {
+    Server::start(Config { port: 0, ..config }).expect("server starts")
+}
+
+#[tokio::test]
+async fn publications_reach_subscribers_byte_for_byte() {
+    let server = start(Config::default());
+    let mut ws = connect(&server, "?topics=odds").await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"type":"connected","topics":["odds"],"rejected":[]}"#
+    );
+    assert_eq!(server.broadcast("odds", r#"{"home": 1.85}"#).unwrap(), 1);
+    assert_eq!(server.broadcast("other", "1").unwrap(), 0);
+    assert_eq!(server.broadcast("odds", "[1]").unwrap(), 1);
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"type":"message","topic":"odds","seq":1,"data":{"home": 1.85}}"#
+    );
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"type":"message","topic":"odds","seq":2,"data":[1]}"#
+    );
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn allow_list_subscribes_to_all_when_nothing_valid_is_asked() {
+    let server = start(Config {
+        topics: TopicPolicy::Only(["a".to_string(), "b".to_string()].into()),
+        ..Config::default()
+    });
+    let mut ws = connect(&server, "?topics=zzz").await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"type":"connected","topics":["a","b"],"rejected":["zzz"]}"#
+    );
+    ws.send(Message::text(r#"{"type":"unsubscribe","topics":["a"]}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"type":"unsubscribed","topics":["b"]}"#
+    );
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn stop_sends_going_away_to_clients() {
+    let server = start(Config::default());
+    let mut ws = connect(&server, "").await;
+    next_text(&mut ws).await;
+    let stopper = std::thread::spawn(move || server.stop());
+    let close = tokio::time::timeout(WAIT, async {
+        while let Some(msg) = ws.next().await {
+            let msg = msg.expect("read ok");
+            if let Message::Close(frame) = msg {
+                return frame;
+            }
+        }
+        None
+    })
+    .await
+    .expect("no close in time")
+    .expect("a close frame");
+    assert_eq!(u16::from(close.code), 1001);
+    stopper.join().unwrap();
+}
+
+#[test]
+fn taken_port_is_reported_with_the_os_error() {
+    let first = start(Config::default());
+    let err = Server::start(Config {
+        port: first.port(),
+        ..Config::default()
+    })
+    .err()
+    .expect("second bind fails");
+    match err {
+        wshub::Error::Bind { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+        }
+        other => panic!("unexpected error {other}"),
+    }
+}
+
+#[test]
+fn broadcast_after_stop_is_refused() {
+    let server = start(Config::default());
+    server.stop();
+    server.stop();
+    assert!(matches!(
+        server.broadcast("t", "1"),
+        Err(wshub::Error::NotRunning)
+    ));
+}
