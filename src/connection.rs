@@ -153,6 +153,21 @@ fn reject(status: StatusCode, body: &str) -> ErrorResponse {
     response
 }
 
+fn count_publications(frames: &VecDeque<OutFrame>) -> u64 {
+    frames
+        .iter()
+        .filter(|f| f.kind == FrameKind::Publication)
+        .count() as u64
+}
+
+/// Feeds every frame to tungstenite's buffer, then flushes once.
+async fn write_frames(ws: &mut Ws, frames: impl Iterator<Item = OutFrame>) -> Result<(), WsError> {
+    for frame in frames {
+        ws.feed(Message::Text(frame.text)).await?;
+    }
+    ws.flush().await
+}
+
 struct Connection {
     id: ConnId,
     outbox: Arc<Outbox>,
@@ -215,7 +230,7 @@ impl Connection {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
-                    return self.close(CloseCode::Away, "server shutting down").await;
+                    return self.shut_down(&mut pending).await;
                 }
                 () = outbox.ready() => {
                     let closed = outbox.drain(&mut pending);
@@ -251,18 +266,8 @@ impl Connection {
     /// outbox closes (slow consumer) or the hub stops. Returns false when
     /// the connection is unusable.
     async fn write(&mut self, pending: &mut VecDeque<OutFrame>) -> bool {
-        let publications = pending
-            .iter()
-            .filter(|f| f.kind == FrameKind::Publication)
-            .count() as u64;
-        let ws = &mut self.ws;
-        let frames = pending.drain(..);
-        let write_all = async move {
-            for frame in frames {
-                ws.feed(Message::Text(frame.text)).await?;
-            }
-            ws.flush().await
-        };
+        let publications = count_publications(pending);
+        let write_all = write_frames(&mut self.ws, pending.drain(..));
         let written = tokio::select! {
             r = write_all => r.is_ok(),
             () = self.outbox.closed() => return true,
@@ -319,6 +324,21 @@ impl Connection {
             Counters::add(&counters.dropped, dropped);
             Counters::add(&counters.slow_consumer_closes, 1);
         }
+    }
+
+    /// The hub is stopping: write what is still queued (publications
+    /// accepted before `stop()`), then say goodbye with 1001.
+    async fn shut_down(&mut self, pending: &mut VecDeque<OutFrame>) -> Reason {
+        if self.outbox.drain(pending).is_none() && !pending.is_empty() {
+            let publications = count_publications(pending);
+            let ws = &mut self.ws;
+            let write_all = write_frames(ws, pending.drain(..));
+            match tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, write_all).await {
+                Ok(Ok(())) => Counters::add(&self.shared.hub.counters.sent, publications),
+                _ => return "write failed while stopping",
+            }
+        }
+        self.close(CloseCode::Away, "server shutting down").await
     }
 
     async fn close_for(&mut self, why: Closed) -> Reason {

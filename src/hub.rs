@@ -56,20 +56,31 @@ struct Topic {
     subscribers: Mutex<Subscribers>,
 }
 
+/// One subscriber of a topic.
+#[derive(Debug)]
+struct Subscriber {
+    id: ConnId,
+    outbox: Arc<Outbox>,
+    /// The first `seq` this subscriber receives: publications made before
+    /// it subscribed (still queued for the fan-out) are not for it, as
+    /// `broadcast`'s subscriber count already said.
+    from_seq: u64,
+}
+
 /// A dense list for fast iteration plus an index for O(1) removal.
 #[derive(Debug, Default)]
 struct Subscribers {
-    list: Vec<(ConnId, Arc<Outbox>)>,
+    list: Vec<Subscriber>,
     index: HashMap<ConnId, usize>,
 }
 
 impl Subscribers {
-    fn insert(&mut self, id: ConnId, outbox: Arc<Outbox>) -> bool {
-        if self.index.contains_key(&id) {
+    fn insert(&mut self, subscriber: Subscriber) -> bool {
+        if self.index.contains_key(&subscriber.id) {
             return false;
         }
-        self.index.insert(id, self.list.len());
-        self.list.push((id, outbox));
+        self.index.insert(subscriber.id, self.list.len());
+        self.list.push(subscriber);
         true
     }
 
@@ -78,8 +89,8 @@ impl Subscribers {
             return false;
         };
         self.list.swap_remove(pos);
-        if let Some((moved, _)) = self.list.get(pos) {
-            self.index.insert(*moved, pos);
+        if let Some(moved) = self.list.get(pos) {
+            self.index.insert(moved.id, pos);
         }
         true
     }
@@ -105,6 +116,7 @@ impl Topic {
 /// A publication on its way to the fan-out.
 struct Publication {
     topic: Arc<Topic>,
+    seq: u64,
     frame: Utf8Bytes,
 }
 
@@ -186,6 +198,7 @@ impl Hub {
         let was_empty = state.items.is_empty();
         state.items.push_back(Publication {
             topic: entry,
+            seq,
             frame,
         });
         drop(state);
@@ -208,21 +221,25 @@ impl Hub {
         lock(&self.queue.state).closed
     }
 
-    /// Delivers queued publications to subscribers until `shutdown`.
-    pub async fn run_fanout(&self, shutdown: CancellationToken) {
+    /// Delivers queued publications to subscribers until the hub is
+    /// closed and every publication accepted before that is delivered;
+    /// then cancels `drained`, which starts the connections' shutdown.
+    pub async fn run_fanout(&self, drained: CancellationToken) {
         let mut batch = VecDeque::new();
         loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = self.queue.ready.notified() => {}
-            }
-            {
+            self.queue.ready.notified().await;
+            let closed = {
                 let mut state = lock(&self.queue.state);
                 std::mem::swap(&mut batch, &mut state.items);
-            }
+                state.closed
+            };
             self.queue.not_full.notify_all();
             for publication in batch.drain(..) {
                 self.fan_out(&publication);
+            }
+            if closed {
+                drained.cancel();
+                return;
             }
         }
     }
@@ -231,8 +248,14 @@ impl Hub {
         let subscribers = lock(&publication.topic.subscribers);
         let mut dropped = 0;
         let mut overflowed = 0;
-        for (_, outbox) in &subscribers.list {
-            match outbox.push(OutFrame::publication(publication.frame.clone())) {
+        for subscriber in &subscribers.list {
+            if publication.seq < subscriber.from_seq {
+                continue;
+            }
+            match subscriber
+                .outbox
+                .push(OutFrame::publication(publication.frame.clone()))
+            {
                 Pushed::Queued => {}
                 Pushed::Overflowed { dropped: n } => {
                     dropped += n;
@@ -258,13 +281,26 @@ impl Hub {
         )
     }
 
-    /// Adds a connection to a topic (a no-op if it is already there).
+    /// Adds a connection to a topic (a no-op if it is already there). It
+    /// receives exactly the publications `publish` counts it for: those
+    /// made from now on.
     pub fn subscribe(&self, topic: &str, id: ConnId, outbox: &Arc<Outbox>) {
         let entry = self.topic_entry(topic);
         let mut subscribers = lock(&entry.subscribers);
-        if subscribers.insert(id, Arc::clone(outbox)) {
-            entry.subscriber_count.fetch_add(1, Ordering::Relaxed);
+        if subscribers.index.contains_key(&id) {
+            return;
         }
+        // Read the next seq and bump the count under the queue lock, which
+        // `publish` holds while it does the same, so the two agree.
+        let queue = lock(&self.queue.state);
+        let from_seq = entry.next_seq.load(Ordering::Relaxed);
+        entry.subscriber_count.fetch_add(1, Ordering::Relaxed);
+        drop(queue);
+        subscribers.insert(Subscriber {
+            id,
+            outbox: Arc::clone(outbox),
+            from_seq,
+        });
     }
 
     /// Removes a connection from a topic (a no-op if it is not there).
@@ -349,6 +385,20 @@ mod tests {
         assert!(matches!(hub.publish("t", "{"), Err(Error::InvalidJson(_))));
         assert!(lock(&hub.queue.state).items.is_empty());
         assert_eq!(hub.publish("t", "1").unwrap(), 0);
+    }
+
+    #[test]
+    fn publication_queued_before_subscribing_is_not_delivered() {
+        let hub = Hub::new(16);
+        let a = Arc::new(Outbox::new(16));
+        assert_eq!(hub.publish("t", "1").unwrap(), 0);
+        hub.subscribe("t", 1, &a);
+        assert_eq!(hub.publish("t", "2").unwrap(), 1);
+        fan_out_all(&hub);
+        assert_eq!(
+            texts(&a),
+            [r#"{"type":"message","topic":"t","seq":2,"data":2}"#]
+        );
     }
 
     #[test]

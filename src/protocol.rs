@@ -101,10 +101,19 @@ impl ProtocolError {
 struct Envelope<'a> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    // `deserialize_with` keeps `"id":null` as Some(null): a plain Option
+    // would read null as absent and the pong would lose it.
+    #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     topics: Option<&'a RawValue>,
+}
+
+fn present<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 /// Parses one text frame from a client.
@@ -305,6 +314,12 @@ mod tests {
         assert_eq!(
             parse_client_message(r#"{"type":"ping"}"#).unwrap(),
             ClientMessage::Ping { id: None }
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"ping","id":null}"#).unwrap(),
+            ClientMessage::Ping {
+                id: Some("null".into())
+            }
         );
     }
 

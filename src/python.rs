@@ -54,8 +54,8 @@ impl PyServer {
     #[pyo3(signature = (
         port = 0,
         *,
-        host = "127.0.0.1".to_owned(),
-        path = "/api/ws".to_owned(),
+        host = "127.0.0.1",
+        path = "/api/ws",
         topics = None,
         max_connections = 100_000,
         max_message_bytes = 65_536,
@@ -71,8 +71,8 @@ impl PyServer {
     fn new(
         py: Python<'_>,
         port: u16,
-        host: String,
-        path: String,
+        host: &str,
+        path: &str,
         topics: Option<Vec<String>>,
         max_connections: usize,
         max_message_bytes: usize,
@@ -85,9 +85,9 @@ impl PyServer {
         worker_threads: usize,
     ) -> PyResult<Self> {
         let config = Config {
-            host,
+            host: host.to_owned(),
             port,
-            path,
+            path: path.to_owned(),
             topics: match topics {
                 None => TopicPolicy::Any,
                 Some(names) => TopicPolicy::Only(names.into_iter().collect::<BTreeSet<_>>()),

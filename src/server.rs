@@ -40,7 +40,8 @@ const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct Shared {
     pub config: Config,
     pub hub: Hub,
-    /// Cancelled by `stop()`; every task selects on it.
+    /// Cancelled once `stop()` has closed the hub and the fan-out has
+    /// delivered what was accepted before; every task selects on it.
     pub shutdown: CancellationToken,
     /// Every connection task, so `stop()` can wait for them.
     pub tracker: TaskTracker,
@@ -94,6 +95,8 @@ impl Server {
         });
         let fanout = Arc::clone(&shared);
         shared.tracker.spawn_on(
+            // The fan-out ends the hub's life: once it has delivered what
+            // was published before `stop()`, connections close.
             async move { fanout.hub.run_fanout(fanout.shutdown.clone()).await },
             runtime.handle(),
         );
@@ -136,26 +139,37 @@ impl Server {
         self.shared.hub.stats()
     }
 
-    /// Stops the hub: refuses new publications, sends close 1001 to every
-    /// client, waits up to `shutdown_timeout` for them, then shuts the
-    /// runtime down and joins its threads. Calling it again does nothing.
+    /// Stops the hub: refuses new publications, delivers the ones already
+    /// accepted, sends close 1001 to every client, waits up to
+    /// `shutdown_timeout` for all that, then shuts the runtime down and
+    /// joins its threads. Calling it again does nothing.
     pub fn stop(&self) {
         let Some(runtime) = lock(&self.runtime).take() else {
             return;
         };
+        // Closing the hub makes the fan-out drain and then cancel
+        // `shutdown`; the connections flush their queues and close.
         self.shared.hub.close();
-        self.shared.shutdown.cancel();
         self.shared.tracker.close();
         if tokio::runtime::Handle::try_current().is_ok() {
             // Called from async code (or a runtime thread): blocking here
             // could deadlock, so tear down without waiting.
+            self.shared.shutdown.cancel();
             runtime.shutdown_background();
             return;
         }
         let tracker = self.shared.tracker.clone();
         let deadline = self.shared.config.shutdown_timeout;
+        let shutdown = self.shared.shutdown.clone();
         runtime.block_on(async move {
-            let _ = tokio::time::timeout(deadline, tracker.wait()).await;
+            if tokio::time::timeout(deadline, tracker.wait())
+                .await
+                .is_err()
+            {
+                // Clients that did not take their queue and close frame in
+                // time are dropped with the runtime.
+                shutdown.cancel();
+            }
         });
         runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
         tracing::info!(addr = %self.local_addr, "wshub stopped");

@@ -3,6 +3,7 @@
 from types import TracebackType
 from typing import Any, final
 
+__all__ = ["Server", "__version__"]
 __version__: str
 
 @final
