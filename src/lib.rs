@@ -17,10 +17,13 @@
 //! - [`server`]: binding, the runtime, the accept loop, shutdown.
 //! - [`stats`]: counters and the `stats()` snapshot.
 //! - `python` (feature `python`): the Python module `wshub._native`.
+//! - [`ffi`]: the C ABI declared in `include/wshub.h` (`docs/c-api.md`).
 
 pub mod config;
 mod connection;
 pub mod error;
+/// The C ABI (`include/wshub.h`): `extern "C"` functions over the core.
+pub mod ffi;
 pub mod hub;
 pub mod outbox;
 pub mod protocol;

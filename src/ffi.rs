@@ -1,0 +1,715 @@
+//! The C ABI: `extern "C"` functions over the same core the Python binding
+//! uses, declared in the committed header `include/wshub.h` (generated from
+//! this file by cbindgen; `make header` rewrites it, `make header-check`
+//! fails when it is stale).
+//!
+//! Like `python.rs`, this is a facade that only converts: C arguments become
+//! a [`Config`] or `&str`, and an [`Error`] becomes a negative
+//! [`wshub_code`] plus a thread-local message for [`wshub_last_error`].
+//! What it adds is the discipline a C host needs, so that no argument can
+//! crash the host:
+//! - every pointer is checked for NULL and every string for UTF-8 before
+//!   use, and lengths are checked before a slice is formed;
+//! - every body runs inside `catch_unwind` ([`guard`]), so a panic becomes
+//!   [`wshub_code::WSHUB_ERR_PANIC`] instead of unwinding into C;
+//! - a hub is an opaque `wshub_server *` owned by the caller from
+//!   [`wshub_start`] until [`wshub_stop`], which stops and frees it.
+//!
+//! The doc comments below are the header's comments: they state the
+//! ownership of every pointer for C readers.
+
+// The exported names follow C conventions (`wshub_server`, `WSHUB_OK`),
+// which is what cbindgen copies into the header.
+#![allow(non_camel_case_types)]
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use crate::config::{seconds, Config, TopicPolicy};
+use crate::error::Error;
+use crate::server::Server;
+
+/// Result codes. `WSHUB_OK` is 0 and every error is negative, so a function
+/// that returns a count or a length returns one of these instead when it
+/// fails. `wshub_last_error()` then describes the failure.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum wshub_code {
+    /// Success.
+    WSHUB_OK = 0,
+    /// A required pointer is NULL, or a length or capacity is impossible.
+    WSHUB_ERR_INVALID_ARGUMENT = -1,
+    /// The payload is not valid JSON (or not UTF-8); nothing was sent.
+    WSHUB_ERR_INVALID_JSON = -2,
+    /// The topic is not 1-128 characters of `[A-Za-z0-9_.:-]`.
+    WSHUB_ERR_INVALID_TOPIC = -3,
+    /// An option of `wshub_options` is out of range or malformed.
+    WSHUB_ERR_INVALID_CONFIG = -4,
+    /// The hub no longer accepts publications.
+    WSHUB_ERR_NOT_RUNNING = -5,
+    /// The publish queue is full and waiting for room would deadlock.
+    WSHUB_ERR_OVERLOADED = -6,
+    /// The listening socket could not be set up (bad host, permission...).
+    WSHUB_ERR_BIND = -7,
+    /// The port is already in use (EADDRINUSE).
+    WSHUB_ERR_ADDR_IN_USE = -8,
+    /// The hub's threads could not be started, or another internal failure.
+    WSHUB_ERR_RUNTIME = -9,
+    /// wshub panicked (a bug); the panic was stopped at the API boundary.
+    /// A hub that reported this should be stopped.
+    WSHUB_ERR_PANIC = -10,
+}
+
+use wshub_code::*;
+
+/// A running hub. Opaque: created by `wshub_start()`, owned by the caller,
+/// freed by `wshub_stop()`.
+pub struct wshub_server {
+    server: Server,
+}
+
+// The header promises that every function is thread-safe, i.e. that one
+// `wshub_server` may be used from several threads at once.
+const _: fn() = || {
+    fn thread_safe<T: Send + Sync>() {}
+    thread_safe::<wshub_server>();
+};
+
+/// Options of `wshub_start()`. Fill it with `wshub_options_default()`, then
+/// change the fields you need. wshub reads the struct (and the strings it
+/// points to) only during the `wshub_start()` call and keeps no pointer
+/// into it, so all of it may be freed as soon as `wshub_start()` returns.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct wshub_options {
+    /// Address to listen on, NUL-terminated UTF-8. Default `"127.0.0.1"`
+    /// (loopback, so a hub is never exposed by accident); `"0.0.0.0"`
+    /// serves other hosts. Must not be NULL. Borrowed.
+    pub host: *const c_char,
+    /// TCP port; 0 (the default) asks the OS for a free one, which
+    /// `wshub_port()` reports.
+    pub port: u16,
+    /// The only HTTP path that upgrades to a WebSocket; others get 404.
+    /// Default `"/api/ws"`. Must not be NULL. Borrowed.
+    pub path: *const c_char,
+    /// The topics clients may subscribe to: a NULL-terminated array of
+    /// NUL-terminated names, e.g. `(const char *const[]){"a", "b", NULL}`.
+    /// NULL (the default) allows any valid name. With a list, a client that
+    /// asks for none of the listed names gets all of them. Borrowed.
+    pub topics: *const *const c_char,
+    /// Open WebSocket connections at most; further handshakes get HTTP 503.
+    /// Default 100000.
+    pub max_connections: usize,
+    /// Largest inbound message in bytes; a larger one closes the client
+    /// with 1009. Default 65536, at most 64 MiB.
+    pub max_message_bytes: usize,
+    /// Frames queued per client at most; a client whose queue is full is
+    /// closed with 1008 ("slow consumer"). Default 1024.
+    pub send_queue: usize,
+    /// Publications waiting for the fan-out at most; `wshub_broadcast()`
+    /// waits for room when it is full. Default 65536.
+    pub publish_queue: usize,
+    /// Seconds between the server's pings to an idle client. Default 20.
+    pub ping_interval: f64,
+    /// Seconds a client may stay silent after a ping before it is closed.
+    /// Default 20.
+    pub ping_timeout: f64,
+    /// Seconds a new connection has to complete its HTTP upgrade.
+    /// Default 10.
+    pub handshake_timeout: f64,
+    /// Seconds `wshub_stop()` waits for clients to take their close frame.
+    /// Default 2.
+    pub shutdown_timeout: f64,
+    /// Threads of the hub's own runtime. Default 1, at most 256.
+    pub worker_threads: usize,
+}
+
+/// A list of allowed topics longer than this is taken for a list that
+/// lacks its NULL terminator, rather than read on until something breaks.
+const MAX_TOPIC_LIST_LEN: usize = 1 << 20;
+
+/// Defaults of the string options, owned by the library for ever.
+const DEFAULT_HOST: &CStr = c"127.0.0.1";
+const DEFAULT_PATH: &CStr = c"/api/ws";
+
+/// Fills `*out` with the defaults (see each field of `wshub_options`).
+/// Its `host` and `path` then point to static strings owned by wshub.
+///
+/// Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` when `out` is NULL.
+///
+/// # Safety
+/// `out` must be NULL or point to writable memory for a `wshub_options`.
+#[no_mangle]
+pub unsafe extern "C" fn wshub_options_default(out: *mut wshub_options) -> c_int {
+    guard(code_as_int, || {
+        let out = non_null(out, "out")?;
+        let config = Config::default();
+        let secs = |d: std::time::Duration| d.as_secs_f64();
+        let options = wshub_options {
+            host: DEFAULT_HOST.as_ptr(),
+            port: config.port,
+            path: DEFAULT_PATH.as_ptr(),
+            topics: ptr::null(),
+            max_connections: config.max_connections,
+            max_message_bytes: config.max_message_bytes,
+            send_queue: config.send_queue,
+            publish_queue: config.publish_queue,
+            ping_interval: secs(config.ping_interval),
+            ping_timeout: secs(config.ping_timeout),
+            handshake_timeout: secs(config.handshake_timeout),
+            shutdown_timeout: secs(config.shutdown_timeout),
+            worker_threads: config.worker_threads,
+        };
+        // SAFETY: the caller promises `out` is writable; `write` does not
+        // read (or drop) what was there, which may be uninitialised.
+        unsafe { out.write(options) };
+        Ok(WSHUB_OK as c_int)
+    })
+}
+
+/// Starts a hub: checks the options, starts its threads and binds the
+/// port before returning, so a taken port fails here.
+///
+/// `opts` may be NULL for all the defaults; it is only read during the
+/// call. Returns a new hub, owned by the caller until `wshub_stop()`, or
+/// NULL on failure: then `wshub_last_error()` says why and
+/// `wshub_last_error_code()` is one of `WSHUB_ERR_INVALID_ARGUMENT`,
+/// `WSHUB_ERR_INVALID_CONFIG`, `WSHUB_ERR_BIND`, `WSHUB_ERR_ADDR_IN_USE`,
+/// `WSHUB_ERR_RUNTIME`.
+///
+/// # Safety
+/// `opts` must be NULL or point to a readable `wshub_options` whose string
+/// pointers are NULL or NUL-terminated, and whose `topics` is NULL or a
+/// NULL-terminated array.
+#[no_mangle]
+pub unsafe extern "C" fn wshub_start(opts: *const wshub_options) -> *mut wshub_server {
+    guard(
+        |_| ptr::null_mut(),
+        || {
+            // SAFETY: forwarded from the caller's contract on `opts`.
+            let config = unsafe { config_from(opts) }?;
+            let server = Server::start(config)?;
+            Ok(Box::into_raw(Box::new(wshub_server { server })))
+        },
+    )
+}
+
+/// The bound TCP port (the real one when the hub was started on port 0),
+/// or 0 when `server` is NULL.
+///
+/// # Safety
+/// `server` must be NULL or a hub from `wshub_start()` not yet stopped.
+#[no_mangle]
+pub unsafe extern "C" fn wshub_port(server: *const wshub_server) -> u16 {
+    guard(
+        |_| 0,
+        || {
+            // SAFETY: forwarded from the caller's contract on `server`.
+            let hub = unsafe { hub_ref(server) }?;
+            Ok(hub.server.port())
+        },
+    )
+}
+
+/// Publishes `json` on `topic` to every subscribed client. The frame
+/// clients receive is
+/// `{"type":"message","topic":<topic>,"seq":<n>,"data":<json>}` with
+/// `json` copied byte for byte.
+///
+/// `topic` is a NUL-terminated name; `json` is `json_len` bytes of UTF-8
+/// JSON and need not be NUL-terminated. Both are borrowed for the call
+/// only. Returns at once (the fan-out runs on the hub's threads) unless the
+/// publish queue is full, in which case it waits for room.
+///
+/// Returns how many subscribers the publication was queued for (>= 0), or
+/// a negative `wshub_code`: `WSHUB_ERR_INVALID_ARGUMENT` (a NULL pointer,
+/// or `json_len` larger than `PTRDIFF_MAX`), `WSHUB_ERR_INVALID_TOPIC`
+/// (also for a topic that is not UTF-8), `WSHUB_ERR_INVALID_JSON` (also
+/// for bytes that are not UTF-8), `WSHUB_ERR_NOT_RUNNING`,
+/// `WSHUB_ERR_OVERLOADED`. Nothing is sent on error.
+///
+/// # Safety
+/// `server` must be NULL or a hub from `wshub_start()` not yet stopped;
+/// `topic` must be NULL or NUL-terminated; `json` must be NULL or point to
+/// `json_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn wshub_broadcast(
+    server: *mut wshub_server,
+    topic: *const c_char,
+    json: *const c_char,
+    json_len: usize,
+) -> i64 {
+    guard(
+        |code| code as i64,
+        || {
+            // SAFETY (three calls): forwarded from the caller's contract.
+            let hub = unsafe { hub_ref(server) }?;
+            let topic = unsafe { c_str(topic, "topic", WSHUB_ERR_INVALID_TOPIC) }?;
+            let json = unsafe { byte_slice(json, json_len, "json") }?;
+            let json = std::str::from_utf8(json).map_err(|e| {
+                Failure::new(
+                    WSHUB_ERR_INVALID_JSON,
+                    format!("invalid JSON: not UTF-8 ({e})"),
+                )
+            })?;
+            let subscribers = hub.server.broadcast(topic, json)?;
+            Ok(i64::try_from(subscribers).unwrap_or(i64::MAX))
+        },
+    )
+}
+
+/// Writes the hub's counters as one line of JSON, with the same fields as
+/// the Python `stats()`: `{"connections":N,"topics":{"name":subscribers,
+/// ...},"published":N,"sent":N,"dropped":N,"slow_consumer_closes":N,
+/// "connections_opened":N,"connections_closed":N}`.
+///
+/// Contract like `snprintf`: returns the length of the JSON in bytes, not
+/// counting the terminating NUL. When that length is less than `cap`, the
+/// JSON and a NUL are written to `buf`; otherwise nothing is written but a
+/// NUL at `buf[0]` (when `cap > 0`), never a truncated document. So call
+/// it with `(server, NULL, 0)` to learn the size, or retry with a buffer of
+/// at least the returned length + 1. `buf` is owned by the caller.
+///
+/// Returns a negative `wshub_code` on failure: `WSHUB_ERR_INVALID_ARGUMENT`
+/// (`server` NULL, or `buf` NULL with `cap > 0`), `WSHUB_ERR_RUNTIME` (the
+/// JSON would be longer than `INT_MAX`).
+///
+/// # Safety
+/// `server` must be NULL or a hub from `wshub_start()` not yet stopped;
+/// `buf` must be NULL or point to `cap` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn wshub_stats_json(
+    server: *const wshub_server,
+    buf: *mut c_char,
+    cap: usize,
+) -> c_int {
+    guard(code_as_int, || {
+        // SAFETY: forwarded from the caller's contract on `server`.
+        let hub = unsafe { hub_ref(server) }?;
+        if buf.is_null() && cap > 0 {
+            return Err(Failure::invalid_argument("buf is NULL but cap is not 0"));
+        }
+        let json = serde_json::to_string(&hub.server.stats())
+            .map_err(|e| Failure::new(WSHUB_ERR_RUNTIME, format!("cannot encode stats: {e}")))?;
+        let needed = c_int::try_from(json.len()).map_err(|_| {
+            Failure::new(WSHUB_ERR_RUNTIME, "the stats JSON is longer than INT_MAX")
+        })?;
+        let buf = buf.cast::<u8>();
+        if json.len() < cap {
+            // SAFETY: `buf` has `cap` writable bytes and we write
+            // `json.len() + 1 <= cap` of them; `json` cannot overlap a
+            // buffer the caller owns.
+            unsafe {
+                ptr::copy_nonoverlapping(json.as_ptr(), buf, json.len());
+                buf.add(json.len()).write(0);
+            }
+        } else if cap > 0 {
+            // SAFETY: `cap > 0`, so `buf[0]` is writable.
+            unsafe { buf.write(0) };
+        }
+        Ok(needed)
+    })
+}
+
+/// Stops the hub and frees it: refuses further publications, sends close
+/// code 1001 to every client, waits up to `shutdown_timeout` for them, and
+/// joins the hub's threads. `server` is invalid afterwards. NULL does
+/// nothing.
+///
+/// # Safety
+/// `server` must be NULL or a hub from `wshub_start()` not yet stopped,
+/// and no other thread may be using it or use it afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn wshub_stop(server: *mut wshub_server) {
+    if server.is_null() {
+        return;
+    }
+    guard(
+        |_| (),
+        || {
+            // SAFETY: `server` came from `Box::into_raw` in `wshub_start`
+            // and the caller hands its ownership back here. Should `stop`
+            // panic, unwinding drops the box, so it is freed either way.
+            let hub = unsafe { Box::from_raw(server) };
+            hub.server.stop();
+            drop(hub);
+            Ok(())
+        },
+    );
+}
+
+/// A description of the last failure of a wshub call on the calling
+/// thread, or `""` when none has failed yet. Successful calls leave it
+/// unchanged (like `errno`).
+///
+/// The string is owned by wshub and stays valid until a later wshub call
+/// on the same thread fails, or the thread exits; copy it to keep it.
+/// Never NULL.
+#[no_mangle]
+pub extern "C" fn wshub_last_error() -> *const c_char {
+    let read = catch_unwind(|| {
+        LAST_ERROR
+            .try_with(|last| last.try_borrow().ok().map(|e| e.message.as_ptr()))
+            .ok()
+            .flatten()
+    });
+    read.ok().flatten().unwrap_or(c"".as_ptr())
+}
+
+/// The `wshub_code` of the last failure on the calling thread (the one
+/// `wshub_last_error()` describes), or `WSHUB_OK` when none has failed.
+#[no_mangle]
+pub extern "C" fn wshub_last_error_code() -> c_int {
+    let read = catch_unwind(|| {
+        LAST_ERROR
+            .try_with(|last| last.try_borrow().ok().map(|e| e.code as c_int))
+            .ok()
+            .flatten()
+    });
+    read.ok().flatten().unwrap_or(WSHUB_OK as c_int)
+}
+
+/// The library version, e.g. `"0.1.0"`: a static string owned by wshub.
+#[no_mangle]
+pub extern "C" fn wshub_version() -> *const c_char {
+    const VERSION: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(version) => version,
+            Err(_) => c"unknown",
+        };
+    VERSION.as_ptr()
+}
+
+// ---------------------------------------------------------------------------
+// Failures and the last-error slot
+// ---------------------------------------------------------------------------
+
+/// Why a call failed, on its way to the caller's last-error slot.
+#[derive(Debug)]
+struct Failure {
+    code: wshub_code,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: wshub_code, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid_argument(message: impl Into<String>) -> Self {
+        Failure::new(WSHUB_ERR_INVALID_ARGUMENT, message)
+    }
+
+    fn panic(payload: &(dyn Any + Send)) -> Self {
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("unknown panic");
+        Failure::new(WSHUB_ERR_PANIC, format!("internal error (panic): {what}"))
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        let code = match &error {
+            Error::InvalidJson(_) => WSHUB_ERR_INVALID_JSON,
+            Error::InvalidTopic(_) => WSHUB_ERR_INVALID_TOPIC,
+            Error::InvalidConfig(_) => WSHUB_ERR_INVALID_CONFIG,
+            Error::NotRunning => WSHUB_ERR_NOT_RUNNING,
+            Error::Overloaded => WSHUB_ERR_OVERLOADED,
+            Error::Bind { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
+                WSHUB_ERR_ADDR_IN_USE
+            }
+            Error::Bind { .. } => WSHUB_ERR_BIND,
+            Error::Runtime(_) => WSHUB_ERR_RUNTIME,
+        };
+        Failure::new(code, error.to_string())
+    }
+}
+
+/// The last failure on one thread, as C reads it.
+struct LastError {
+    code: wshub_code,
+    /// Kept as a `CString` so `wshub_last_error` can hand out a pointer
+    /// that stays valid until the next failure replaces it.
+    message: CString,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<LastError> = RefCell::new(LastError {
+        code: WSHUB_OK,
+        message: CString::default(),
+    });
+}
+
+/// Records `failure` for `wshub_last_error`; never panics.
+fn set_last_error(failure: Failure) {
+    // A message cannot carry a NUL into C; none of ours should hold one.
+    let text = failure.message.replace('\0', "\\0");
+    let message = CString::new(text).unwrap_or_default();
+    // `try_with` fails only while the thread is being torn down, and
+    // `try_borrow_mut` only if C re-entered us from inside a borrow, which
+    // it cannot; losing the message then is better than panicking.
+    let _ = LAST_ERROR.try_with(|last| {
+        if let Ok(mut last) = last.try_borrow_mut() {
+            *last = LastError {
+                code: failure.code,
+                message,
+            };
+        }
+    });
+}
+
+/// The edge of every entry point: runs `body`, records a failure or a
+/// caught panic as the thread's last error, and turns it into the
+/// function's error value with `on_error`.
+///
+/// `AssertUnwindSafe`: after a panic the caller only gets an error code;
+/// the core takes its locks ignoring poisoning, and the documentation of
+/// `WSHUB_ERR_PANIC` tells the host to stop that hub.
+fn guard<T>(
+    on_error: impl FnOnce(wshub_code) -> T,
+    body: impl FnOnce() -> Result<T, Failure>,
+) -> T {
+    let failure = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(value)) => return value,
+        Ok(Err(failure)) => failure,
+        Err(payload) => {
+            let failure = Failure::panic(payload.as_ref());
+            // Dropping a payload may itself panic; keep that from unwinding.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            failure
+        }
+    };
+    let code = failure.code;
+    set_last_error(failure);
+    on_error(code)
+}
+
+fn code_as_int(code: wshub_code) -> c_int {
+    code as c_int
+}
+
+// ---------------------------------------------------------------------------
+// Argument conversion
+// ---------------------------------------------------------------------------
+
+fn non_null<T>(pointer: *mut T, name: &str) -> Result<*mut T, Failure> {
+    if pointer.is_null() {
+        return Err(Failure::invalid_argument(format!("{name} is NULL")));
+    }
+    Ok(pointer)
+}
+
+/// Borrows the hub behind a handle.
+///
+/// # Safety
+/// `server` must be NULL or a live pointer from `wshub_start`.
+unsafe fn hub_ref<'a>(server: *const wshub_server) -> Result<&'a wshub_server, Failure> {
+    // SAFETY: non-NULL, so live by the caller's contract.
+    unsafe { server.as_ref() }.ok_or_else(|| Failure::invalid_argument("server is NULL"))
+}
+
+/// Borrows a NUL-terminated UTF-8 string; `not_utf8` is the code for a
+/// string that is present but not UTF-8.
+///
+/// # Safety
+/// `pointer` must be NULL or NUL-terminated and readable up to the NUL.
+unsafe fn c_str<'a>(
+    pointer: *const c_char,
+    name: &str,
+    not_utf8: wshub_code,
+) -> Result<&'a str, Failure> {
+    if pointer.is_null() {
+        return Err(Failure::invalid_argument(format!("{name} is NULL")));
+    }
+    // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+    let text = unsafe { CStr::from_ptr(pointer) };
+    text.to_str()
+        .map_err(|e| Failure::new(not_utf8, format!("{name} is not valid UTF-8 ({e})")))
+}
+
+/// Borrows `len` bytes at `pointer`.
+///
+/// # Safety
+/// `pointer` must be NULL or point to `len` readable bytes.
+unsafe fn byte_slice<'a>(
+    pointer: *const c_char,
+    len: usize,
+    name: &str,
+) -> Result<&'a [u8], Failure> {
+    if pointer.is_null() {
+        return Err(Failure::invalid_argument(format!("{name} is NULL")));
+    }
+    // `slice::from_raw_parts` requires this; a larger length is garbage.
+    if isize::try_from(len).is_err() {
+        return Err(Failure::invalid_argument(format!(
+            "{name}_len {len} is larger than PTRDIFF_MAX"
+        )));
+    }
+    // SAFETY: non-NULL, `len` readable bytes by the caller's contract, and
+    // `len <= isize::MAX` checked above.
+    Ok(unsafe { std::slice::from_raw_parts(pointer.cast::<u8>(), len) })
+}
+
+/// Builds the [`Config`] from C options (NULL: the defaults).
+///
+/// # Safety
+/// As `opts` of [`wshub_start`].
+unsafe fn config_from(opts: *const wshub_options) -> Result<Config, Failure> {
+    // SAFETY: NULL or readable by the caller's contract; every bit pattern
+    // of the fields (pointers, integers, doubles) is a valid value.
+    let Some(o) = (unsafe { opts.as_ref() }) else {
+        return Ok(Config::default());
+    };
+    // SAFETY (three calls): string pointers are NULL or NUL-terminated,
+    // `topics` NULL or NULL-terminated, by the caller's contract.
+    let host = unsafe { c_str(o.host, "opts->host", WSHUB_ERR_INVALID_CONFIG) }?;
+    let path = unsafe { c_str(o.path, "opts->path", WSHUB_ERR_INVALID_CONFIG) }?;
+    let topics = unsafe { topic_policy(o.topics) }?;
+    Ok(Config {
+        host: host.to_owned(),
+        port: o.port,
+        path: path.to_owned(),
+        topics,
+        max_connections: o.max_connections,
+        max_message_bytes: o.max_message_bytes,
+        send_queue: o.send_queue,
+        publish_queue: o.publish_queue,
+        ping_interval: seconds("ping_interval", o.ping_interval)?,
+        ping_timeout: seconds("ping_timeout", o.ping_timeout)?,
+        handshake_timeout: seconds("handshake_timeout", o.handshake_timeout)?,
+        shutdown_timeout: seconds("shutdown_timeout", o.shutdown_timeout)?,
+        worker_threads: o.worker_threads,
+    })
+}
+
+/// Reads the NULL-terminated allow-list (NULL: any topic). The names are
+/// checked by [`Config::validate`], like the Python binding's.
+///
+/// # Safety
+/// `list` must be NULL or a NULL-terminated array of NUL-terminated strings.
+unsafe fn topic_policy(list: *const *const c_char) -> Result<TopicPolicy, Failure> {
+    if list.is_null() {
+        return Ok(TopicPolicy::Any);
+    }
+    let mut names = BTreeSet::new();
+    for index in 0..MAX_TOPIC_LIST_LEN {
+        // SAFETY: every element up to the NULL terminator is readable.
+        let item = unsafe { list.add(index).read() };
+        if item.is_null() {
+            return Ok(TopicPolicy::Only(names));
+        }
+        let name = format!("opts->topics[{index}]");
+        // SAFETY: a non-NULL element is NUL-terminated.
+        let topic = unsafe { c_str(item, &name, WSHUB_ERR_INVALID_CONFIG) }?;
+        names.insert(topic.to_owned());
+    }
+    Err(Failure::invalid_argument(format!(
+        "opts->topics has no NULL terminator within {MAX_TOPIC_LIST_LEN} entries"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: never NULL, valid until the next failure on this thread.
+        unsafe { CStr::from_ptr(wshub_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn panic_in_a_body_becomes_a_code_and_a_message() {
+        let result = guard(code_as_int, || -> Result<c_int, Failure> {
+            panic!("boom");
+        });
+        assert_eq!(result, WSHUB_ERR_PANIC as c_int);
+        assert_eq!(wshub_last_error_code(), WSHUB_ERR_PANIC as c_int);
+        assert!(last_error().contains("boom"), "{}", last_error());
+    }
+
+    #[test]
+    fn null_arguments_are_rejected_with_invalid_argument() {
+        let bad = WSHUB_ERR_INVALID_ARGUMENT as i64;
+        unsafe {
+            assert_eq!(i64::from(wshub_options_default(ptr::null_mut())), bad);
+            assert_eq!(
+                wshub_broadcast(ptr::null_mut(), c"t".as_ptr(), c"1".as_ptr(), 1),
+                bad
+            );
+            assert_eq!(
+                i64::from(wshub_stats_json(ptr::null(), ptr::null_mut(), 0)),
+                bad
+            );
+            assert_eq!(wshub_port(ptr::null()), 0);
+            wshub_stop(ptr::null_mut());
+        }
+        assert!(last_error().contains("server is NULL"), "{}", last_error());
+    }
+
+    #[test]
+    fn successful_calls_leave_the_last_error_alone() {
+        unsafe {
+            let mut opts = std::mem::MaybeUninit::<wshub_options>::uninit();
+            assert_eq!(wshub_options_default(ptr::null_mut()), -1);
+            assert_eq!(wshub_options_default(opts.as_mut_ptr()), 0);
+        }
+        assert_eq!(wshub_last_error_code(), WSHUB_ERR_INVALID_ARGUMENT as c_int);
+        assert!(last_error().contains("out is NULL"));
+    }
+
+    #[test]
+    fn options_default_matches_config_default() {
+        let mut opts = std::mem::MaybeUninit::<wshub_options>::uninit();
+        let config = unsafe {
+            assert_eq!(wshub_options_default(opts.as_mut_ptr()), 0);
+            config_from(opts.as_ptr()).unwrap()
+        };
+        let default = Config::default();
+        assert_eq!(config.host, default.host);
+        assert_eq!(config.path, default.path);
+        assert_eq!(config.topics, default.topics);
+        assert_eq!(config.ping_interval, default.ping_interval);
+        assert_eq!(config.shutdown_timeout, default.shutdown_timeout);
+        assert_eq!(config.max_message_bytes, default.max_message_bytes);
+    }
+
+    #[test]
+    fn topic_list_is_read_up_to_its_terminator() {
+        let list = [c"b".as_ptr(), c"a".as_ptr(), ptr::null()];
+        let policy = unsafe { topic_policy(list.as_ptr()) }.unwrap();
+        assert_eq!(
+            policy,
+            TopicPolicy::Only(["a".to_owned(), "b".to_owned()].into())
+        );
+    }
+
+    #[test]
+    fn bind_errors_map_address_in_use_apart() {
+        let bind = |kind| Error::Bind {
+            addr: "x".into(),
+            source: io::Error::from(kind),
+        };
+        let code = |e| Failure::from(e).code;
+        assert_eq!(code(bind(io::ErrorKind::AddrInUse)), WSHUB_ERR_ADDR_IN_USE);
+        assert_eq!(code(bind(io::ErrorKind::PermissionDenied)), WSHUB_ERR_BIND);
+    }
+
+    #[test]
+    fn version_is_the_crate_version() {
+        let version = unsafe { CStr::from_ptr(wshub_version()) };
+        assert_eq!(version.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+}

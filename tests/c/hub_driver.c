@@ -1,0 +1,105 @@
+/*
+ * hub_driver: a hub driven line by line over stdin, for tests/test_c_abi.py.
+ *
+ * Usage: hub_driver [TOPIC...]
+ *   With TOPIC arguments the hub allows only those topics (opts.topics);
+ *   without, any topic.
+ *
+ * Prints "PORT <n>" once the hub listens, then answers each stdin line:
+ *   <topic> <json>   -> wshub_broadcast(): "OK <subscribers>" or
+ *                       "ERR <code> <message>" (json is the rest of the
+ *                       line, passed with its exact length)
+ *   STATS            -> "STATS <json>" from wshub_stats_json()
+ * At end of input it stops the hub and prints "STOPPED".
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wshub.h"
+
+static int fail(const char *what) {
+    fprintf(stderr, "hub_driver: %s failed: %s (code %d)\n", what, wshub_last_error(),
+            wshub_last_error_code());
+    return 1;
+}
+
+static void print_stats(const wshub_server *hub) {
+    int needed = wshub_stats_json(hub, NULL, 0);
+    if (needed < 0) {
+        printf("ERR %d %s\n", needed, wshub_last_error());
+        return;
+    }
+    char *buf = malloc((size_t)needed + 1);
+    if (buf == NULL) {
+        printf("ERR 0 out of memory\n");
+        return;
+    }
+    int written = wshub_stats_json(hub, buf, (size_t)needed + 1);
+    if (written < 0) {
+        printf("ERR %d %s\n", written, wshub_last_error());
+    } else {
+        /* The stats may have grown between the two calls; then buf holds "". */
+        printf("STATS %s\n", written == needed ? buf : "{}");
+    }
+    free(buf);
+}
+
+static void handle_line(wshub_server *hub, char *line, size_t len) {
+    if (len > 0 && line[len - 1] == '\n') {
+        line[--len] = '\0';
+    }
+    if (strcmp(line, "STATS") == 0) {
+        print_stats(hub);
+        return;
+    }
+    char *space = memchr(line, ' ', len);
+    if (space == NULL) {
+        printf("ERR 0 expected '<topic> <json>'\n");
+        return;
+    }
+    *space = '\0';
+    const char *json = space + 1;
+    size_t json_len = len - (size_t)(json - line);
+    int64_t result = wshub_broadcast(hub, line, json, json_len);
+    if (result < 0) {
+        printf("ERR %" PRId64 " %s\n", result, wshub_last_error());
+    } else {
+        printf("OK %" PRId64 "\n", result);
+    }
+}
+
+int main(int argc, char **argv) {
+    wshub_options opts;
+    if (wshub_options_default(&opts) != WSHUB_OK) {
+        return fail("wshub_options_default");
+    }
+    opts.port = 0;
+    opts.shutdown_timeout = 1.0;
+    if (argc > 1) {
+        /* argv is NULL-terminated, exactly the shape opts.topics wants. */
+        opts.topics = (const char *const *)&argv[1];
+    }
+    wshub_server *hub = wshub_start(&opts);
+    if (hub == NULL) {
+        return fail("wshub_start");
+    }
+    printf("PORT %u\n", (unsigned)wshub_port(hub));
+    fflush(stdout);
+
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, stdin)) >= 0) {
+        handle_line(hub, line, (size_t)len);
+        fflush(stdout);
+    }
+    free(line);
+
+    wshub_stop(hub);
+    printf("STOPPED\n");
+    return 0;
+}
