@@ -80,6 +80,11 @@ typedef enum wshub_code {
      * A hub that reported this should be stopped.
      */
     WSHUB_ERR_PANIC = -10,
+    /**
+     * This process is a `fork()` of the one that started a hub: hubs
+     * cannot be used or started here. Start hubs after forking.
+     */
+    WSHUB_ERR_FORKED = -11,
 } wshub_code;
 
 /**
@@ -119,6 +124,14 @@ typedef struct wshub_options {
      */
     const char *const *topics;
     /**
+     * Browser origins allowed to connect, exact `Origin` values such as
+     * `"https://app.example.com"`, as a NULL-terminated array; a handshake
+     * from another origin gets HTTP 403. Requests without an `Origin`
+     * header (non-browser clients) are allowed. NULL (the default) allows
+     * any origin. Borrowed.
+     */
+    const char *const *allowed_origins;
+    /**
      * Open WebSocket connections at most; further handshakes get HTTP 503.
      * Default 100000.
      */
@@ -133,6 +146,20 @@ typedef struct wshub_options {
      * closed with 1008 ("slow consumer"). Default 1024.
      */
     size_t send_queue;
+    /**
+     * Bytes queued per client at most, the same way. Default 16 MiB.
+     */
+    size_t send_queue_bytes;
+    /**
+     * Messages per second a client may send on average; a message over
+     * the limit gets an error frame `rate_limited`. Default 100.
+     */
+    double rate_limit;
+    /**
+     * Messages a client may send at once; after this many refusals in a
+     * row it is closed with 1008. Default 200.
+     */
+    uint32_t rate_burst;
     /**
      * Publications waiting for the fan-out at most; `wshub_broadcast()`
      * waits for room when it is full. Default 65536.

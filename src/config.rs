@@ -35,6 +35,12 @@ pub struct Config {
     pub path: String,
     /// Which topics clients may subscribe to.
     pub topics: TopicPolicy,
+    /// Browser origins allowed to connect (exact `Origin` header values,
+    /// e.g. `https://app.example.com`); others get HTTP 403. `None` allows
+    /// any origin. Requests without an `Origin` header (non-browser
+    /// clients) are always allowed: the check exists to stop other sites'
+    /// pages from reading the feed with the visitor's cookies.
+    pub allowed_origins: Option<BTreeSet<String>>,
     /// Open WebSocket connections at most; the next handshake gets 503.
     pub max_connections: usize,
     /// Largest inbound message (and frame) in bytes; over it the client is
@@ -43,6 +49,15 @@ pub struct Config {
     /// Frames waiting to be written to one client at most; a client whose
     /// queue is full is closed with 1008 so it cannot delay anybody else.
     pub send_queue: usize,
+    /// Bytes queued for one client at most, the same way: a few huge
+    /// publications must not pile up unbounded memory either.
+    pub send_queue_bytes: usize,
+    /// Messages per second a client may send on average...
+    pub rate_limit: f64,
+    /// ...and in a burst. A message beyond both gets a `rate_limited`
+    /// error; a client that sends `rate_burst` more while limited is
+    /// closed with 1008.
+    pub rate_burst: u32,
     /// Publications waiting for the fan-out at most; `broadcast` waits for
     /// room when the fan-out cannot keep up, so memory stays bounded.
     pub publish_queue: usize,
@@ -73,9 +88,13 @@ impl Default for Config {
             port: 0,
             path: "/api/ws".to_owned(),
             topics: TopicPolicy::Any,
+            allowed_origins: None,
             max_connections: 100_000,
             max_message_bytes: 64 * 1024,
             send_queue: 1024,
+            send_queue_bytes: 16 * 1024 * 1024,
+            rate_limit: 100.0,
+            rate_burst: 200,
             publish_queue: 65_536,
             ping_interval: Duration::from_secs(20),
             ping_timeout: Duration::from_secs(20),
@@ -116,12 +135,27 @@ impl Config {
         for (name, value) in [
             ("max_connections", self.max_connections),
             ("send_queue", self.send_queue),
+            ("send_queue_bytes", self.send_queue_bytes),
+            ("rate_burst", self.rate_burst as usize),
             ("publish_queue", self.publish_queue),
             ("max_message_bytes", self.max_message_bytes),
             ("worker_threads", self.worker_threads),
         ] {
             if value == 0 {
                 return bad(format!("{name} must be at least 1"));
+            }
+        }
+        if !self.rate_limit.is_finite() || self.rate_limit <= 0.0 {
+            return bad(format!(
+                "rate_limit must be a positive number of messages per second, got {}",
+                self.rate_limit
+            ));
+        }
+        if let Some(origins) = &self.allowed_origins {
+            if let Some(origin) = origins.iter().find(|o| o.is_empty() || o.ends_with('/')) {
+                return bad(format!(
+                    "allowed_origins entries are exact origins like \"https://app.example.com\" (no trailing slash), got {origin:?}"
+                ));
             }
         }
         if self.max_message_bytes > MAX_MESSAGE_BYTES_LIMIT {

@@ -22,10 +22,11 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::config::TopicPolicy;
+use crate::config::{Config, TopicPolicy};
 use crate::hub::ConnId;
 use crate::outbox::{Closed, FrameKind, OutFrame, Outbox, Pushed};
 use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError};
+use crate::rate_limit::{TokenBucket, Verdict};
 use crate::server::Shared;
 use crate::stats::Counters;
 
@@ -67,11 +68,19 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     tracing::debug!(%peer, id, "connection opened");
     let mut conn = Connection {
         id,
-        outbox: Arc::new(Outbox::new(shared.config.send_queue)),
+        outbox: Arc::new(Outbox::new(
+            shared.config.send_queue,
+            shared.config.send_queue_bytes,
+        )),
         subscriptions: BTreeSet::new(),
         shared: Arc::clone(&shared),
         ws,
         last_heard: Instant::now(),
+        inbound: TokenBucket::new(
+            shared.config.rate_limit,
+            shared.config.rate_burst,
+            std::time::Instant::now(),
+        ),
     };
     conn.start(query.as_deref());
     let reason = conn.run().await;
@@ -134,6 +143,10 @@ async fn upgrade(
         if uri.path() != shared.config.path {
             return Err(reject(StatusCode::NOT_FOUND, "not found"));
         }
+        if !origin_allowed(&shared.config, request) {
+            tracing::warn!(origin = ?request.headers().get("origin"), "handshake rejected: origin not allowed");
+            return Err(reject(StatusCode::FORBIDDEN, "origin not allowed"));
+        }
         slot = Some(ConnectionSlot::try_take(shared).ok_or_else(|| {
             tracing::warn!("handshake rejected: max_connections reached");
             reject(StatusCode::SERVICE_UNAVAILABLE, "too many connections")
@@ -145,6 +158,17 @@ async fn upgrade(
     let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await?;
     let slot = slot.ok_or(WsError::ConnectionClosed)?;
     Ok((ws, query, slot))
+}
+
+/// Browsers always send `Origin`; a request without one is not a page on
+/// another site riding on the visitor's cookies, so only present origins
+/// are checked.
+fn origin_allowed(config: &Config, request: &Request) -> bool {
+    let (Some(allowed), Some(origin)) = (&config.allowed_origins, request.headers().get("origin"))
+    else {
+        return true;
+    };
+    origin.to_str().is_ok_and(|o| allowed.contains(o))
 }
 
 fn reject(status: StatusCode, body: &str) -> ErrorResponse {
@@ -177,6 +201,8 @@ struct Connection {
     ws: Ws,
     /// When the client last sent anything; drives the ping timeout.
     last_heard: Instant,
+    /// Limits how fast the client's messages are handled.
+    inbound: TokenBucket,
 }
 
 /// How a connection ends, for the log.
@@ -244,7 +270,11 @@ impl Connection {
                 message = self.ws.next() => {
                     self.last_heard = Instant::now();
                     match message {
-                        Some(Ok(message)) => self.handle(message),
+                        Some(Ok(message)) => {
+                            if let Err(reason) = self.admit(message) {
+                                return self.close(CloseCode::Policy, reason).await;
+                            }
+                        }
                         Some(Err(error)) => return self.fail(error).await,
                         None => return "closed by client",
                     }
@@ -277,6 +307,26 @@ impl Connection {
             Counters::add(&self.shared.hub.counters.sent, publications);
         }
         written
+    }
+
+    /// Applies the rate limit, then handles the message. Pongs and close
+    /// frames are free: they answer us.
+    fn admit(&mut self, message: Message) -> Result<(), Reason> {
+        if matches!(message, Message::Pong(_) | Message::Close(_)) {
+            return Ok(());
+        }
+        match self.inbound.check(std::time::Instant::now()) {
+            Verdict::Allow => self.handle(message),
+            Verdict::Limited => self.reply(protocol::error_frame(&ProtocolError {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "more than {} messages per second; message dropped",
+                    self.shared.config.rate_limit
+                ),
+            })),
+            Verdict::Exceeded => return Err("rate limit exceeded"),
+        }
+        Ok(())
     }
 
     fn handle(&mut self, message: Message) {

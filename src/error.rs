@@ -23,6 +23,19 @@ pub enum Error {
     /// hub's own runtime, where waiting for room would deadlock.
     #[error("the hub's publish queue is full")]
     Overloaded,
+    /// The hub belongs to the process that started it; this process is a
+    /// `fork()` of it, where its threads do not exist.
+    #[error(
+        "wshub was started in process {parent} and this process ({child}) is a fork of it: \
+         a hub cannot be used or started after fork(); start hubs in each process after forking \
+         (e.g. in each worker's startup), not before"
+    )]
+    Forked {
+        /// The process that started the hub.
+        parent: u32,
+        /// This process.
+        child: u32,
+    },
     /// The listening socket could not be set up (port in use, bad host...).
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -63,6 +63,9 @@ pub enum wshub_code {
     /// wshub panicked (a bug); the panic was stopped at the API boundary.
     /// A hub that reported this should be stopped.
     WSHUB_ERR_PANIC = -10,
+    /// This process is a `fork()` of the one that started a hub: hubs
+    /// cannot be used or started here. Start hubs after forking.
+    WSHUB_ERR_FORKED = -11,
 }
 
 use wshub_code::*;
@@ -102,6 +105,12 @@ pub struct wshub_options {
     /// NULL (the default) allows any valid name. With a list, a client that
     /// asks for none of the listed names gets all of them. Borrowed.
     pub topics: *const *const c_char,
+    /// Browser origins allowed to connect, exact `Origin` values such as
+    /// `"https://app.example.com"`, as a NULL-terminated array; a handshake
+    /// from another origin gets HTTP 403. Requests without an `Origin`
+    /// header (non-browser clients) are allowed. NULL (the default) allows
+    /// any origin. Borrowed.
+    pub allowed_origins: *const *const c_char,
     /// Open WebSocket connections at most; further handshakes get HTTP 503.
     /// Default 100000.
     pub max_connections: usize,
@@ -111,6 +120,14 @@ pub struct wshub_options {
     /// Frames queued per client at most; a client whose queue is full is
     /// closed with 1008 ("slow consumer"). Default 1024.
     pub send_queue: usize,
+    /// Bytes queued per client at most, the same way. Default 16 MiB.
+    pub send_queue_bytes: usize,
+    /// Messages per second a client may send on average; a message over
+    /// the limit gets an error frame `rate_limited`. Default 100.
+    pub rate_limit: f64,
+    /// Messages a client may send at once; after this many refusals in a
+    /// row it is closed with 1008. Default 200.
+    pub rate_burst: u32,
     /// Publications waiting for the fan-out at most; `wshub_broadcast()`
     /// waits for room when it is full. Default 65536.
     pub publish_queue: usize,
@@ -155,9 +172,13 @@ pub unsafe extern "C" fn wshub_options_default(out: *mut wshub_options) -> c_int
             port: config.port,
             path: DEFAULT_PATH.as_ptr(),
             topics: ptr::null(),
+            allowed_origins: ptr::null(),
             max_connections: config.max_connections,
             max_message_bytes: config.max_message_bytes,
             send_queue: config.send_queue,
+            send_queue_bytes: config.send_queue_bytes,
+            rate_limit: config.rate_limit,
+            rate_burst: config.rate_burst,
             publish_queue: config.publish_queue,
             ping_interval: secs(config.ping_interval),
             ping_timeout: secs(config.ping_timeout),
@@ -431,6 +452,7 @@ impl From<Error> for Failure {
             }
             Error::Bind { .. } => WSHUB_ERR_BIND,
             Error::Runtime(_) => WSHUB_ERR_RUNTIME,
+            Error::Forked { .. } => WSHUB_ERR_FORKED,
         };
         Failure::new(code, error.to_string())
     }
@@ -575,15 +597,24 @@ unsafe fn config_from(opts: *const wshub_options) -> Result<Config, Failure> {
     // `topics` NULL or NULL-terminated, by the caller's contract.
     let host = unsafe { c_str(o.host, "opts->host", WSHUB_ERR_INVALID_CONFIG) }?;
     let path = unsafe { c_str(o.path, "opts->path", WSHUB_ERR_INVALID_CONFIG) }?;
-    let topics = unsafe { topic_policy(o.topics) }?;
+    let topics = match unsafe { string_set(o.topics, "opts->topics") }? {
+        None => TopicPolicy::Any,
+        Some(names) => TopicPolicy::Only(names),
+    };
+    // SAFETY: `allowed_origins` is NULL or NULL-terminated, likewise.
+    let allowed_origins = unsafe { string_set(o.allowed_origins, "opts->allowed_origins") }?;
     Ok(Config {
         host: host.to_owned(),
         port: o.port,
         path: path.to_owned(),
         topics,
+        allowed_origins,
         max_connections: o.max_connections,
         max_message_bytes: o.max_message_bytes,
         send_queue: o.send_queue,
+        send_queue_bytes: o.send_queue_bytes,
+        rate_limit: o.rate_limit,
+        rate_burst: o.rate_burst,
         publish_queue: o.publish_queue,
         ping_interval: seconds("ping_interval", o.ping_interval)?,
         ping_timeout: seconds("ping_timeout", o.ping_timeout)?,
@@ -598,24 +629,27 @@ unsafe fn config_from(opts: *const wshub_options) -> Result<Config, Failure> {
 ///
 /// # Safety
 /// `list` must be NULL or a NULL-terminated array of NUL-terminated strings.
-unsafe fn topic_policy(list: *const *const c_char) -> Result<TopicPolicy, Failure> {
+unsafe fn string_set(
+    list: *const *const c_char,
+    field: &str,
+) -> Result<Option<BTreeSet<String>>, Failure> {
     if list.is_null() {
-        return Ok(TopicPolicy::Any);
+        return Ok(None);
     }
     let mut names = BTreeSet::new();
     for index in 0..MAX_TOPIC_LIST_LEN {
         // SAFETY: every element up to the NULL terminator is readable.
         let item = unsafe { list.add(index).read() };
         if item.is_null() {
-            return Ok(TopicPolicy::Only(names));
+            return Ok(Some(names));
         }
-        let name = format!("opts->topics[{index}]");
+        let name = format!("{field}[{index}]");
         // SAFETY: a non-NULL element is NUL-terminated.
         let topic = unsafe { c_str(item, &name, WSHUB_ERR_INVALID_CONFIG) }?;
         names.insert(topic.to_owned());
     }
     Err(Failure::invalid_argument(format!(
-        "opts->topics has no NULL terminator within {MAX_TOPIC_LIST_LEN} entries"
+        "{field} has no NULL terminator within {MAX_TOPIC_LIST_LEN} entries"
     )))
 }
 
@@ -689,11 +723,8 @@ mod tests {
     #[test]
     fn topic_list_is_read_up_to_its_terminator() {
         let list = [c"b".as_ptr(), c"a".as_ptr(), ptr::null()];
-        let policy = unsafe { topic_policy(list.as_ptr()) }.unwrap();
-        assert_eq!(
-            policy,
-            TopicPolicy::Only(["a".to_owned(), "b".to_owned()].into())
-        );
+        let names = unsafe { string_set(list.as_ptr(), "topics") }.unwrap();
+        assert_eq!(names, Some(["a".to_owned(), "b".to_owned()].into()));
     }
 
     #[test]

@@ -359,7 +359,7 @@ mod tests {
     #[test]
     fn publish_counts_subscribers_and_numbers_per_topic() {
         let hub = Hub::new(16);
-        let a = Arc::new(Outbox::new(16));
+        let a = Arc::new(Outbox::new(16, usize::MAX));
         hub.subscribe("t", 1, &a);
         hub.subscribe("t", 1, &a);
         assert_eq!(hub.publish("t", "1").unwrap(), 1);
@@ -390,7 +390,7 @@ mod tests {
     #[test]
     fn publication_queued_before_subscribing_is_not_delivered() {
         let hub = Hub::new(16);
-        let a = Arc::new(Outbox::new(16));
+        let a = Arc::new(Outbox::new(16, usize::MAX));
         assert_eq!(hub.publish("t", "1").unwrap(), 0);
         hub.subscribe("t", 1, &a);
         assert_eq!(hub.publish("t", "2").unwrap(), 1);
@@ -404,7 +404,7 @@ mod tests {
     #[test]
     fn unsubscribed_connection_receives_nothing_more() {
         let hub = Hub::new(16);
-        let a = Arc::new(Outbox::new(16));
+        let a = Arc::new(Outbox::new(16, usize::MAX));
         hub.subscribe("t", 7, &a);
         hub.unsubscribe("t", 7);
         hub.publish("t", "1").unwrap();
@@ -416,7 +416,7 @@ mod tests {
     #[test]
     fn topics_never_published_are_forgotten_when_empty() {
         let hub = Hub::new(16);
-        let a = Arc::new(Outbox::new(16));
+        let a = Arc::new(Outbox::new(16, usize::MAX));
         for i in 0..100 {
             let name = format!("junk{i}");
             hub.subscribe(&name, 1, &a);
@@ -443,8 +443,8 @@ mod tests {
     #[test]
     fn slow_subscriber_is_closed_and_counted() {
         let hub = Hub::new(16);
-        let slow = Arc::new(Outbox::new(1));
-        let fast = Arc::new(Outbox::new(16));
+        let slow = Arc::new(Outbox::new(1, usize::MAX));
+        let fast = Arc::new(Outbox::new(16, usize::MAX));
         hub.subscribe("t", 1, &slow);
         hub.subscribe("t", 2, &fast);
         for i in 0..3 {

@@ -13,6 +13,7 @@
 //! - [`protocol`]: topic names, client messages, server frame text.
 //! - [`hub`]: topics, subscribers, the publish queue and the fan-out.
 //! - [`outbox`]: one client's bounded outbound queue.
+//! - [`rate_limit`]: the per-connection token bucket for inbound messages.
 //! - `connection`: one client's handshake and read/write loop.
 //! - [`server`]: binding, the runtime, the accept loop, shutdown.
 //! - [`stats`]: counters and the `stats()` snapshot.
@@ -27,6 +28,7 @@ pub mod ffi;
 pub mod hub;
 pub mod outbox;
 pub mod protocol;
+pub mod rate_limit;
 pub mod server;
 pub mod stats;
 

@@ -77,6 +77,8 @@ pub enum Pushed {
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<OutFrame>,
+    /// Bytes of text in `frames`.
+    bytes: usize,
     closed: Option<Closed>,
 }
 
@@ -92,16 +94,19 @@ pub struct Outbox {
     /// socket gives up at once.
     closed: CancellationToken,
     capacity: usize,
+    capacity_bytes: usize,
 }
 
 impl Outbox {
-    /// An empty outbox holding at most `capacity` frames.
-    pub fn new(capacity: usize) -> Self {
+    /// An empty outbox holding at most `capacity` frames and
+    /// `capacity_bytes` bytes (but always at least one frame, however big).
+    pub fn new(capacity: usize, capacity_bytes: usize) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             closed: CancellationToken::new(),
             capacity,
+            capacity_bytes,
         }
     }
 
@@ -111,7 +116,9 @@ impl Outbox {
         if state.closed.is_some() {
             return Pushed::Refused;
         }
-        if state.frames.len() >= self.capacity {
+        let full = state.frames.len() >= self.capacity
+            || (!state.frames.is_empty() && state.bytes + frame.text.len() > self.capacity_bytes);
+        if full {
             let pending = state
                 .frames
                 .iter()
@@ -119,6 +126,7 @@ impl Outbox {
                 .count() as u64;
             let this = u64::from(frame.kind == FrameKind::Publication);
             state.frames.clear();
+            state.bytes = 0;
             state.closed = Some(Closed::SlowConsumer);
             drop(state);
             self.closed.cancel();
@@ -128,6 +136,7 @@ impl Outbox {
             };
         }
         let was_empty = state.frames.is_empty();
+        state.bytes += frame.text.len();
         state.frames.push_back(frame);
         drop(state);
         if was_empty {
@@ -141,6 +150,7 @@ impl Outbox {
     pub fn close(&self) -> u64 {
         let mut state = lock(&self.state);
         state.closed.get_or_insert(Closed::Gone);
+        state.bytes = 0;
         let pending = state
             .frames
             .drain(..)
@@ -156,6 +166,7 @@ impl Outbox {
     pub fn drain(&self, into: &mut VecDeque<OutFrame>) -> Option<Closed> {
         let mut state = lock(&self.state);
         into.append(&mut state.frames);
+        state.bytes = 0;
         state.closed
     }
 
@@ -180,13 +191,29 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn byte_bound_overflows_but_always_takes_one_frame() {
+        let outbox = Outbox::new(100, 4);
+        assert_eq!(outbox.push(publication("too big")), Pushed::Queued);
+        assert_eq!(
+            outbox.push(publication("x")),
+            Pushed::Overflowed { dropped: 2 }
+        );
+        let outbox = Outbox::new(100, 4);
+        assert_eq!(outbox.push(publication("ab")), Pushed::Queued);
+        assert_eq!(outbox.push(publication("cd")), Pushed::Queued);
+        let mut out = VecDeque::new();
+        outbox.drain(&mut out);
+        assert_eq!(outbox.push(publication("efg")), Pushed::Queued);
+    }
+
     fn publication(s: &'static str) -> OutFrame {
         OutFrame::publication(Utf8Bytes::from_static(s))
     }
 
     #[test]
     fn overflow_closes_and_counts_dropped_publications() {
-        let outbox = Outbox::new(2);
+        let outbox = Outbox::new(2, usize::MAX);
         assert_eq!(outbox.push(publication("a")), Pushed::Queued);
         assert_eq!(outbox.push(OutFrame::reply("r".into())), Pushed::Queued);
         assert_eq!(
@@ -201,7 +228,7 @@ mod tests {
 
     #[test]
     fn drain_takes_everything_in_order() {
-        let outbox = Outbox::new(8);
+        let outbox = Outbox::new(8, usize::MAX);
         for s in ["1", "2", "3"] {
             outbox.push(OutFrame::reply(s.into()));
         }
@@ -214,7 +241,7 @@ mod tests {
 
     #[test]
     fn close_reports_pending_publications() {
-        let outbox = Outbox::new(8);
+        let outbox = Outbox::new(8, usize::MAX);
         outbox.push(publication("a"));
         outbox.push(OutFrame::reply("r".into()));
         assert_eq!(outbox.close(), 1);

@@ -48,6 +48,8 @@ pub enum ErrorCode {
     InvalidTopics,
     /// The client sent a binary frame.
     BinaryNotSupported,
+    /// The client sends faster than `rate_limit`; the message was dropped.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -58,6 +60,7 @@ impl ErrorCode {
             ErrorCode::UnknownType => "unknown_type",
             ErrorCode::InvalidTopics => "invalid_topics",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }

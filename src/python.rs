@@ -20,7 +20,7 @@ impl From<Error> for PyErr {
             Error::InvalidJson(_) | Error::InvalidTopic(_) | Error::InvalidConfig(_) => {
                 PyValueError::new_err(message)
             }
-            Error::NotRunning | Error::Overloaded | Error::Runtime(_) => {
+            Error::NotRunning | Error::Overloaded | Error::Runtime(_) | Error::Forked { .. } => {
                 PyRuntimeError::new_err(message)
             }
             Error::Bind { source, .. } => match source.raw_os_error() {
@@ -37,7 +37,9 @@ impl From<Error> for PyErr {
 /// A running wshub server: a WebSocket pub/sub hub on its own threads.
 ///
 /// Server(port=0, *, host="127.0.0.1", path="/api/ws", topics=None,
-///        max_connections=100000, max_message_bytes=65536, send_queue=1024,
+///        allowed_origins=None, max_connections=100000,
+///        max_message_bytes=65536, send_queue=1024,
+///        send_queue_bytes=16777216, rate_limit=100.0, rate_burst=200,
 ///        publish_queue=65536, ping_interval=20.0, ping_timeout=20.0,
 ///        handshake_timeout=10.0, shutdown_timeout=2.0, worker_threads=1)
 ///
@@ -57,9 +59,13 @@ impl PyServer {
         host = "127.0.0.1",
         path = "/api/ws",
         topics = None,
+        allowed_origins = None,
         max_connections = 100_000,
         max_message_bytes = 65_536,
         send_queue = 1024,
+        send_queue_bytes = 16_777_216,
+        rate_limit = 100.0,
+        rate_burst = 200,
         publish_queue = 65_536,
         ping_interval = 20.0,
         ping_timeout = 20.0,
@@ -74,9 +80,13 @@ impl PyServer {
         host: &str,
         path: &str,
         topics: Option<Vec<String>>,
+        allowed_origins: Option<Vec<String>>,
         max_connections: usize,
         max_message_bytes: usize,
         send_queue: usize,
+        send_queue_bytes: usize,
+        rate_limit: f64,
+        rate_burst: u32,
         publish_queue: usize,
         ping_interval: f64,
         ping_timeout: f64,
@@ -92,9 +102,13 @@ impl PyServer {
                 None => TopicPolicy::Any,
                 Some(names) => TopicPolicy::Only(names.into_iter().collect::<BTreeSet<_>>()),
             },
+            allowed_origins: allowed_origins.map(|o| o.into_iter().collect()),
             max_connections,
             max_message_bytes,
             send_queue,
+            send_queue_bytes,
+            rate_limit,
+            rate_burst,
             publish_queue,
             ping_interval: seconds("ping_interval", ping_interval)?,
             ping_timeout: seconds("ping_timeout", ping_timeout)?,

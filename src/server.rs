@@ -55,12 +55,42 @@ impl Shared {
     }
 }
 
+/// Which process has live hubs, and how many: `(pid << 32) | count`, one
+/// atomic so that a `fork()` can never leave it locked in the child.
+static LIVE_HUBS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a new hub in this process, unless this process is a fork of one
+/// that has live hubs (their runtime threads did not survive the fork, and
+/// the inherited sockets and locks are not ours to use).
+fn register_hub() -> Result<(), Error> {
+    let me = std::process::id();
+    LIVE_HUBS
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+            let (pid, count) = ((word >> 32) as u32, word & 0xffff_ffff);
+            (count == 0 || pid == me).then(|| (u64::from(me) << 32) | (count + 1))
+        })
+        .map(|_| ())
+        .map_err(|word| Error::Forked {
+            parent: (word >> 32) as u32,
+            child: me,
+        })
+}
+
+fn unregister_hub() {
+    let _ = LIVE_HUBS.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+        let count = word & 0xffff_ffff;
+        (count > 0).then(|| word - 1)
+    });
+}
+
 /// A running hub. Dropping it stops it.
 pub struct Server {
     shared: Arc<Shared>,
     /// `None` once stopped; taking it out is what makes `stop` idempotent.
     runtime: Mutex<Option<Runtime>>,
     local_addr: SocketAddr,
+    /// The process that started the hub; its threads exist only there.
+    pid: u32,
 }
 
 impl Server {
@@ -71,6 +101,11 @@ impl Server {
     /// the OS error (e.g. `EADDRINUSE`).
     pub fn start(config: Config) -> Result<Server, Error> {
         config.validate()?;
+        register_hub()?;
+        Self::start_registered(config).inspect_err(|_| unregister_hub())
+    }
+
+    fn start_registered(config: Config) -> Result<Server, Error> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
             .max_blocking_threads(4)
@@ -108,6 +143,7 @@ impl Server {
             shared,
             runtime: Mutex::new(Some(runtime)),
             local_addr,
+            pid: std::process::id(),
         })
     }
 
@@ -131,7 +167,22 @@ impl Server {
     /// # Errors
     /// As [`Hub::publish`].
     pub fn broadcast(&self, topic: &str, data: &str) -> Result<u64, Error> {
+        self.check_process()?;
         self.shared.hub.publish(topic, data)
+    }
+
+    /// Fails in a forked child, where the hub's threads do not exist and a
+    /// publication would wait for a fan-out that never comes.
+    fn check_process(&self) -> Result<(), Error> {
+        let me = std::process::id();
+        if me == self.pid {
+            Ok(())
+        } else {
+            Err(Error::Forked {
+                parent: self.pid,
+                child: me,
+            })
+        }
     }
 
     /// Counters and subscribers per topic.
@@ -147,6 +198,13 @@ impl Server {
         let Some(runtime) = lock(&self.runtime).take() else {
             return;
         };
+        if self.check_process().is_err() {
+            // A forked child: the runtime's threads are not here to join,
+            // and shutting it down could wait for them for ever.
+            std::mem::forget(runtime);
+            return;
+        }
+        unregister_hub();
         // Closing the hub makes the fan-out drain and then cancel
         // `shutdown`; the connections flush their queues and close.
         self.shared.hub.close();

@@ -31,9 +31,13 @@ def start(
     host: str = "127.0.0.1",
     path: str = "/api/ws",
     topics: Iterable[str] | None = None,
+    allowed_origins: Iterable[str] | None = None,
     max_connections: int = 100_000,
     max_message_bytes: int = 65_536,
     send_queue: int = 1024,
+    send_queue_bytes: int = 16_777_216,
+    rate_limit: float = 100.0,
+    rate_burst: int = 200,
     publish_queue: int = 65_536,
     ping_interval: float = 20.0,
     ping_timeout: float = 20.0,
@@ -43,7 +47,9 @@ def start(
 ) -> Server:
     """Start a hub listening on ``host:port`` and return its :class:`Server`.
 
-    The port is bound before this returns: ``port=0`` picks a free port (read
+    Raises RuntimeError in a process forked from one that has a running hub
+    (start hubs after forking, e.g. in each worker). The port is bound
+    before this returns: ``port=0`` picks a free port (read
     it from ``server.port``), and a port in use raises ``OSError`` with
     ``errno.EADDRINUSE``. The server also becomes the target of the
     module-level :func:`broadcast` and :func:`stop`.
@@ -58,6 +64,13 @@ def start(
         None: clients may subscribe to any valid topic name (1-128 chars of
         [A-Za-z0-9_.:-]). A list: only those; a client asking for none of
         them is subscribed to all of them.
+    allowed_origins (list of str or None, default None):
+        Exact browser origins allowed to connect, e.g.
+        ["https://app.example.com"]; a handshake whose Origin header is not
+        listed gets HTTP 403. None allows every origin, which lets any web
+        page a visitor opens read your feed (cross-site WebSocket
+        hijacking): set it when the feed is not public. Clients that send
+        no Origin header (non-browser programs) are always allowed.
     max_connections (int, default 100000):
         Open WebSocket connections at most; further handshakes get HTTP 503.
     max_message_bytes (int, default 65536):
@@ -67,6 +80,16 @@ def start(
         Frames waiting to be written to one client, at most. A client whose
         queue is full is closed with code 1008 "slow consumer"; nobody else
         waits for it.
+    send_queue_bytes (int, default 16777216):
+        Bytes queued for one client, at most; over it, the same 1008 close.
+        (A single frame larger than this is still delivered on its own.)
+    rate_limit (float messages per second, default 100.0):
+        Average rate at which a client's messages are handled. A message
+        over the limit is answered with an error frame "rate_limited" and
+        dropped.
+    rate_burst (int, default 200):
+        Messages a client may send at once; a client that sends this many
+        more while limited is closed with code 1008.
     publish_queue (int, default 65536):
         Publications waiting for the fan-out, at most. broadcast() waits for
         room only if the hub's threads cannot keep up at all.
@@ -87,9 +110,13 @@ def start(
         host=host,
         path=path,
         topics=None if topics is None else list(topics),
+        allowed_origins=None if allowed_origins is None else list(allowed_origins),
         max_connections=max_connections,
         max_message_bytes=max_message_bytes,
         send_queue=send_queue,
+        send_queue_bytes=send_queue_bytes,
+        rate_limit=rate_limit,
+        rate_burst=rate_burst,
         publish_queue=publish_queue,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
