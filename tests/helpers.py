@@ -8,7 +8,6 @@ never by sleeping for a fixed time and hoping.
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import inspect
 import json

@@ -4,7 +4,6 @@ module-level functions, options."""
 from __future__ import annotations
 
 import errno
-import io
 import json
 import pydoc
 import socket
@@ -15,7 +14,7 @@ import textwrap
 import pytest
 
 import wshub
-from helpers import publication, wait_until
+from helpers import publication, thread_count, wait_until
 
 OPTION_NAMES = [
     "host", "path", "topics", "max_connections", "max_message_bytes",
@@ -65,7 +64,9 @@ def test_server_constructor_starts_a_server_like_start(connect):
 
 def test_options_are_keyword_only():
     with pytest.raises(TypeError):
-        wshub.start(0, "127.0.0.1")
+        wshub.start(0, "127.0.0.1").stop()  # stop() only if wrongly accepted
+    with pytest.raises(TypeError):
+        wshub.Server(0, "127.0.0.1").stop()
 
 
 def test_help_of_start_mentions_every_option():
@@ -86,6 +87,23 @@ def test_all_options_are_accepted_together(make_hub, connect):
     assert client.recv_text() == publication("b", 1, "[]")
 
 
+@pytest.mark.parametrize("options", [
+    {"send_queue": 0}, {"max_connections": 0}, {"max_message_bytes": 0},
+    {"worker_threads": 0}, {"send_queue": -1}, {"ping_interval": 0},
+    {"ping_interval": -1.0}, {"ping_timeout": float("nan")},
+    {"handshake_timeout": float("inf")}, {"topics": ["ok", "not ok"]},
+    {"topics": []}, {"path": "no-slash"}, {"port": -1}, {"port": 70000},
+], ids=lambda o: repr(o))
+def test_invalid_options_are_refused_without_starting(options):
+    threads_before = thread_count()
+    kwargs = dict(options)
+    port = kwargs.pop("port", 0)
+    with pytest.raises((ValueError, TypeError, OverflowError)):
+        server = wshub.start(port, **kwargs)
+        server.stop()  # only reached if the option was wrongly accepted
+    assert thread_count() <= threads_before
+
+
 # --------------------------------------------------------------------------
 # broadcast: values, return value
 # --------------------------------------------------------------------------
@@ -96,7 +114,9 @@ def test_broadcast_returns_number_of_subscribers(hub, connect):
     clients = [connect(hub, ["t"]) for _ in range(3)]
     connect(hub, ["other"])
     assert hub.broadcast("t", "1") == 3
-    clients[0].unsubscribe(["t"])
+    for client in clients:
+        assert client.recv_text() == publication("t", 2, "1")
+    assert clients[0].unsubscribe(["t"]) == {"type": "unsubscribed", "topics": []}
     assert hub.broadcast("t", "2") == 2
     clients[1].close()
     wait_until(lambda: hub.stats()["topics"].get("t") == 1,
@@ -120,15 +140,17 @@ def test_broadcast_returns_number_of_subscribers(hub, connect):
 def test_broadcast_serialises_non_str_values_compactly(hub, connect, value):
     client = connect(hub, ["t"])
     hub.broadcast("t", value)
-    expected = json.dumps(value, separators=(",", ":"))
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     assert client.recv_text() == publication("t", 1, expected)
 
 
-def test_broadcast_serialises_non_ascii_dict_like_json_dumps(hub, connect):
+def test_broadcast_serialises_non_ascii_without_escaping(hub, connect):
+    # docs/protocol.md: json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     client = connect(hub, ["t"])
     value = {"name": "h\u00e9llo \u2603", "nested": ["\u00fc"]}
     hub.broadcast("t", value)
-    expected = json.dumps(value, separators=(",", ":"))
+    expected = '{"name":"h\u00e9llo \u2603","nested":["\u00fc"]}'
+    assert expected == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     assert client.recv_text() == publication("t", 1, expected)
 
 

@@ -229,3 +229,59 @@ def test_broadcast_from_asyncio_coroutine_without_await(hub):
             assert seqs == list(range(2, 52))
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_unsubscribe_under_load_never_delivers_after_the_answer(make_hub, connect):
+    # Publications made before the unsubscribe may or may not arrive before
+    # the "unsubscribed" answer, but none may arrive after it. The hub is kept
+    # busy with another topic so that fan-out lags behind.
+    hub = make_hub(send_queue=1_000_000)
+    sinks = [connect(hub, ["busy"]) for _ in range(5)]
+    client = connect(hub, ["fence"])
+    fence = 0
+    for _ in range(30):
+        assert client.subscribe(["a"])["topics"] == ["a", "fence"]
+        for _ in range(200):
+            hub.broadcast("busy", "0")
+        assert hub.broadcast("a", '"maybe"') == 1
+        client.send_json({"type": "unsubscribe", "topics": ["a"]})
+        while True:
+            m = client.recv_json()
+            if m["type"] == "unsubscribed":
+                assert m["topics"] == ["fence"]
+                break
+            assert m["type"] == "message" and m["data"] == "maybe", m
+        assert hub.broadcast("a", '"never"') == 0
+        fence += 1
+        hub.broadcast("fence", fence)
+        assert client.recv_text() == publication("fence", fence, str(fence))
+    assert len(sinks[0].recv_messages(30 * 200, timeout=20)) == 30 * 200
+
+
+def test_ack_comes_first_and_delivery_is_gap_free_while_topic_is_busy(hub, connect):
+    pub = Publisher(hub, "t", limit=5000)
+    pub.start()
+    clients = []
+    try:
+        wait_until(lambda: pub.started >= 10)
+        for _ in range(15):
+            # connect() asserts that the first frame is the ack
+            client = connect(hub, ["t", "fence"])
+            assert client.ack["topics"] == ["fence", "t"]
+            clients.append((client, pub.started))
+        wait_until(lambda: pub.started >= clients[-1][1] + 20)
+    finally:
+        total = pub.finish()
+    hub.broadcast("fence", "0")
+    for client, started_at_ack in clients:
+        seqs = []
+        while True:
+            m = client.recv_json()
+            assert m["type"] == "message", m
+            if m["topic"] == "fence":
+                break
+            seqs.append(m["seq"])
+        assert seqs, "nothing delivered after the ack"
+        assert seqs == list(range(seqs[0], total + 1)), "gap in delivery"
+        # publications started after the ack arrived are all delivered
+        assert seqs[0] <= started_at_ack + 1

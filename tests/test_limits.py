@@ -151,11 +151,20 @@ def test_message_at_max_message_bytes_is_accepted(make_hub, connect):
     assert client.request(text) == {"type": "pong", "id": json.loads(text)["id"]}
 
 
+def _send_and_expect_close(client, message):
+    """Send (the server may close while we are still sending) and return the
+    ConnectionClosed the client ends up with."""
+    try:
+        client.ws.send(message)
+    except websockets.ConnectionClosed as exc:
+        return exc
+    return client.expect_closed()
+
+
 def test_message_over_max_message_bytes_closes_with_1009(make_hub, connect):
     hub = make_hub(max_message_bytes=1024)
     client = connect(hub, ["a"])
-    client.send_text(_ping_of_size(1025))
-    closed = client.expect_closed()
+    closed = _send_and_expect_close(client, _ping_of_size(1025))
     assert closed.rcvd is not None, f"no close frame: {closed!r}"
     assert closed.rcvd.code == 1009
     wait_until(lambda: hub.stats()["connections"] == 0,
@@ -166,16 +175,15 @@ def test_message_over_max_message_bytes_closes_with_1009(make_hub, connect):
 def test_fragmented_message_over_max_message_bytes_closes_with_1009(make_hub, connect):
     hub = make_hub(max_message_bytes=1024)
     client = connect(hub)
-    client.ws.send(["x" * 600, "y" * 600])  # one text message in two frames
-    closed = client.expect_closed()
+    # one text message in two frames
+    closed = _send_and_expect_close(client, ["x" * 600, "y" * 600])
     assert closed.rcvd is not None and closed.rcvd.code == 1009
 
 
 def test_binary_message_over_max_message_bytes_closes_with_1009(make_hub, connect):
     hub = make_hub(max_message_bytes=1024)
     client = connect(hub)
-    client.ws.send(b"\x00" * 2000)
-    closed = client.expect_closed()
+    closed = _send_and_expect_close(client, b"\x00" * 2000)
     assert closed.rcvd is not None and closed.rcvd.code == 1009
 
 
