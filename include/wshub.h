@@ -260,8 +260,9 @@ int64_t wshub_broadcast(struct wshub_server *server, const char *topic, const ch
 /**
  * Writes the hub's counters as one line of JSON, with the same fields as
  * the Python `stats()`: `{"connections":N,"topics":{"name":subscribers,
- * ...},"published":N,"sent":N,"dropped":N,"slow_consumer_closes":N,
- * "connections_opened":N,"connections_closed":N}`.
+ * ...},"published":N,"sent":N,"sent_bytes":N,"dropped":N,
+ * "slow_consumer_closes":N,"connections_opened":N,"connections_closed":N,
+ * "handshakes_rejected":{"capacity":N,"invalid":N,"origin":N,"path":N}}`.
  *
  * Contract like `snprintf`: returns the length of the JSON in bytes, not
  * counting the terminating NUL. When that length is less than `cap`, the

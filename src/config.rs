@@ -77,6 +77,10 @@ pub struct Config {
 /// before handing it over, so this is also a per-client memory bound.
 pub const MAX_MESSAGE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 
+/// Longest WebSocket path: the router peeks at most this much of the
+/// request line to find it.
+pub const MAX_PATH_LEN: usize = 256;
+
 /// Upper bound on `worker_threads`; more than this is a configuration
 /// mistake, not a tuning choice.
 pub const MAX_WORKER_THREADS: usize = 256;
@@ -116,9 +120,16 @@ impl Config {
         if self.host.is_empty() {
             return bad("host must not be empty".into());
         }
-        if !self.path.starts_with('/') || self.path.contains('?') {
+        let path_ok = self.path.starts_with('/')
+            && self.path.len() < MAX_PATH_LEN
+            && !self
+                .path
+                .bytes()
+                .any(|b| matches!(b, b'?' | b' ' | b'#') || b.is_ascii_control());
+        if !path_ok || matches!(self.path.as_str(), "/metrics" | "/healthz") {
             return bad(format!(
-                "path must start with '/' and have no query, got {:?}",
+                "path must start with '/', be shorter than {MAX_PATH_LEN} bytes, have no query, \
+                 spaces or control characters, and not be /metrics or /healthz; got {:?}",
                 self.path
             ));
         }

@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::config::{Config, TopicPolicy};
+use crate::http::{self, Route};
 use crate::hub::ConnId;
 use crate::outbox::{Closed, FrameKind, OutFrame, Outbox, Pushed};
 use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError};
@@ -47,6 +48,23 @@ type Ws = WebSocketStream<TcpStream>;
 
 /// Serves one accepted TCP connection until it ends.
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let routed = http::route(&stream, &shared.config.path);
+    match tokio::time::timeout(shared.config.handshake_timeout, routed).await {
+        Ok(Ok(Route::Upgrade)) => {}
+        Ok(Ok(route)) => {
+            if route == Route::NotFound {
+                Counters::add(&shared.hub.counters.rejected_path, 1);
+            }
+            let running = !shared.hub.is_closed();
+            let served = http::respond(stream, route, running, || shared.hub.stats());
+            let _ = tokio::time::timeout(shared.config.handshake_timeout, served).await;
+            return;
+        }
+        Ok(Err(_)) | Err(_) => {
+            Counters::add(&shared.hub.counters.rejected_invalid, 1);
+            return;
+        }
+    }
     let handshake = upgrade(&shared, stream);
     let upgraded = tokio::select! {
         () = shared.shutdown.cancelled() => return,
@@ -55,10 +73,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     let (ws, query, slot) = match upgraded {
         Ok(Ok(upgraded)) => upgraded,
         Ok(Err(error)) => {
+            // Refusals by the callback were counted there with their reason.
+            if !matches!(error, WsError::Http(_)) {
+                Counters::add(&shared.hub.counters.rejected_invalid, 1);
+            }
             tracing::debug!(%peer, %error, "handshake failed");
             return;
         }
         Err(_) => {
+            Counters::add(&shared.hub.counters.rejected_invalid, 1);
             tracing::debug!(%peer, "handshake timed out");
             return;
         }
@@ -140,15 +163,19 @@ async fn upgrade(
     #[allow(clippy::result_large_err)]
     let check = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         let uri = request.uri();
+        let counters = &shared.hub.counters;
         if uri.path() != shared.config.path {
+            Counters::add(&counters.rejected_path, 1);
             return Err(reject(StatusCode::NOT_FOUND, "not found"));
         }
         if !origin_allowed(&shared.config, request) {
             tracing::warn!(origin = ?request.headers().get("origin"), "handshake rejected: origin not allowed");
+            Counters::add(&counters.rejected_origin, 1);
             return Err(reject(StatusCode::FORBIDDEN, "origin not allowed"));
         }
         slot = Some(ConnectionSlot::try_take(shared).ok_or_else(|| {
             tracing::warn!("handshake rejected: max_connections reached");
+            Counters::add(&counters.rejected_capacity, 1);
             reject(StatusCode::SERVICE_UNAVAILABLE, "too many connections")
         })?);
         query = uri.query().map(str::to_owned);
@@ -182,6 +209,14 @@ fn count_publications(frames: &VecDeque<OutFrame>) -> u64 {
         .iter()
         .filter(|f| f.kind == FrameKind::Publication)
         .count() as u64
+}
+
+fn publication_bytes(frames: &VecDeque<OutFrame>) -> u64 {
+    frames
+        .iter()
+        .filter(|f| f.kind == FrameKind::Publication)
+        .map(|f| f.text.len() as u64)
+        .sum()
 }
 
 /// Feeds every frame to tungstenite's buffer, then flushes once.
@@ -297,6 +332,7 @@ impl Connection {
     /// the connection is unusable.
     async fn write(&mut self, pending: &mut VecDeque<OutFrame>) -> bool {
         let publications = count_publications(pending);
+        let bytes = publication_bytes(pending);
         let write_all = write_frames(&mut self.ws, pending.drain(..));
         let written = tokio::select! {
             r = write_all => r.is_ok(),
@@ -305,6 +341,7 @@ impl Connection {
         };
         if written {
             Counters::add(&self.shared.hub.counters.sent, publications);
+            Counters::add(&self.shared.hub.counters.sent_bytes, bytes);
         }
         written
     }
@@ -415,6 +452,9 @@ impl Connection {
     /// Sends a close frame and waits briefly for the client's answer, so
     /// the client reads our frame before the TCP connection goes away.
     async fn close(&mut self, code: CloseCode, reason: &'static str) -> Reason {
+        // Leave every topic first: the client gets nothing more, and
+        // `broadcast` stops counting it while the goodbye is under way.
+        self.leave_topics();
         let frame = CloseFrame {
             code,
             reason: reason.into(),
@@ -429,13 +469,16 @@ impl Connection {
         reason
     }
 
+    fn leave_topics(&mut self) {
+        for topic in std::mem::take(&mut self.subscriptions) {
+            self.shared.hub.unsubscribe(&topic, self.id);
+        }
+    }
+
     /// Leaves every topic and releases what the connection held.
     fn finish(&mut self) {
         let dropped = self.outbox.close();
-        let subscriptions = std::mem::take(&mut self.subscriptions);
-        for topic in &subscriptions {
-            self.shared.hub.unsubscribe(topic, self.id);
-        }
+        self.leave_topics();
         let counters = &self.shared.hub.counters;
         Counters::add(&counters.dropped, dropped);
         Counters::add(&counters.connections_closed, 1);

@@ -286,8 +286,9 @@ pub unsafe extern "C" fn wshub_broadcast(
 
 /// Writes the hub's counters as one line of JSON, with the same fields as
 /// the Python `stats()`: `{"connections":N,"topics":{"name":subscribers,
-/// ...},"published":N,"sent":N,"dropped":N,"slow_consumer_closes":N,
-/// "connections_opened":N,"connections_closed":N}`.
+/// ...},"published":N,"sent":N,"sent_bytes":N,"dropped":N,
+/// "slow_consumer_closes":N,"connections_opened":N,"connections_closed":N,
+/// "handshakes_rejected":{"capacity":N,"invalid":N,"origin":N,"path":N}}`.
 ///
 /// Contract like `snprintf`: returns the length of the JSON in bytes, not
 /// counting the terminating NUL. When that length is less than `cap`, the

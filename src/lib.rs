@@ -17,6 +17,8 @@
 //! - `connection`: one client's handshake and read/write loop.
 //! - [`server`]: binding, the runtime, the accept loop, shutdown.
 //! - [`stats`]: counters and the `stats()` snapshot.
+//! - [`metrics`]: the snapshot in the Prometheus text format.
+//! - `http`: `GET /metrics` and `GET /healthz` on the hub's port.
 //! - `python` (feature `python`): the Python module `wshub._native`.
 //! - [`ffi`]: the C ABI declared in `include/wshub.h` (`docs/c-api.md`).
 
@@ -25,7 +27,9 @@ mod connection;
 pub mod error;
 /// The C ABI (`include/wshub.h`): `extern "C"` functions over the core.
 pub mod ffi;
+mod http;
 pub mod hub;
+pub mod metrics;
 pub mod outbox;
 pub mod protocol;
 pub mod rate_limit;

@@ -45,7 +45,7 @@ impl From<Error> for PyErr {
 ///
 /// Starting binds the port at once (OSError, e.g. errno EADDRINUSE, if it
 /// cannot). See wshub.start for the meaning of every option.
-#[pyclass(name = "Server", module = "wshub._native", frozen)]
+#[pyclass(name = "Server", module = "wshub._native", frozen, weakref)]
 pub struct PyServer {
     server: Server,
 }
@@ -172,6 +172,8 @@ impl PyServer {
         dict.set_item("slow_consumer_closes", stats.slow_consumer_closes)?;
         dict.set_item("connections_opened", stats.connections_opened)?;
         dict.set_item("connections_closed", stats.connections_closed)?;
+        dict.set_item("sent_bytes", stats.sent_bytes)?;
+        dict.set_item("handshakes_rejected", stats.handshakes_rejected)?;
         Ok(dict)
     }
 
@@ -215,9 +217,30 @@ fn to_json(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<String> {
     dumps.call((value,), Some(&kwargs))?.extract()
 }
 
+/// The bridge from the hub's `tracing` events to Python's `logging`.
+/// pyo3-log caches each logger's level so that events below it are
+/// dropped without taking the GIL; the handle clears that cache.
+static LOG_BRIDGE: std::sync::OnceLock<Option<pyo3_log::ResetHandle>> = std::sync::OnceLock::new();
+
+/// reset_log_cache() -> None
+///
+/// Makes the hub re-read the levels of the `wshub` loggers. Call it after
+/// changing them at run time (levels are cached so that events below them
+/// cost nothing).
+#[pyfunction]
+fn reset_log_cache() {
+    if let Some(Some(handle)) = LOG_BRIDGE.get() {
+        handle.reset();
+    }
+}
+
 /// The native part of the `wshub` package; use `wshub` itself.
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Another extension may have installed its own `log` bridge already;
+    // then wshub's events go wherever that one sends them.
+    LOG_BRIDGE.get_or_init(|| pyo3_log::try_init().ok());
+    m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
     m.add_class::<PyServer>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -22,10 +22,20 @@ pub struct Counters {
     pub published: AtomicU64,
     /// Publication frames written to clients.
     pub sent: AtomicU64,
+    /// Bytes of those frames (JSON text, without WebSocket headers).
+    pub sent_bytes: AtomicU64,
     /// Publication frames discarded because their client was closed.
     pub dropped: AtomicU64,
     /// Clients closed with 1008 because their queue was full.
     pub slow_consumer_closes: AtomicU64,
+    /// Handshakes on a path other than the WebSocket path (404).
+    pub rejected_path: AtomicU64,
+    /// Handshakes from an origin not in `allowed_origins` (403).
+    pub rejected_origin: AtomicU64,
+    /// Handshakes over `max_connections` (503).
+    pub rejected_capacity: AtomicU64,
+    /// Handshakes that timed out or were not valid WebSocket upgrades.
+    pub rejected_invalid: AtomicU64,
 }
 
 impl Counters {
@@ -48,6 +58,8 @@ pub struct Stats {
     pub published: u64,
     /// Publication frames written to clients.
     pub sent: u64,
+    /// Bytes of those frames.
+    pub sent_bytes: u64,
     /// Publication frames discarded because their client was closed.
     pub dropped: u64,
     /// Clients closed with 1008 because their queue was full.
@@ -56,6 +68,9 @@ pub struct Stats {
     pub connections_opened: u64,
     /// Connections ended since start, for any reason.
     pub connections_closed: u64,
+    /// Refused handshakes by reason: `path` (404), `origin` (403),
+    /// `capacity` (503), `invalid` (timed out or not a WebSocket upgrade).
+    pub handshakes_rejected: BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -66,10 +81,20 @@ impl Stats {
             topics,
             published: get(&c.published),
             sent: get(&c.sent),
+            sent_bytes: get(&c.sent_bytes),
             dropped: get(&c.dropped),
             slow_consumer_closes: get(&c.slow_consumer_closes),
             connections_opened: get(&c.connections_opened),
             connections_closed: get(&c.connections_closed),
+            handshakes_rejected: [
+                ("path", &c.rejected_path),
+                ("origin", &c.rejected_origin),
+                ("capacity", &c.rejected_capacity),
+                ("invalid", &c.rejected_invalid),
+            ]
+            .into_iter()
+            .map(|(reason, counter)| (reason.to_owned(), get(counter)))
+            .collect(),
         }
     }
 }

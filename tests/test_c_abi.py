@@ -267,8 +267,9 @@ def test_stats_json_reports_connections_and_publications(driver, clients):
     assert stats["topics"] == {"a": 2, "b": 1}
     assert stats["published"] == 1
     assert set(stats) == {
-        "connections", "topics", "published", "sent", "dropped",
-        "slow_consumer_closes", "connections_opened", "connections_closed"}
+        "connections", "topics", "published", "sent", "sent_bytes", "dropped",
+        "slow_consumer_closes", "connections_opened", "connections_closed",
+        "handshakes_rejected"}
 
 
 def test_allowed_topics_list_reaches_the_hub(driver, clients):

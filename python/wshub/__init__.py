@@ -17,12 +17,24 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterable
 
-from wshub._native import Server, __version__
+import atexit
+import weakref
 
-__all__ = ["Server", "__version__", "broadcast", "start", "stop"]
+from wshub._native import Server, __version__, reset_log_cache
+
+__all__ = ["Server", "__version__", "broadcast", "reset_log_cache", "start", "stop"]
 
 _lock = threading.Lock()
 _default: Server | None = None
+# Every hub start() made, so that interpreter exit stops them (closing
+# clients with 1001) before Python tears down what their logging needs.
+_started: weakref.WeakSet[Server] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_started):
+        server.stop()
 
 
 def start(
@@ -126,6 +138,7 @@ def start(
     )
     with _lock:
         _default = server
+        _started.add(server)
     return server
 
 

@@ -3,8 +3,11 @@
 from types import TracebackType
 from typing import Any, final
 
-__all__ = ["Server", "__version__"]
+__all__ = ["Server", "__version__", "reset_log_cache"]
 __version__: str
+
+def reset_log_cache() -> None:
+    """Make the hub re-read the levels of the ``wshub`` loggers."""
 
 @final
 class Server:
@@ -46,8 +49,9 @@ class Server:
         Returns the number of subscribers it was queued for.
         """
     def stats(self) -> dict[str, Any]:
-        """Counters: connections, topics, published, sent, dropped,
-        slow_consumer_closes, connections_opened, connections_closed."""
+        """Counters: connections, topics, published, sent, sent_bytes,
+        dropped, slow_consumer_closes, connections_opened,
+        connections_closed, handshakes_rejected (by reason)."""
     def stop(self) -> None:
         """Close every client with 1001 and join the hub's threads."""
     def __enter__(self) -> Server: ...

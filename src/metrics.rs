@@ -1,0 +1,110 @@
+//! The `stats()` snapshot in the Prometheus/OpenMetrics text format, for
+//! `GET /metrics` on the hub's own port. Encoding is `prometheus-client`'s;
+//! this module only names the numbers.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+
+use crate::stats::Stats;
+
+/// The `Content-Type` of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Renders `stats` as OpenMetrics text.
+pub fn render(stats: &Stats) -> String {
+    let mut registry = Registry::with_prefix("wshub");
+    let gauge = |v: u64| ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+    registry.register(
+        "connections",
+        "Open WebSocket connections",
+        gauge(stats.connections),
+    );
+    for (name, help, value) in [
+        (
+            "connections_opened",
+            "Handshakes completed",
+            stats.connections_opened,
+        ),
+        (
+            "connections_closed",
+            "Connections ended, for any reason",
+            stats.connections_closed,
+        ),
+        (
+            "published",
+            "Publications accepted by broadcast",
+            stats.published,
+        ),
+        ("sent", "Publication frames written to clients", stats.sent),
+        (
+            "sent_bytes",
+            "Bytes of publication frames written to clients",
+            stats.sent_bytes,
+        ),
+        (
+            "dropped",
+            "Publication frames lost to closed slow clients",
+            stats.dropped,
+        ),
+        (
+            "slow_consumer_closes",
+            "Clients closed with 1008 for a full queue",
+            stats.slow_consumer_closes,
+        ),
+    ] {
+        registry.register(name, help, ConstCounter::new(value));
+    }
+    let rejected = Family::<Vec<(String, String)>, Gauge>::default();
+    for (reason, value) in &stats.handshakes_rejected {
+        rejected
+            .get_or_create(&vec![("reason".to_owned(), reason.clone())])
+            .set(i64::try_from(*value).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "handshakes_rejected",
+        "Handshakes refused, by reason",
+        rejected,
+    );
+    let subscribers = Family::<Vec<(String, String)>, Gauge>::default();
+    for (topic, value) in &stats.topics {
+        subscribers
+            .get_or_create(&vec![("topic".to_owned(), topic.clone())])
+            .set(i64::try_from(*value).unwrap_or(i64::MAX));
+    }
+    registry.register("topic_subscribers", "Subscribers per topic", subscribers);
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut text, &registry);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_gauges_and_labels_are_rendered() {
+        let mut stats = Stats {
+            connections: 3,
+            published: 7,
+            ..Stats::default()
+        };
+        stats.topics.insert("odds".into(), 2);
+        stats.handshakes_rejected.insert("origin".into(), 1);
+        let text = render(&stats);
+        assert!(text.contains("wshub_connections 3\n"), "{text}");
+        assert!(text.contains("wshub_published_total 7\n"), "{text}");
+        assert!(
+            text.contains("wshub_topic_subscribers{topic=\"odds\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wshub_handshakes_rejected{reason=\"origin\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
