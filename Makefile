@@ -68,3 +68,18 @@ lint:
 
 clean:
 	rm -rf $(VENV) target
+
+# Benchmarks (benches/README.md): peers are installed by benches/setup.sh.
+# `bench` is the quick set (about 10 minutes); `bench-full` adds 10,000
+# subscribers, 1 KiB payloads and more repeats.
+.PHONY: bench bench-full
+bench: develop
+	bash benches/setup.sh
+	python3 benches/run.py --markdown BENCHMARKS.md
+	$(PY) benches/broadcast_cost.py
+
+bench-full: develop
+	bash benches/setup.sh
+	python3 benches/run.py --subs 100,1000,10000 --repeat 3 --duration 10 --markdown BENCHMARKS.md
+	python3 benches/run.py --subs 100,1000 --payload 1024 --repeat 3 --duration 10 --out benches/results
+	$(PY) benches/broadcast_cost.py

@@ -75,6 +75,28 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
+def _raise_nofile():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def cpu_busy():
+    """Busy (non-idle, non-iowait) jiffies per CPU from /proc/stat."""
+    out = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    name, *v = line.split()
+                    v = [int(x) for x in v]
+                    out[name] = sum(v[:8]) - v[3] - v[4]
+    except OSError:
+        pass
+    return out
+
+
 class Proc:
     """A child process with line-oriented JSON stdout read on a thread."""
 
@@ -82,7 +104,7 @@ class Proc:
         self.name = name
         self.err = open(stderr_path, "w")
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=self.err, text=True, bufsize=1)
+                                  stderr=self.err, text=True, bufsize=1, preexec_fn=_raise_nofile)
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -170,18 +192,20 @@ def run_once(name, subs, args, logdir, tag):
     port = free_port()
     argv, _, _ = SERVERS[name]
     if name == "reference":
-        sargv = argv + ["--port", str(port), "--payload", str(args.payload), "--batch", "16"]
+        sargv = argv + ["--port", str(port), "--payload", str(args.payload), "--batch", str(args.ref_batch)]
+        if args.mode == "rate":
+            sargv += ["--rate", str(args.rate)]  # per connection
     else:
         sargv = argv + ["--port", str(port), "--topic", "bench", "--payload", str(args.payload),
-                        "--mode", "closed", "--window", str(args.window)]
+                        "--mode", args.mode, "--window", str(args.window), "--rate", str(args.rate)]
     server = Proc(pin(0, sargv, args.taskset), f"{name}-server", os.path.join(logdir, f"{tag}.server.err"))
     loadgen = None
     try:
         info = server.wait_event("listening", 60)
         lg = [LOADGEN, "--url", f"ws://127.0.0.1:{info['port']}/api/ws?topics=bench",
               "-c", str(subs), "--start", "stdin", "--warmup", str(args.warmup), "-d", str(args.duration),
-              "--threads", "1"]
-        if name != "reference":
+              "--threads", "1"] + args.loadgen_args.split()
+        if name != "reference" and args.mode == "closed":
             lg += ["--feedback", f"127.0.0.1:{info['port']}"]
         loadgen = Proc(pin(1, lg, args.taskset), f"{name}-loadgen", os.path.join(logdir, f"{tag}.loadgen.err"))
         ready = loadgen.wait_event("ready", 180)
@@ -192,9 +216,11 @@ def run_once(name, subs, args, logdir, tag):
         loadgen.wait_event("started", 10)
         time.sleep(args.warmup)
         c0 = server.cpu_seconds()
+        b0 = cpu_busy()
         t0 = time.monotonic()
         res = loadgen.wait_event("result", args.duration + 60)
         c1 = server.cpu_seconds()
+        b1 = cpu_busy()
         t1 = time.monotonic()
         server.send("stop")
         try:
@@ -202,6 +228,12 @@ def run_once(name, subs, args, logdir, tag):
         except (TimeoutError, RuntimeError):
             stopped = {}
         res["server_cpu_pct"] = (100.0 * (c1 - c0) / (t1 - t0)) if c0 is not None and c1 is not None else None
+        # CPU used by anything other than server + loadgen while measuring (other
+        # tenants, builds): the results are only trustworthy when this is small
+        if b0 and b1 and c0 is not None and c1 is not None:
+            busy = sum(b1[k] - b0.get(k, 0) for k in b1) / CLK_TCK
+            other = busy - (c1 - c0) - (res["cpu"]["user_s"] + res["cpu"]["sys_s"])
+            res["other_cpu_pct"] = max(0.0, 100.0 * other / (t1 - t0))
         res["server_info"] = info
         res["server_stopped"] = stopped
         return res
@@ -262,25 +294,40 @@ def write_markdown(path, machine, rows, args, skipped):
     if versions:
         out.append(f"* Servers: {', '.join(versions)}")
     out.append(f"* Method: server pinned to CPU 0, loadgen (Rust, raw frame parser) pinned to CPU 1"
-               f"{'' if args.taskset else ' (taskset disabled!)'}; closed loop with at most {args.window} "
-               f"publications in flight; payload {args.payload} B; {args.warmup}s warm-up + {args.duration}s "
+               f"{'' if args.taskset else ' (taskset disabled!)'}; "
+               + (f"closed loop with at most {args.window} publications in flight (feedback from the loadgen)"
+                  if args.mode == "closed" else f"open loop at {args.rate:g} publications/s")
+               + (f"; loadgen flags `{args.loadgen_args}`" if args.loadgen_args else "")
+               + f"; payload {args.payload} B; {args.warmup}s warm-up + {args.duration}s "
                f"measured; {args.repeat} runs, median (min-max).")
-    out.append("* `reference` is a Rust writer of pre-framed batches (16 frames per write, no pub/sub): "
-               "it shows the measuring setup's own ceiling. Loadgen CPU near 100% means the row is loadgen-bound.\n")
-    out.append("| server | subscribers | deliveries/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU % | loadgen CPU % | gaps |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append(f"* `reference` is a Rust writer of pre-framed batches ({args.ref_batch} frames per write, no pub/sub): "
+               "it shows the measuring setup's own ceiling. Loadgen CPU near 100% means the row is loadgen-bound.")
+    for r in rows:
+        if r["server"] == "reference" and r["runs"]:
+            est = [x["deliveries_per_s"] / (x["cpu"]["pct"] / 100.0) for x in r["runs"] if x["cpu"]["pct"] > 1]
+            if est:
+                out.append(f"* Loadgen ceiling at {r['subs']:,} connections, extrapolated from its CPU use "
+                           f"(deliveries/s / loadgen CPU share): about {statistics.median(est):,.0f} deliveries/s.")
+    if args.mode == "closed":
+        out.append("* Closed-loop latency is mostly queueing: about window x subscribers / deliveries/s "
+                   "(Little's law). Use `--mode rate` for latency at a given load.")
+    out.append("* `other CPU %`: CPU time used by other processes on the machine during the window "
+               "(100 = one whole core); large values mean the figures are disturbed.\n")
+    out.append("| server | subscribers | deliveries/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU % | loadgen CPU % | other CPU % | gaps |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         rs = r["runs"]
         if not rs:
-            out.append(f"| {r['server']} | {r['subs']:,} | failed: {r.get('error', '?')} | | | | | | | |")
+            out.append(f"| {r['server']} | {r['subs']:,} | failed: {r.get('error', '?')} | | | | | | | | |")
             continue
         lat = lambda k: [x["latency_us"][k] for x in rs]  # noqa: E731
-        out.append("| {} | {:,} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        out.append("| {} | {:,} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             r["server"], r["subs"],
             fmt_range([x["deliveries_per_s"] for x in rs]),
             fmt_range(lat("p50")), fmt_range(lat("p99")), fmt_range(lat("p999")), fmt_range(lat("max")),
             fmt_range([x.get("server_cpu_pct") for x in rs]),
             fmt_range([x["cpu"]["pct"] for x in rs]),
+            fmt_range([x.get("other_cpu_pct") for x in rs]),
             sum(x["gaps"] for x in rs),
         ))
     if skipped:
@@ -297,7 +344,12 @@ def main():
     ap.add_argument("--servers", default=DEFAULT_SERVERS)
     ap.add_argument("--subs", default="100,1000", help="comma-separated subscriber counts")
     ap.add_argument("--payload", type=int, default=100)
+    ap.add_argument("--mode", choices=["closed", "rate"], default="closed",
+                    help="closed: max throughput with --window in flight; rate: open loop at --rate publications/s")
     ap.add_argument("--window", type=int, default=128)
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--loadgen-args", default="", help='extra loadgen flags, e.g. "--coalesce-us 100"')
+    ap.add_argument("--ref-batch", type=int, default=16, help="frames per write of the reference server")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=1.0)
@@ -337,7 +389,8 @@ def main():
                 row["runs"].append(res)
                 print(f"[run] {tag}: {res['deliveries_per_s']:,.0f} deliveries/s, p50 {res['latency_us']['p50']:.0f}us "
                       f"p99 {res['latency_us']['p99']:.0f}us, gaps {res['gaps']}, server cpu "
-                      f"{res['server_cpu_pct'] or 0:.0f}%, loadgen cpu {res['cpu']['pct']:.0f}%", file=sys.stderr)
+                      f"{res['server_cpu_pct'] or 0:.0f}%, loadgen cpu {res['cpu']['pct']:.0f}%, other cpu "
+                      f"{res.get('other_cpu_pct') or 0:.0f}%", file=sys.stderr)
             rows.append(row)
     out_json = os.path.join(args.out, f"run-{stamp}.json")
     with open(out_json, "w") as f:

@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import socket
 import struct
 import sys
@@ -133,7 +134,7 @@ def run_thread_publisher(args, ctl: Control, publish) -> threading.Thread:
     if args.mode == "closed":
         fb = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         fb.bind(("127.0.0.1", args.port))
-        fb.settimeout(0.05)
+        fb.setblocking(False)
 
     def loop():
         ctl.go.wait()
@@ -144,21 +145,16 @@ def run_thread_publisher(args, ctl: Control, publish) -> threading.Thread:
         period = 1e9 / args.rate if args.mode == "rate" else 0.0
         while seq < limit and not ctl.stop.is_set():
             if fb is not None:
+                # No syscall while the window has room; once it is full, read the
+                # newest feedback and block (select) only while it stays full.
                 while seq - delivered >= args.window and not ctl.stop.is_set():
                     try:
-                        data = fb.recv(64)
-                    except socket.timeout:
-                        continue
-                    delivered = max(delivered, struct.unpack_from("<Q", data)[0])
-                # drain any other pending datagrams without blocking
-                fb.setblocking(False)
-                try:
-                    while True:
-                        data = fb.recv(64)
-                        delivered = max(delivered, struct.unpack_from("<Q", data)[0])
-                except (BlockingIOError, socket.timeout):
-                    pass
-                fb.settimeout(0.05)
+                        while True:
+                            delivered = max(delivered, struct.unpack_from("<Q", fb.recv(64))[0])
+                    except BlockingIOError:
+                        pass
+                    if seq - delivered >= args.window:
+                        select.select([fb], [], [], 0.05)
                 t = time.time_ns()
             elif period:
                 due = t0 + int(seq * period)

@@ -14,7 +14,7 @@
 mod frame;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
@@ -27,6 +27,8 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::{TcpSocket, TcpStream};
 
 use frame::{Scanner, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT};
@@ -84,6 +86,12 @@ struct Args {
     /// Read size in bytes.
     #[arg(long, default_value_t = 65536)]
     chunk: usize,
+    /// Sleep this many microseconds each time a shard runs out of work, before it
+    /// waits for socket events, so that several frames accumulate per read.
+    /// Cuts the loadgen's per-frame kernel cost for servers that write one frame
+    /// per syscall, at the price of up to this much added latency. 0 = off.
+    #[arg(long, default_value_t = 0)]
+    coalesce_us: u64,
 }
 
 const PH_CONNECT: u8 = 0;
@@ -245,20 +253,34 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn rusage_secs() -> (f64, f64) {
+/// (user s, sys s, involuntary context switches) of this process.
+fn rusage_secs() -> (f64, f64, i64) {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (tv(ru.ru_utime), tv(ru.ru_stime))
+    (tv(ru.ru_utime), tv(ru.ru_stime), ru.ru_nivcsw as i64)
 }
 
-fn raise_nofile() {
+/// Raise RLIMIT_NOFILE as far as allowed; returns the soft limit in force.
+fn raise_nofile(want: u64) -> u64 {
     unsafe {
         let mut rl: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 0;
+        }
+        if (rl.rlim_max as u64) < want {
+            // needs CAP_SYS_RESOURCE; fine if it fails
+            let hi = libc::rlimit { rlim_cur: want as libc::rlim_t, rlim_max: want as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &hi) == 0 {
+                return want;
+            }
+        }
+        if rl.rlim_cur < rl.rlim_max {
             rl.rlim_cur = rl.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
         }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
+        rl.rlim_cur as u64
     }
 }
 
@@ -401,10 +423,26 @@ async fn run_conn(
     sem: Arc<tokio::sync::Semaphore>,
 ) {
     let permit = sem.acquire_owned().await.unwrap();
-    let (mut stream, mut carry) = match connect_ws(&sh, src, 0x9E37_79B9_7F4A_7C15 ^ (gid as u64 + 1) * 7919).await {
+    let (stream, mut carry) = match connect_ws(&sh, src, 0x9E37_79B9_7F4A_7C15 ^ (gid as u64 + 1) * 7919).await {
         Ok(x) => x,
         Err(e) => {
             state.lock().unwrap().conns[idx].error = Some(e);
+            sh.failed.fetch_add(1, SeqCst);
+            return;
+        }
+    };
+    // Own readiness handling: after a short read the socket is drained, so clear
+    // readiness ourselves instead of paying for a second read() that returns EAGAIN
+    // (tokio's edge-triggered registration re-arms on the next arrival).
+    let afd = match stream.into_std().and_then(|s| {
+        s.set_nonblocking(true)?;
+        // SAFETY: the AsyncFd owns the std TcpStream, whose fd stays open and
+        // unchanged until the AsyncFd is dropped.
+        unsafe { AsyncFd::register_with_interest(s, Interest::READABLE) }.map_err(|e| e.into())
+    }) {
+        Ok(a) => a,
+        Err(e) => {
+            state.lock().unwrap().conns[idx].error = Some(format!("asyncfd: {e}"));
             sh.failed.fetch_add(1, SeqCst);
             return;
         }
@@ -425,12 +463,17 @@ async fn run_conn(
     let mut pending_initial = !carry.is_empty();
     let mut in_fragment = false;
     loop {
+        let mut guard = None;
         if !pending_initial {
-            if let Err(e) = stream.readable().await {
-                state.lock().unwrap().conns[idx].error = Some(format!("readable: {e}"));
-                break;
+            match afd.readable().await {
+                Ok(g) => guard = Some(g),
+                Err(e) => {
+                    state.lock().unwrap().conns[idx].error = Some(format!("readable: {e}"));
+                    break;
+                }
             }
         }
+        let mut drained = false;
         let step = WORK.with(|w| {
             let mut w = w.borrow_mut();
             let cl = carry.len();
@@ -442,10 +485,17 @@ async fn run_conn(
                 pending_initial = false;
                 0
             } else {
-                match stream.try_read(&mut w[cl..cl + chunk]) {
+                match (&*afd.get_ref()).read(&mut w[cl..cl + chunk]) {
                     Ok(0) => return Step::Eof,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Step::Continue,
+                    Ok(n) => {
+                        drained = n < chunk;
+                        n
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        drained = true;
+                        return Step::Continue;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Step::Continue,
                     Err(e) => return Step::Err(format!("read: {e}")),
                 }
             };
@@ -534,8 +584,14 @@ async fn run_conn(
         if acked && permit.is_some() {
             drop(permit.take());
         }
+        if let Some(mut g) = guard.take() {
+            if drained {
+                g.clear_ready();
+            }
+        }
         if !out.is_empty() {
-            let _ = stream.write_all(&out).await;
+            // pong / close replies: a few bytes, the send buffer has room
+            let _ = (&*afd.get_ref()).write_all(&out);
             out.clear();
         }
         match step {
@@ -648,7 +704,13 @@ fn emit(v: serde_json::Value) {
 
 fn main() {
     let args = Args::parse();
-    raise_nofile();
+    let nofile = raise_nofile((args.connections + args.verify) as u64 + 1024);
+    if nofile < (args.connections + args.verify) as u64 + 16 {
+        eprintln!(
+            "warning: RLIMIT_NOFILE is {nofile}, too low for {} connections (raise the hard limit)",
+            args.connections + args.verify
+        );
+    }
     let (host, port, path) = match parse_url(&args.url) {
         Ok(x) => x,
         Err(e) => {
@@ -692,7 +754,13 @@ fn main() {
         std::thread::Builder::new()
             .name(format!("shard{shard}"))
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let mut b = tokio::runtime::Builder::new_current_thread();
+                b.enable_all();
+                let co = sh2.args.coalesce_us;
+                if co > 0 {
+                    b.on_thread_park(move || std::thread::sleep(Duration::from_micros(co)));
+                }
+                let rt = b.build().unwrap();
                 rt.block_on(async move {
                     let sem = Arc::new(tokio::sync::Semaphore::new(sh2.args.connect_concurrency.max(1)));
                     let mut hs = Vec::new();
@@ -748,7 +816,7 @@ fn main() {
     }
     emit(json!({"event":"ready","connections":args.connections,"verify":args.verify,
         "ready":ready,"failed":failed,"pending":total.saturating_sub(ready+failed),
-        "connect_s":connect_s,"first_error":first_error}));
+        "connect_s":connect_s,"first_error":first_error,"nofile_limit":nofile}));
     if let Some(p) = &args.ready_file {
         let _ = std::fs::write(p, format!("{ready}\n"));
     }
@@ -788,13 +856,13 @@ fn main() {
     if args.warmup > 0.0 {
         std::thread::sleep(Duration::from_secs_f64(args.warmup));
     }
-    let (u0, s0) = rusage_secs();
+    let (u0, s0, iv0) = rusage_secs();
     let t0 = Instant::now();
     sh.phase.store(PH_MEASURE, SeqCst);
     std::thread::sleep(Duration::from_secs_f64(args.duration));
     sh.phase.store(PH_DONE, SeqCst);
     let wall = t0.elapsed().as_secs_f64();
-    let (u1, s1) = rusage_secs();
+    let (u1, s1, iv1) = rusage_secs();
     if args.drain > 0.0 {
         std::thread::sleep(Duration::from_secs_f64(args.drain));
     }
@@ -838,6 +906,7 @@ fn main() {
         "close_codes": closes,
         "errors": errors,
         "threads": threads,
+        "coalesce_us": args.coalesce_us,
         "duration_s": wall,
         "received": received,
         "deliveries_per_s": received as f64 / wall,
@@ -859,7 +928,8 @@ fn main() {
             "max": if hist.is_empty() {0.0} else {hist.max() as f64 / 1000.0},
             "mean": if hist.is_empty() {0.0} else {hist.mean() / 1000.0},
         },
-        "cpu": {"user_s": u1 - u0, "sys_s": s1 - s0, "pct": 100.0 * cpu_s / wall},
+        "cpu": {"user_s": u1 - u0, "sys_s": s1 - s0, "pct": 100.0 * cpu_s / wall,
+                "involuntary_ctx_switches": iv1 - iv0},
         "feedback_delivered": sh.tracker.as_ref().map(|t| t.delivered.load(SeqCst)),
     });
     if args.verify > 0 {

@@ -19,7 +19,7 @@ use base64::Engine;
 use clap::Parser;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Reference WebSocket fan-out server (pre-framed batches)")]
@@ -184,9 +184,19 @@ async fn serve(mut s: TcpStream, args: Arc<Args>, go: tokio::sync::watch::Receiv
 
 fn main() {
     let args = Arc::new(Args::parse());
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move {
-        let l = TcpListener::bind(("127.0.0.1", args.port)).await.expect("bind");
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.set_reuseaddr(true).ok();
+        sock.bind(("127.0.0.1".parse::<std::net::Ipv4Addr>().unwrap(), args.port).into()).expect("bind");
+        let l = sock.listen(4096).expect("listen");
         let port = l.local_addr().unwrap().port();
         println!("{{\"event\":\"listening\",\"port\":{port}}}");
         std::io::stdout().flush().ok();
