@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::protocol::is_valid_topic;
+use crate::subscription_events::SubscriptionListener;
 
 /// Which topic names clients may subscribe to.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -49,6 +50,9 @@ pub struct Config {
     /// Frames waiting to be written to one client at most; a client whose
     /// queue is full is closed with 1008 so it cannot delay anybody else.
     pub send_queue: usize,
+    /// Topics one connection may be subscribed to at once; requests past
+    /// it are answered in `rejected` with reason `too_many_topics`.
+    pub max_topics_per_connection: usize,
     /// Bytes queued for one client at most, the same way: a few huge
     /// publications must not pile up unbounded memory either.
     pub send_queue_bytes: usize,
@@ -71,6 +75,26 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Threads of the hub's own tokio runtime.
     pub worker_threads: usize,
+    /// A Redis URL (`redis://host:port/db`) through which hubs in several
+    /// processes or hosts share their publications, or `None` for a hub
+    /// on its own. With it, `broadcast` hands publications to Redis and
+    /// every hub delivers what comes back, with `seq` assigned by Redis
+    /// (see `docs/scaling.md`); `publish_queue` also bounds the queue of
+    /// publications waiting for Redis, beyond which they are dropped and
+    /// counted rather than waited for.
+    pub backplane: Option<String>,
+    /// Prefix of the backplane's Redis channels (`<prefix><topic>`) and
+    /// keys (`<prefix>seq:<topic>`), so that several feeds can share one
+    /// Redis. Only hubs with the same prefix see each other.
+    pub backplane_prefix: String,
+    /// Set `SO_REUSEPORT`, so that several processes on one host can
+    /// listen on the same port and the kernel spreads connections among
+    /// them. Requires `backplane`, or each process would only deliver its
+    /// own publications to its own share of the clients.
+    pub reuse_port: bool,
+    /// Called (on a thread of its own) when a topic gains its first
+    /// subscriber or loses its last one.
+    pub on_subscription: Option<SubscriptionListener>,
 }
 
 /// Upper bound on `max_message_bytes`: tungstenite buffers a whole message
@@ -97,6 +121,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024,
             send_queue: 1024,
             send_queue_bytes: 16 * 1024 * 1024,
+            max_topics_per_connection: 1024,
             rate_limit: 100.0,
             rate_burst: 200,
             publish_queue: 65_536,
@@ -105,6 +130,10 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(2),
             worker_threads: 1,
+            backplane: None,
+            backplane_prefix: crate::backplane::DEFAULT_PREFIX.to_owned(),
+            reuse_port: false,
+            on_subscription: None,
         }
     }
 }
@@ -147,6 +176,7 @@ impl Config {
             ("max_connections", self.max_connections),
             ("send_queue", self.send_queue),
             ("send_queue_bytes", self.send_queue_bytes),
+            ("max_topics_per_connection", self.max_topics_per_connection),
             ("rate_burst", self.rate_burst as usize),
             ("publish_queue", self.publish_queue),
             ("max_message_bytes", self.max_message_bytes),
@@ -178,6 +208,20 @@ impl Config {
             return bad(format!(
                 "worker_threads must be at most {MAX_WORKER_THREADS}"
             ));
+        }
+        if let Some(url) = &self.backplane {
+            crate::backplane::validate(url, &self.backplane_prefix)
+                .map_err(Error::InvalidConfig)?;
+        } else if self.reuse_port {
+            return bad(
+                "reuse_port=True needs a backplane (e.g. backplane=\"redis://127.0.0.1:6379/0\"): \
+                 without one, each process sharing the port delivers only its own publications \
+                 to only its own share of the clients"
+                    .into(),
+            );
+        }
+        if self.reuse_port && !cfg!(unix) {
+            return bad("reuse_port is only supported on Unix".into());
         }
         for (name, value) in [
             ("ping_interval", self.ping_interval),
@@ -234,6 +278,22 @@ mod tests {
             ..Config::default()
         };
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn reuse_port_without_a_backplane_is_rejected() {
+        let cfg = Config {
+            reuse_port: true,
+            ..Config::default()
+        };
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("backplane"), "{err}");
+        let cfg = Config {
+            reuse_port: true,
+            backplane: Some("redis://127.0.0.1:6379/0".into()),
+            ..Config::default()
+        };
+        cfg.validate().unwrap();
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::config::{Config, TopicPolicy};
 use crate::http::{self, Route};
 use crate::hub::ConnId;
 use crate::outbox::{Closed, FrameKind, OutFrame, Outbox, Pushed};
-use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError};
+use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError, RejectReason, Rejected};
 use crate::rate_limit::{TokenBucket, Verdict};
 use crate::server::Shared;
 use crate::stats::Counters;
@@ -250,7 +250,8 @@ impl Connection {
         let (mut accepted, rejected) = self.sort_requested(requested);
         if accepted.is_empty() {
             if let TopicPolicy::Only(all) = &self.shared.config.topics {
-                accepted = all.iter().cloned().collect();
+                let limit = self.shared.config.max_topics_per_connection;
+                accepted = all.iter().take(limit).cloned().collect();
             }
         }
         let topics: BTreeSet<String> = accepted.into_iter().collect();
@@ -261,19 +262,29 @@ impl Connection {
         self.subscriptions = topics;
     }
 
-    /// Splits requested names into the ones this server allows and the rest.
-    fn sort_requested(&self, requested: Vec<String>) -> (Vec<String>, Vec<String>) {
-        let mut accepted = Vec::new();
+    /// Splits requested names into the new ones this connection may
+    /// subscribe to and the rejected ones with their reason. Names already
+    /// subscribed (or repeated) are neither.
+    fn sort_requested(&self, requested: Vec<String>) -> (Vec<String>, Vec<Rejected>) {
+        let config = &self.shared.config;
+        let mut accepted: Vec<String> = Vec::new();
         let mut rejected = Vec::new();
         for name in requested {
-            let allowed = match &self.shared.config.topics {
-                TopicPolicy::Any => protocol::is_valid_topic(&name),
-                TopicPolicy::Only(names) => names.contains(&name),
-            };
-            if allowed {
-                accepted.push(name);
+            let reason = if !protocol::is_valid_topic(&name) {
+                Some(RejectReason::InvalidName)
+            } else if matches!(&config.topics, TopicPolicy::Only(names) if !names.contains(&name)) {
+                Some(RejectReason::NotAllowed)
+            } else if self.subscriptions.contains(&name) || accepted.contains(&name) {
+                continue;
+            } else if self.subscriptions.len() + accepted.len() >= config.max_topics_per_connection
+            {
+                Some(RejectReason::TooManyTopics)
             } else {
-                rejected.push(name);
+                None
+            };
+            match reason {
+                Some(reason) => rejected.push(Rejected { name, reason }),
+                None => accepted.push(name),
             }
         }
         (accepted, rejected)

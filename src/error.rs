@@ -37,7 +37,7 @@ pub enum Error {
         child: u32,
     },
     /// The listening socket could not be set up (port in use, bad host...).
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}{hint}", hint = bind_hint(source))]
     Bind {
         /// What we tried to listen on.
         addr: String,
@@ -45,7 +45,56 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The Redis backplane could not be reached when the hub started (a
+    /// hub with a backplane does not start without it).
+    #[error(
+        "cannot reach the Redis backplane at {addr}: {reason}; start Redis or fix the \
+         backplane URL (a hub with a backplane does not start without it)"
+    )]
+    Backplane {
+        /// Where Redis was expected (host:port or socket path).
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
     /// The runtime's threads could not be started.
     #[error("cannot start the hub's runtime: {0}")]
     Runtime(#[source] io::Error),
+}
+
+/// What to do about a port that is taken, appended to [`Error::Bind`]'s
+/// message: the usual cause is starting the hub in every worker process of
+/// a web server, each trying to listen on the same port.
+fn bind_hint(source: &io::Error) -> &'static str {
+    if source.kind() == io::ErrorKind::AddrInUse {
+        ". Another process (or another hub in this one) already listens on this port, \
+         e.g. the hub is started in each worker of a multi-process web server. Either pick \
+         another port or start the hub in one process only; or pass reuse_port=True together \
+         with a backplane (e.g. backplane=\"redis://127.0.0.1:6379/0\") in every process, so \
+         they share the port and every worker gets every publication"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_in_use_names_the_cause_and_both_remedies() {
+        let error = Error::Bind {
+            addr: "127.0.0.1:8765".into(),
+            source: io::Error::from(io::ErrorKind::AddrInUse),
+        };
+        let text = error.to_string();
+        assert!(text.contains("already listens on this port"), "{text}");
+        assert!(text.contains("another port"), "{text}");
+        assert!(text.contains("reuse_port=True"), "{text}");
+        let other = Error::Bind {
+            addr: "x".into(),
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        assert!(!other.to_string().contains("reuse_port"));
+    }
 }

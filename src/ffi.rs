@@ -25,14 +25,16 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::Arc;
 
 use crate::config::{seconds, Config, TopicPolicy};
 use crate::error::Error;
 use crate::server::Server;
+use crate::subscription_events::SubscriptionListener;
 
 /// Result codes. `WSHUB_OK` is 0 and every error is negative, so a function
 /// that returns a count or a length returns one of these instead when it
@@ -66,6 +68,9 @@ pub enum wshub_code {
     /// This process is a `fork()` of the one that started a hub: hubs
     /// cannot be used or started here. Start hubs after forking.
     WSHUB_ERR_FORKED = -11,
+    /// The Redis backplane (`wshub_options.backplane`) could not be
+    /// reached when the hub started.
+    WSHUB_ERR_BACKPLANE = -12,
 }
 
 use wshub_code::*;
@@ -122,6 +127,10 @@ pub struct wshub_options {
     pub send_queue: usize,
     /// Bytes queued per client at most, the same way. Default 16 MiB.
     pub send_queue_bytes: usize,
+    /// Topics one connection may be subscribed to at once; further names
+    /// are answered in `rejected` with reason `too_many_topics`.
+    /// Default 1024.
+    pub max_topics_per_connection: usize,
     /// Messages per second a client may send on average; a message over
     /// the limit gets an error frame `rate_limited`. Default 100.
     pub rate_limit: f64,
@@ -144,6 +153,70 @@ pub struct wshub_options {
     pub shutdown_timeout: f64,
     /// Threads of the hub's own runtime. Default 1, at most 256.
     pub worker_threads: usize,
+    /// Called when a topic gains its first subscriber (`subscribers` is 1)
+    /// or loses its last one (0), so a producer can work only on watched
+    /// topics. Called on a thread of wshub's own, one call at a time, in
+    /// the order the changes happened; `topic` is valid only during the
+    /// call. It must not block for long (events queue up behind it, and
+    /// beyond 4096 are dropped). NULL (the default): no calls.
+    pub on_subscription: wshub_subscription_fn,
+    /// Passed to `on_subscription` as is. Must stay valid, and usable from
+    /// another thread, until `wshub_stop()` returns.
+    pub on_subscription_data: *mut c_void,
+    /// A Redis URL, `"redis://host:port/db"`, through which hubs in several
+    /// processes or hosts share their publications: `wshub_broadcast()`
+    /// then hands each publication to Redis (which assigns its `seq`) and
+    /// every hub delivers what comes back to its clients. `wshub_start()`
+    /// fails with `WSHUB_ERR_BACKPLANE` when Redis cannot be reached.
+    /// `publish_queue` also bounds the queue of publications waiting for
+    /// Redis; beyond it they are dropped and counted (`backplane_dropped`
+    /// in the stats), never waited for. NULL (the default): no backplane.
+    /// Borrowed. See docs/scaling.md.
+    pub backplane: *const c_char,
+    /// Prefix of the backplane's Redis channels and keys, 1-64 characters
+    /// of `[A-Za-z0-9_.:-]`; only hubs with the same prefix share
+    /// publications. NULL means the default, `"wshub:"`. Borrowed.
+    pub backplane_prefix: *const c_char,
+    /// Set `SO_REUSEPORT`, so that several processes on one host can
+    /// listen on the same port (the kernel spreads connections among
+    /// them). Requires `backplane`. Default false.
+    pub reuse_port: bool,
+}
+
+/// The type of `wshub_options.on_subscription`.
+pub type wshub_subscription_fn =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, topic: *const c_char, subscribers: u64)>;
+
+/// The host's `on_subscription_data`, which the header makes the host
+/// promise is usable from wshub's event thread.
+struct UserData(*mut c_void);
+
+// SAFETY: the header requires the pointer to be usable from another thread
+// until `wshub_stop()` returns; wshub only passes it back to the callback.
+unsafe impl Send for UserData {}
+// SAFETY: as above; the callback is called from one thread at a time.
+unsafe impl Sync for UserData {}
+
+impl UserData {
+    // A method, not a field access, so closures capture the whole
+    // (Send + Sync) wrapper rather than the raw pointer inside it.
+    fn pointer(&self) -> *mut c_void {
+        self.0
+    }
+}
+
+fn subscription_listener(
+    callback: unsafe extern "C" fn(*mut c_void, *const c_char, u64),
+    data: UserData,
+) -> SubscriptionListener {
+    SubscriptionListener(Arc::new(move |topic: &str, subscribers: u64| {
+        // Topic names are `[A-Za-z0-9_.:-]`, never containing NUL.
+        let Ok(topic) = CString::new(topic) else {
+            return;
+        };
+        // SAFETY: the host gave us this callback and data for this purpose.
+        unsafe { callback(data.pointer(), topic.as_ptr(), subscribers) };
+    }))
 }
 
 /// A list of allowed topics longer than this is taken for a list that
@@ -177,6 +250,7 @@ pub unsafe extern "C" fn wshub_options_default(out: *mut wshub_options) -> c_int
             max_message_bytes: config.max_message_bytes,
             send_queue: config.send_queue,
             send_queue_bytes: config.send_queue_bytes,
+            max_topics_per_connection: config.max_topics_per_connection,
             rate_limit: config.rate_limit,
             rate_burst: config.rate_burst,
             publish_queue: config.publish_queue,
@@ -185,6 +259,11 @@ pub unsafe extern "C" fn wshub_options_default(out: *mut wshub_options) -> c_int
             handshake_timeout: secs(config.handshake_timeout),
             shutdown_timeout: secs(config.shutdown_timeout),
             worker_threads: config.worker_threads,
+            on_subscription: None,
+            on_subscription_data: ptr::null_mut(),
+            backplane: ptr::null(),
+            backplane_prefix: ptr::null(),
+            reuse_port: config.reuse_port,
         };
         // SAFETY: the caller promises `out` is writable; `write` does not
         // read (or drop) what was there, which may be uninitialised.
@@ -201,7 +280,7 @@ pub unsafe extern "C" fn wshub_options_default(out: *mut wshub_options) -> c_int
 /// NULL on failure: then `wshub_last_error()` says why and
 /// `wshub_last_error_code()` is one of `WSHUB_ERR_INVALID_ARGUMENT`,
 /// `WSHUB_ERR_INVALID_CONFIG`, `WSHUB_ERR_BIND`, `WSHUB_ERR_ADDR_IN_USE`,
-/// `WSHUB_ERR_RUNTIME`.
+/// `WSHUB_ERR_RUNTIME`, `WSHUB_ERR_BACKPLANE`.
 ///
 /// # Safety
 /// `opts` must be NULL or point to a readable `wshub_options` whose string
@@ -245,7 +324,10 @@ pub unsafe extern "C" fn wshub_port(server: *const wshub_server) -> u16 {
 /// `topic` is a NUL-terminated name; `json` is `json_len` bytes of UTF-8
 /// JSON and need not be NUL-terminated. Both are borrowed for the call
 /// only. Returns at once (the fan-out runs on the hub's threads) unless the
-/// publish queue is full, in which case it waits for room.
+/// publish queue is full, in which case it waits for room. With a
+/// backplane it never waits: the publication is queued for Redis (or, when
+/// that queue is full, dropped and counted in `backplane_dropped`), and the
+/// count returned is this hub's subscribers of the topic.
 ///
 /// Returns how many subscribers the publication was queued for (>= 0), or
 /// a negative `wshub_code`: `WSHUB_ERR_INVALID_ARGUMENT` (a NULL pointer,
@@ -288,7 +370,9 @@ pub unsafe extern "C" fn wshub_broadcast(
 /// the Python `stats()`: `{"connections":N,"topics":{"name":subscribers,
 /// ...},"published":N,"sent":N,"sent_bytes":N,"dropped":N,
 /// "slow_consumer_closes":N,"connections_opened":N,"connections_closed":N,
-/// "handshakes_rejected":{"capacity":N,"invalid":N,"origin":N,"path":N}}`.
+/// "handshakes_rejected":{"capacity":N,"invalid":N,"origin":N,"path":N},
+/// "backplane_published":N,"backplane_received":N,"backplane_dropped":N,
+/// "backplane_missed":N,"backplane_reconnects":N,"backplane_connected":B}`.
 ///
 /// Contract like `snprintf`: returns the length of the JSON in bytes, not
 /// counting the terminating NUL. When that length is less than `cap`, the
@@ -454,6 +538,7 @@ impl From<Error> for Failure {
             Error::Bind { .. } => WSHUB_ERR_BIND,
             Error::Runtime(_) => WSHUB_ERR_RUNTIME,
             Error::Forked { .. } => WSHUB_ERR_FORKED,
+            Error::Backplane { .. } => WSHUB_ERR_BACKPLANE,
         };
         Failure::new(code, error.to_string())
     }
@@ -614,6 +699,7 @@ unsafe fn config_from(opts: *const wshub_options) -> Result<Config, Failure> {
         max_message_bytes: o.max_message_bytes,
         send_queue: o.send_queue,
         send_queue_bytes: o.send_queue_bytes,
+        max_topics_per_connection: o.max_topics_per_connection,
         rate_limit: o.rate_limit,
         rate_burst: o.rate_burst,
         publish_queue: o.publish_queue,
@@ -622,7 +708,28 @@ unsafe fn config_from(opts: *const wshub_options) -> Result<Config, Failure> {
         handshake_timeout: seconds("handshake_timeout", o.handshake_timeout)?,
         shutdown_timeout: seconds("shutdown_timeout", o.shutdown_timeout)?,
         worker_threads: o.worker_threads,
+        on_subscription: o
+            .on_subscription
+            .map(|callback| subscription_listener(callback, UserData(o.on_subscription_data))),
+        // SAFETY (two calls): string options are NULL or NUL-terminated
+        // by the caller's contract.
+        backplane: unsafe { optional_str(o.backplane, "opts->backplane") }?,
+        backplane_prefix: unsafe { optional_str(o.backplane_prefix, "opts->backplane_prefix") }?
+            .unwrap_or_else(|| crate::backplane::DEFAULT_PREFIX.to_owned()),
+        reuse_port: o.reuse_port,
     })
+}
+
+/// Copies an optional string option (NULL: `None`).
+///
+/// # Safety
+/// `pointer` must be NULL or NUL-terminated and readable up to the NUL.
+unsafe fn optional_str(pointer: *const c_char, name: &str) -> Result<Option<String>, Failure> {
+    if pointer.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-NULL, so NUL-terminated by the caller's contract.
+    unsafe { c_str(pointer, name, WSHUB_ERR_INVALID_CONFIG) }.map(|s| Some(s.to_owned()))
 }
 
 /// Reads the NULL-terminated allow-list (NULL: any topic). The names are

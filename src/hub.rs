@@ -16,16 +16,23 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::backplane::Outbound;
 use crate::error::Error;
 use crate::outbox::{lock, OutFrame, Outbox, Pushed};
 use crate::protocol::{is_valid_topic, publication_frame, validate_json};
 use crate::stats::{Counters, Stats};
+use crate::subscription_events::SubscriptionEvents;
+
+/// Deliveries the fan-out makes before it lets the writers run: large
+/// enough that each client's write carries many frames (one syscall for
+/// many publications), small enough that a burst does not fill queues.
+const DELIVERIES_PER_SLICE: u64 = 32 * 1024;
 
 /// Identifies one connection within a hub.
 pub type ConnId = u64;
@@ -142,11 +149,36 @@ pub struct Hub {
     queue: PublishQueue,
     /// Shared with connections and the server.
     pub counters: Counters,
+    /// Where first-subscriber/last-subscriber transitions go, if anywhere.
+    events: Option<SubscriptionEvents>,
+    /// Set when the hub has a Redis backplane: `publish` then hands
+    /// publications to it instead of the local queue (see [`Hub::ingest`]).
+    backplane: OnceLock<Arc<Outbound>>,
+}
+
+/// What [`Hub::ingest`] did with a publication from the backplane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// Queued for the fan-out. `missed` publications of the topic came
+    /// before it and never arrived (a gap in `seq`; 0 normally).
+    Queued {
+        /// How many `seq` numbers were skipped.
+        missed: u64,
+    },
+    /// Not queued: its `seq` is not above the topic's last one, and
+    /// clients must see `seq` increase.
+    Stale,
 }
 
 impl Hub {
     /// A hub whose publish queue holds at most `publish_queue` publications.
     pub fn new(publish_queue: usize) -> Self {
+        Self::with_events(publish_queue, None)
+    }
+
+    /// A hub that also reports topics gaining their first subscriber or
+    /// losing their last one to `events`.
+    pub fn with_events(publish_queue: usize, events: Option<SubscriptionEvents>) -> Self {
         Hub {
             topics: RwLock::new(HashMap::new()),
             queue: PublishQueue {
@@ -156,6 +188,26 @@ impl Hub {
                 capacity: publish_queue,
             },
             counters: Counters::default(),
+            events,
+            backplane: OnceLock::new(),
+        }
+    }
+
+    /// Ends the subscription-event thread after it delivered what is
+    /// queued (part of the server's stop).
+    pub fn stop_events(&self) {
+        if let Some(events) = &self.events {
+            events.stop();
+        }
+    }
+
+    fn report(&self, topic: &str, subscribers: u64) {
+        if let Some(events) = &self.events {
+            events.report(
+                &Arc::from(topic),
+                subscribers,
+                &self.counters.events_dropped,
+            );
         }
     }
 
@@ -175,6 +227,9 @@ impl Hub {
         }
         validate_json(data).map_err(Error::InvalidJson)?;
         let entry = self.topic_entry(topic);
+        if let Some(outbound) = self.backplane.get() {
+            return self.publish_to_backplane(outbound, topic, &entry, data);
+        }
         let mut state = lock(&self.queue.state);
         loop {
             if state.closed {
@@ -209,6 +264,80 @@ impl Hub {
         Ok(subscribers)
     }
 
+    /// Routes this hub's publications through a backplane from now on.
+    /// Called once, when the server starts; later calls are ignored.
+    pub fn set_backplane(&self, outbound: Arc<Outbound>) {
+        let _ = self.backplane.set(outbound);
+    }
+
+    /// `publish` with a backplane: queues the publication for Redis, which
+    /// assigns its `seq` and sends it back to every hub (this one too,
+    /// through [`Hub::ingest`]). Never waits: when the backplane's queue is
+    /// full the publication is dropped and counted in `backplane_dropped`,
+    /// and the call still succeeds. Returns the topic's local subscribers.
+    fn publish_to_backplane(
+        &self,
+        outbound: &Outbound,
+        topic: &str,
+        entry: &Topic,
+        data: &str,
+    ) -> Result<u64, Error> {
+        if self.is_closed() {
+            return Err(Error::NotRunning);
+        }
+        // The highest seq seen here, so Redis never numbers below it.
+        let floor = entry.next_seq.load(Ordering::Relaxed) - 1;
+        if !outbound.push(topic, floor, data) {
+            Counters::add(&self.counters.backplane_dropped, 1);
+        }
+        Counters::add(&self.counters.published, 1);
+        Ok(entry.subscriber_count.load(Ordering::Relaxed))
+    }
+
+    /// Queues a publication numbered elsewhere (by the backplane) for the
+    /// local fan-out, exactly like a local one: same queue, same order,
+    /// same `subscribe` semantics. Never waits.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTopic`], [`Error::InvalidJson`],
+    /// [`Error::NotRunning`] after [`Hub::close`], and
+    /// [`Error::Overloaded`] when the queue is full (retry later).
+    pub fn ingest(&self, topic: &str, seq: u64, data: &str) -> Result<Ingested, Error> {
+        if !is_valid_topic(topic) {
+            return Err(Error::InvalidTopic(topic.to_owned()));
+        }
+        validate_json(data).map_err(Error::InvalidJson)?;
+        let entry = self.topic_entry(topic);
+        let frame = Utf8Bytes::from(publication_frame(topic, seq, data));
+        let mut state = lock(&self.queue.state);
+        if state.closed {
+            return Err(Error::NotRunning);
+        }
+        // `next_seq` is only touched under the queue lock (see `subscribe`).
+        let next = entry.next_seq.load(Ordering::Relaxed);
+        if seq < next {
+            return Ok(Ingested::Stale);
+        }
+        if state.items.len() >= self.queue.capacity {
+            return Err(Error::Overloaded);
+        }
+        // The first publication seen on a topic is no gap: earlier ones
+        // were made before this hub was listening.
+        let missed = if next == 1 { 0 } else { seq - next };
+        entry.next_seq.store(seq + 1, Ordering::Relaxed);
+        let was_empty = state.items.is_empty();
+        state.items.push_back(Publication {
+            topic: entry,
+            seq,
+            frame,
+        });
+        drop(state);
+        if was_empty {
+            self.queue.ready.notify_one();
+        }
+        Ok(Ingested::Queued { missed })
+    }
+
     /// Refuses further publications and wakes publishers waiting for room.
     pub fn close(&self) {
         lock(&self.queue.state).closed = true;
@@ -228,20 +357,49 @@ impl Hub {
         let mut batch = VecDeque::new();
         loop {
             self.queue.ready.notified().await;
-            let closed = {
-                let mut state = lock(&self.queue.state);
-                std::mem::swap(&mut batch, &mut state.items);
-                state.closed
-            };
-            self.queue.not_full.notify_all();
-            for publication in batch.drain(..) {
-                self.fan_out(&publication);
-            }
-            if closed {
-                drained.cancel();
-                return;
+            loop {
+                let (closed, emptied) = self.take_slice(&mut batch);
+                for publication in batch.drain(..) {
+                    self.fan_out(&publication);
+                }
+                if emptied {
+                    if closed {
+                        drained.cancel();
+                        return;
+                    }
+                    break;
+                }
+                // Let the writers send what this slice queued before the
+                // next one: a burst then flows through in slices instead of
+                // piling up in every client's queue (and closing them all
+                // as slow consumers) while the writers wait for this task.
+                tokio::task::yield_now().await;
             }
         }
+    }
+
+    /// Moves the next slice of publications (about
+    /// [`DELIVERIES_PER_SLICE`] deliveries, at least one publication) into
+    /// `batch`; returns whether the hub is closed and the queue now empty.
+    fn take_slice(&self, batch: &mut VecDeque<Publication>) -> (bool, bool) {
+        let mut state = lock(&self.queue.state);
+        let mut budget = DELIVERIES_PER_SLICE;
+        while let Some(publication) = state.items.pop_front() {
+            let deliveries = publication
+                .topic
+                .subscriber_count
+                .load(Ordering::Relaxed)
+                .max(1);
+            batch.push_back(publication);
+            budget = budget.saturating_sub(deliveries);
+            if budget == 0 {
+                break;
+            }
+        }
+        let result = (state.closed, state.items.is_empty());
+        drop(state);
+        self.queue.not_full.notify_all();
+        result
     }
 
     fn fan_out(&self, publication: &Publication) {
@@ -294,13 +452,18 @@ impl Hub {
         // `publish` holds while it does the same, so the two agree.
         let queue = lock(&self.queue.state);
         let from_seq = entry.next_seq.load(Ordering::Relaxed);
-        entry.subscriber_count.fetch_add(1, Ordering::Relaxed);
+        let before = entry.subscriber_count.fetch_add(1, Ordering::Relaxed);
         drop(queue);
         subscribers.insert(Subscriber {
             id,
             outbox: Arc::clone(outbox),
             from_seq,
         });
+        // Reported under the topic's lock, so events of one topic reach the
+        // listener in the order they happened.
+        if before == 0 {
+            self.report(topic, 1);
+        }
     }
 
     /// Removes a connection from a topic (a no-op if it is not there).
@@ -308,10 +471,11 @@ impl Hub {
         let Some(entry) = read(&self.topics).get(topic).cloned() else {
             return;
         };
-        let removed = lock(&entry.subscribers).remove(id);
-        if removed {
-            entry.subscriber_count.fetch_sub(1, Ordering::Relaxed);
+        let mut subscribers = lock(&entry.subscribers);
+        if subscribers.remove(id) && entry.subscriber_count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.report(topic, 0);
         }
+        drop(subscribers);
         if entry.is_forgettable() {
             let mut topics = write(&self.topics);
             if topics.get(topic).is_some_and(|t| t.is_forgettable()) {
@@ -350,7 +514,8 @@ mod tests {
     }
 
     fn fan_out_all(hub: &Hub) {
-        let batch = std::mem::take(&mut lock(&hub.queue.state).items);
+        let mut batch = VecDeque::new();
+        while !hub.take_slice(&mut batch).1 {}
         for p in &batch {
             hub.fan_out(p);
         }
@@ -423,6 +588,63 @@ mod tests {
             hub.unsubscribe(&name, 1);
         }
         assert!(read(&hub.topics).is_empty());
+    }
+
+    #[test]
+    fn ingested_publications_keep_their_seq_and_count_gaps() {
+        let hub = Hub::new(16);
+        let a = Arc::new(Outbox::new(16, usize::MAX));
+        hub.subscribe("t", 1, &a);
+        assert_eq!(
+            hub.ingest("t", 5, "1").unwrap(),
+            Ingested::Queued { missed: 0 }
+        );
+        assert_eq!(
+            hub.ingest("t", 6, "2").unwrap(),
+            Ingested::Queued { missed: 0 }
+        );
+        assert_eq!(
+            hub.ingest("t", 9, "3").unwrap(),
+            Ingested::Queued { missed: 2 }
+        );
+        assert_eq!(hub.ingest("t", 9, "4").unwrap(), Ingested::Stale);
+        assert_eq!(hub.ingest("t", 2, "5").unwrap(), Ingested::Stale);
+        fan_out_all(&hub);
+        assert_eq!(
+            texts(&a),
+            [
+                r#"{"type":"message","topic":"t","seq":5,"data":1}"#,
+                r#"{"type":"message","topic":"t","seq":6,"data":2}"#,
+                r#"{"type":"message","topic":"t","seq":9,"data":3}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn ingest_never_waits_for_a_full_queue() {
+        let hub = Hub::new(1);
+        hub.ingest("t", 1, "1").unwrap();
+        assert!(matches!(hub.ingest("t", 2, "2"), Err(Error::Overloaded)));
+        assert!(matches!(
+            hub.ingest("t", 2, "{"),
+            Err(Error::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn with_a_backplane_publish_queues_for_redis_not_locally() {
+        let hub = Hub::new(16);
+        let outbound = Arc::new(Outbound::new(1));
+        hub.set_backplane(Arc::clone(&outbound));
+        let a = Arc::new(Outbox::new(16, usize::MAX));
+        hub.subscribe("t", 1, &a);
+        assert_eq!(hub.publish("t", "1").unwrap(), 1);
+        // Full: counted, not waited for, still a success.
+        assert_eq!(hub.publish("t", "2").unwrap(), 1);
+        assert!(matches!(hub.publish("t", "{"), Err(Error::InvalidJson(_))));
+        assert!(lock(&hub.queue.state).items.is_empty());
+        let stats = hub.stats();
+        assert_eq!((stats.published, stats.backplane_dropped), (2, 1));
     }
 
     #[test]

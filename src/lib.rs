@@ -12,16 +12,20 @@
 //! - [`error`]: the core's one error type.
 //! - [`protocol`]: topic names, client messages, server frame text.
 //! - [`hub`]: topics, subscribers, the publish queue and the fan-out.
+//! - [`backplane`]: the optional Redis link that lets hubs in several
+//!   processes or hosts share one feed (`docs/scaling.md`).
 //! - [`outbox`]: one client's bounded outbound queue.
 //! - [`rate_limit`]: the per-connection token bucket for inbound messages.
 //! - `connection`: one client's handshake and read/write loop.
 //! - [`server`]: binding, the runtime, the accept loop, shutdown.
 //! - [`stats`]: counters and the `stats()` snapshot.
+//! - [`subscription_events`]: first/last subscriber notifications to the host.
 //! - [`metrics`]: the snapshot in the Prometheus text format.
 //! - `http`: `GET /metrics` and `GET /healthz` on the hub's port.
 //! - `python` (feature `python`): the Python module `wshub._native`.
 //! - [`ffi`]: the C ABI declared in `include/wshub.h` (`docs/c-api.md`).
 
+pub mod backplane;
 pub mod config;
 mod connection;
 pub mod error;
@@ -35,6 +39,7 @@ pub mod protocol;
 pub mod rate_limit;
 pub mod server;
 pub mod stats;
+pub mod subscription_events;
 
 #[cfg(feature = "python")]
 mod python;

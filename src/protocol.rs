@@ -205,6 +205,27 @@ pub fn publication_frame(topic: &str, seq: u64, data: &str) -> String {
     frame
 }
 
+/// Why a requested topic was not subscribed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Not 1-128 characters of `[A-Za-z0-9_.:-]`.
+    InvalidName,
+    /// Not on the server's allow-list, or not granted by `authorize`.
+    NotAllowed,
+    /// The connection already has `max_topics_per_connection` topics.
+    TooManyTopics,
+}
+
+/// A requested topic that was not subscribed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The name as the client sent it.
+    pub name: String,
+    /// Why.
+    pub reason: RejectReason,
+}
+
 /// Field order on the wire is the order of the struct fields: `type`
 /// first, as in the protocol document.
 #[derive(Serialize)]
@@ -213,30 +234,40 @@ struct TopicsAnswer<'a> {
     kind: &'static str,
     topics: &'a BTreeSet<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    rejected: Option<&'a [String]>,
+    rejected: Option<Vec<&'a str>>,
+    /// Present only when something was rejected, so the common answer
+    /// stays short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasons: Option<std::collections::BTreeMap<&'a str, RejectReason>>,
 }
 
 fn topics_answer(
     kind: &'static str,
     topics: &BTreeSet<String>,
-    rejected: Option<&[String]>,
+    rejected: Option<&[Rejected]>,
 ) -> String {
+    let reasons = rejected
+        .filter(|r| !r.is_empty())
+        .map(|r| r.iter().map(|r| (r.name.as_str(), r.reason)).collect());
     let answer = TopicsAnswer {
         kind,
         topics,
-        rejected,
+        rejected: rejected.map(|r| r.iter().map(|r| r.name.as_str()).collect()),
+        reasons,
     };
     // Serialising strings and arrays of strings cannot fail.
     serde_json::to_string(&answer).unwrap_or_default()
 }
 
-/// `{"type":"connected","topics":[...],"rejected":[...]}`
-pub fn connected_frame(topics: &BTreeSet<String>, rejected: &[String]) -> String {
+/// `{"type":"connected","topics":[...],"rejected":[...]}`, plus
+/// `"reasons":{name: reason}` when something was rejected.
+pub fn connected_frame(topics: &BTreeSet<String>, rejected: &[Rejected]) -> String {
     topics_answer("connected", topics, Some(rejected))
 }
 
-/// `{"type":"subscribed","topics":[...],"rejected":[...]}`
-pub fn subscribed_frame(topics: &BTreeSet<String>, rejected: &[String]) -> String {
+/// `{"type":"subscribed","topics":[...],"rejected":[...]}`, plus
+/// `"reasons"` as for [`connected_frame`].
+pub fn subscribed_frame(topics: &BTreeSet<String>, rejected: &[Rejected]) -> String {
     topics_answer("subscribed", topics, Some(rejected))
 }
 
@@ -368,9 +399,17 @@ mod tests {
     #[test]
     fn answers_put_type_first() {
         let topics: BTreeSet<String> = ["b".to_string(), "a".to_string()].into();
+        let rejected = [Rejected {
+            name: "x y".to_string(),
+            reason: RejectReason::InvalidName,
+        }];
         assert_eq!(
-            connected_frame(&topics, &["x y".to_string()]),
-            r#"{"type":"connected","topics":["a","b"],"rejected":["x y"]}"#
+            connected_frame(&topics, &rejected),
+            r#"{"type":"connected","topics":["a","b"],"rejected":["x y"],"reasons":{"x y":"invalid_name"}}"#
+        );
+        assert_eq!(
+            subscribed_frame(&topics, &[]),
+            r#"{"type":"subscribed","topics":["a","b"],"rejected":[]}"#
         );
         assert_eq!(
             unsubscribed_frame(&topics),

@@ -5,13 +5,16 @@
 
 use std::collections::BTreeSet;
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyConnectionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use crate::config::{seconds, Config, TopicPolicy};
 use crate::error::Error;
 use crate::server::Server;
+use crate::subscription_events::SubscriptionListener;
 
 impl From<Error> for PyErr {
     fn from(error: Error) -> PyErr {
@@ -30,6 +33,8 @@ impl From<Error> for PyErr {
                 Some(errno) => PyOSError::new_err((errno, message)),
                 None => PyOSError::new_err(message),
             },
+            // ConnectionError is an OSError: the network failed.
+            Error::Backplane { .. } => PyConnectionError::new_err(message),
         }
     }
 }
@@ -39,9 +44,12 @@ impl From<Error> for PyErr {
 /// Server(port=0, *, host="127.0.0.1", path="/api/ws", topics=None,
 ///        allowed_origins=None, max_connections=100000,
 ///        max_message_bytes=65536, send_queue=1024,
-///        send_queue_bytes=16777216, rate_limit=100.0, rate_burst=200,
+///        send_queue_bytes=16777216, max_topics_per_connection=1024,
+///        rate_limit=100.0, rate_burst=200,
 ///        publish_queue=65536, ping_interval=20.0, ping_timeout=20.0,
-///        handshake_timeout=10.0, shutdown_timeout=2.0, worker_threads=1)
+///        handshake_timeout=10.0, shutdown_timeout=2.0, worker_threads=1,
+///        on_subscription=None, backplane=None,
+///        backplane_prefix="wshub:", reuse_port=False)
 ///
 /// Starting binds the port at once (OSError, e.g. errno EADDRINUSE, if it
 /// cannot). See wshub.start for the meaning of every option.
@@ -64,6 +72,7 @@ impl PyServer {
         max_message_bytes = 65_536,
         send_queue = 1024,
         send_queue_bytes = 16_777_216,
+        max_topics_per_connection = 1024,
         rate_limit = 100.0,
         rate_burst = 200,
         publish_queue = 65_536,
@@ -72,6 +81,10 @@ impl PyServer {
         handshake_timeout = 10.0,
         shutdown_timeout = 2.0,
         worker_threads = 1,
+        on_subscription = None,
+        backplane = None,
+        backplane_prefix = "wshub:",
+        reuse_port = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -85,6 +98,7 @@ impl PyServer {
         max_message_bytes: usize,
         send_queue: usize,
         send_queue_bytes: usize,
+        max_topics_per_connection: usize,
         rate_limit: f64,
         rate_burst: u32,
         publish_queue: usize,
@@ -93,7 +107,12 @@ impl PyServer {
         handshake_timeout: f64,
         shutdown_timeout: f64,
         worker_threads: usize,
+        on_subscription: Option<Py<PyAny>>,
+        backplane: Option<String>,
+        backplane_prefix: &str,
+        reuse_port: bool,
     ) -> PyResult<Self> {
+        let on_subscription = on_subscription.map(subscription_listener).transpose()?;
         let config = Config {
             host: host.to_owned(),
             port,
@@ -107,6 +126,7 @@ impl PyServer {
             max_message_bytes,
             send_queue,
             send_queue_bytes,
+            max_topics_per_connection,
             rate_limit,
             rate_burst,
             publish_queue,
@@ -115,6 +135,10 @@ impl PyServer {
             handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,
             shutdown_timeout: seconds("shutdown_timeout", shutdown_timeout)?,
             worker_threads,
+            on_subscription,
+            backplane,
+            backplane_prefix: backplane_prefix.to_owned(),
+            reuse_port,
         };
         let server = py.detach(|| Server::start(config))?;
         Ok(PyServer { server })
@@ -144,6 +168,9 @@ impl PyServer {
     /// many subscribers it was queued for. data is a str holding JSON (sent
     /// verbatim) or any JSON-serialisable value (serialised compactly).
     /// Returns at once: the fan-out runs on the hub's own threads.
+    /// With a backplane, the publication goes to Redis and comes back to
+    /// every hub's clients; the count is this hub's subscribers, and it
+    /// never waits for Redis (see backplane_dropped in stats()).
     /// Raises ValueError for an invalid topic name or invalid JSON,
     /// TypeError for a value json cannot serialise, RuntimeError after stop().
     fn broadcast(&self, py: Python<'_>, topic: &str, data: &Bound<'_, PyAny>) -> PyResult<u64> {
@@ -160,7 +187,10 @@ impl PyServer {
     /// connections (open now), topics (subscribers per topic), published,
     /// sent (publication frames written), dropped (publication frames lost
     /// to closed slow clients), slow_consumer_closes, connections_opened,
-    /// connections_closed.
+    /// connections_closed, sent_bytes, handshakes_rejected, and for the
+    /// Redis backplane: backplane_published, backplane_received,
+    /// backplane_dropped, backplane_missed, backplane_reconnects,
+    /// backplane_connected (bool).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = self.server.stats();
         let dict = PyDict::new(py);
@@ -174,6 +204,12 @@ impl PyServer {
         dict.set_item("connections_closed", stats.connections_closed)?;
         dict.set_item("sent_bytes", stats.sent_bytes)?;
         dict.set_item("handshakes_rejected", stats.handshakes_rejected)?;
+        dict.set_item("backplane_published", stats.backplane_published)?;
+        dict.set_item("backplane_received", stats.backplane_received)?;
+        dict.set_item("backplane_dropped", stats.backplane_dropped)?;
+        dict.set_item("backplane_missed", stats.backplane_missed)?;
+        dict.set_item("backplane_reconnects", stats.backplane_reconnects)?;
+        dict.set_item("backplane_connected", stats.backplane_connected)?;
         Ok(dict)
     }
 
@@ -204,6 +240,29 @@ impl PyServer {
         };
         format!("<wshub.Server {} {state}>", self.server.local_addr())
     }
+}
+
+/// Wraps a Python callable `(topic: str, subscribers: int) -> None` for
+/// the hub's event thread, which attaches to the interpreter for each call.
+fn subscription_listener(callback: Py<PyAny>) -> PyResult<SubscriptionListener> {
+    Python::attach(|py| {
+        if !callback.bind(py).is_callable() {
+            return Err(PyTypeError::new_err(
+                "on_subscription must be callable as on_subscription(topic, subscribers)",
+            ));
+        }
+        Ok(())
+    })?;
+    Ok(SubscriptionListener(Arc::new(
+        move |topic: &str, subscribers: u64| {
+            Python::attach(|py| {
+                if let Err(error) = callback.call1(py, (topic, subscribers)) {
+                    // Logged through the `wshub` logger, never fatal.
+                    tracing::error!(%topic, "on_subscription raised: {error}");
+                }
+            });
+        },
+    )))
 }
 
 /// Compact JSON via the standard library, so whatever `json` accepts (and

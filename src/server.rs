@@ -17,12 +17,14 @@ use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backplane::{self, Backplane};
 use crate::config::Config;
 use crate::connection;
 use crate::error::Error;
 use crate::hub::{mark_runtime_thread, Hub};
 use crate::outbox::lock;
 use crate::stats::Stats;
+use crate::subscription_events::SubscriptionEvents;
 
 /// Backlog of the listening socket: enough for a burst of browsers
 /// reconnecting at once after a deploy.
@@ -114,15 +116,22 @@ impl Server {
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
+        let backplane = connect_backplane(&runtime, &config)?;
         let listener = {
             let _entered = runtime.enter();
-            bind(&config.host, config.port)?
+            bind(&config.host, config.port, config.reuse_port)?
         };
         let local_addr = listener
             .local_addr()
             .map_err(|source| bind_error(&config.host, config.port, source))?;
+        let events = match &config.on_subscription {
+            Some(listener) => {
+                Some(SubscriptionEvents::start(listener.clone()).map_err(Error::Runtime)?)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
-            hub: Hub::new(config.publish_queue),
+            hub: Hub::with_events(config.publish_queue, events),
             config,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -135,6 +144,12 @@ impl Server {
             async move { fanout.hub.run_fanout(fanout.shutdown.clone()).await },
             runtime.handle(),
         );
+        if let Some((backplane, link)) = backplane {
+            shared.hub.set_backplane(backplane.outbound());
+            shared
+                .tracker
+                .spawn_on(backplane.run(Arc::clone(&shared), link), runtime.handle());
+        }
         shared
             .tracker
             .spawn_on(accept_loop(Arc::clone(&shared), listener), runtime.handle());
@@ -230,6 +245,9 @@ impl Server {
             }
         });
         runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+        // Every connection has left its topics by now; their "last
+        // subscriber gone" events are delivered before stop() returns.
+        self.shared.hub.stop_events();
         tracing::info!(addr = %self.local_addr, "wshub stopped");
     }
 }
@@ -240,7 +258,42 @@ impl Drop for Server {
     }
 }
 
-fn bind(host: &str, port: u16) -> Result<TcpListener, Error> {
+/// Connects to the configured Redis backplane, if any, before the hub
+/// starts: a hub with a backplane does not start without it, so that a
+/// wrong URL or a Redis that is down is reported by `start()` rather than
+/// discovered by missing publications.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for a bad URL, [`Error::Backplane`] when Redis
+/// cannot be reached (within the backplane's connection timeout).
+fn connect_backplane(
+    runtime: &Runtime,
+    config: &Config,
+) -> Result<Option<(Arc<Backplane>, backplane::Link)>, Error> {
+    let Some(url) = &config.backplane else {
+        return Ok(None);
+    };
+    let backplane = Arc::new(Backplane::new(
+        url,
+        &config.backplane_prefix,
+        config.publish_queue,
+    )?);
+    // Connect on the runtime (redis needs one) and wait here: this also
+    // works when `start` is called from inside another runtime.
+    let (done, connected) = std::sync::mpsc::channel();
+    let connecting = Arc::clone(&backplane);
+    runtime.spawn(async move {
+        let _ = done.send(connecting.connect().await);
+    });
+    let link = connected.recv().map_err(|_| Error::Backplane {
+        addr: backplane.addr().to_owned(),
+        reason: "the connection attempt was abandoned".into(),
+    })??;
+    tracing::info!(redis = backplane.addr(), prefix = %config.backplane_prefix, "wshub backplane connected");
+    Ok(Some((backplane, link)))
+}
+
+fn bind(host: &str, port: u16, reuse_port: bool) -> Result<TcpListener, Error> {
     let addr = (host, port)
         .to_socket_addrs()
         .map_err(|source| bind_error(host, port, source))?
@@ -261,9 +314,22 @@ fn bind(host: &str, port: u16) -> Result<TcpListener, Error> {
     // previous run; a port held by a live listener still fails.
     socket
         .set_reuseaddr(true)
+        .and_then(|()| set_reuse_port(&socket, reuse_port))
         .and_then(|()| socket.bind(addr))
         .and_then(|()| socket.listen(LISTEN_BACKLOG))
         .map_err(|source| bind_error(host, port, source))
+}
+
+/// `SO_REUSEPORT`: every process that binds the port with it shares the
+/// port, the kernel spreading new connections among them. (Validation
+/// refuses `reuse_port` where this is not available.)
+fn set_reuse_port(socket: &tokio::net::TcpSocket, reuse_port: bool) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if reuse_port {
+        return socket.set_reuseport(true);
+    }
+    let _ = (socket, reuse_port);
+    Ok(())
 }
 
 fn bind_error(host: &str, port: u16, source: std::io::Error) -> Error {

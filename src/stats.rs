@@ -5,7 +5,7 @@
 //! add per batch.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -28,8 +28,25 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Clients closed with 1008 because their queue was full.
     pub slow_consumer_closes: AtomicU64,
+    /// Subscription events dropped because the listener fell behind.
+    pub events_dropped: AtomicU64,
     /// Handshakes on a path other than the WebSocket path (404).
     pub rejected_path: AtomicU64,
+    /// Publications this hub handed to the Redis backplane.
+    pub backplane_published: AtomicU64,
+    /// Publications received from the backplane and fanned out here.
+    pub backplane_received: AtomicU64,
+    /// Publications of this hub that never reached Redis: outbound queue
+    /// full, or in a batch cut short by a failed connection.
+    pub backplane_dropped: AtomicU64,
+    /// Publications of the backplane this hub did not deliver: gaps in a
+    /// topic's `seq` (e.g. published while this hub was reconnecting), or
+    /// a `seq` not above the last one delivered.
+    pub backplane_missed: AtomicU64,
+    /// Times the backplane re-established its connection to Redis.
+    pub backplane_reconnects: AtomicU64,
+    /// Whether the backplane is connected to Redis now.
+    pub backplane_connected: AtomicBool,
     /// Handshakes from an origin not in `allowed_origins` (403).
     pub rejected_origin: AtomicU64,
     /// Handshakes over `max_connections` (503).
@@ -71,6 +88,21 @@ pub struct Stats {
     /// Refused handshakes by reason: `path` (404), `origin` (403),
     /// `capacity` (503), `invalid` (timed out or not a WebSocket upgrade).
     pub handshakes_rejected: BTreeMap<String, u64>,
+    /// Publications this hub handed to the Redis backplane.
+    pub backplane_published: u64,
+    /// Publications received from the backplane and fanned out here.
+    pub backplane_received: u64,
+    /// Publications of this hub that never reached Redis (outbound queue
+    /// full, or in a batch cut short by a failed connection).
+    pub backplane_dropped: u64,
+    /// Publications of the backplane this hub did not deliver (a gap in a
+    /// topic's `seq`, e.g. while it was reconnecting).
+    pub backplane_missed: u64,
+    /// Times the backplane re-established its connection to Redis.
+    pub backplane_reconnects: u64,
+    /// Whether the backplane is connected to Redis now (always false for
+    /// a hub without one).
+    pub backplane_connected: bool,
 }
 
 impl Stats {
@@ -95,6 +127,12 @@ impl Stats {
             .into_iter()
             .map(|(reason, counter)| (reason.to_owned(), get(counter)))
             .collect(),
+            backplane_published: get(&c.backplane_published),
+            backplane_received: get(&c.backplane_received),
+            backplane_dropped: get(&c.backplane_dropped),
+            backplane_missed: get(&c.backplane_missed),
+            backplane_reconnects: get(&c.backplane_reconnects),
+            backplane_connected: c.backplane_connected.load(Ordering::Relaxed),
         }
     }
 }

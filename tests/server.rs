@@ -71,7 +71,7 @@ async fn allow_list_subscribes_to_all_when_nothing_valid_is_asked() {
     let mut ws = connect(&server, "?topics=zzz").await;
     assert_eq!(
         next_text(&mut ws).await,
-        r#"{"type":"connected","topics":["a","b"],"rejected":["zzz"]}"#
+        r#"{"type":"connected","topics":["a","b"],"rejected":["zzz"],"reasons":{"zzz":"not_allowed"}}"#
     );
     ws.send(Message::text(r#"{"type":"unsubscribe","topics":["a"]}"#))
         .await

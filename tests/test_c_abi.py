@@ -269,7 +269,10 @@ def test_stats_json_reports_connections_and_publications(driver, clients):
     assert set(stats) == {
         "connections", "topics", "published", "sent", "sent_bytes", "dropped",
         "slow_consumer_closes", "connections_opened", "connections_closed",
-        "handshakes_rejected"}
+        "handshakes_rejected", "backplane_published", "backplane_received",
+        "backplane_dropped", "backplane_missed", "backplane_reconnects",
+        "backplane_connected"}
+    assert stats["backplane_connected"] is False
 
 
 def test_allowed_topics_list_reaches_the_hub(driver, clients):

@@ -140,3 +140,20 @@ def test_forked_child_cannot_use_or_start_a_hub():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["fork,fork", "parent", "0"]
+
+
+def test_topics_past_the_per_connection_limit_are_rejected_with_the_reason():
+    with wshub.start(0, max_topics_per_connection=2) as hub:
+        with ws_connect(url(hub, "?topics=a,b,c"), open_timeout=5) as ws:
+            ack = json.loads(ws.recv(timeout=5))
+            assert ack == {"type": "connected", "topics": ["a", "b"], "rejected": ["c"],
+                           "reasons": {"c": "too_many_topics"}}
+            ws.send('{"type":"subscribe","topics":["a","d"]}')
+            assert json.loads(ws.recv(timeout=5)) == {
+                "type": "subscribed", "topics": ["a", "b"], "rejected": ["d"],
+                "reasons": {"d": "too_many_topics"}}
+            ws.send('{"type":"unsubscribe","topics":["a"]}')
+            ws.recv(timeout=5)
+            ws.send('{"type":"subscribe","topics":["d"]}')
+            assert json.loads(ws.recv(timeout=5))["topics"] == ["b", "d"]
+            assert hub.broadcast("c", "1") == 0

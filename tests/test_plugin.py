@@ -89,7 +89,8 @@ def test_marker_options_reach_wshub_start(wshub_server, wshub_client):
     assert client.url == f"ws://127.0.0.1:{wshub_server.port}/feed"
     assert client.ack == {"type": "connected", "topics": ["x", "y"], "rejected": []}
     assert client.subscribe(["z"]) == {
-        "type": "subscribed", "topics": ["x", "y"], "rejected": ["z"]}
+        "type": "subscribed", "topics": ["x", "y"], "rejected": ["z"],
+        "reasons": {"z": "not_allowed"}}
 
 
 @pytest.mark.wshub(topics=["outer"], path="/outer")
@@ -161,7 +162,8 @@ def test_readme_example_passes_in_a_sub_run(pytester):
 def test_sync_client_protocol_round_trips(wshub_server):
     with Client(wshub_server, ["b", "a", "bad name"]) as client:
         assert client.ack == {"type": "connected", "topics": ["a", "b"],
-                              "rejected": ["bad name"]}
+                              "rejected": ["bad name"],
+                              "reasons": {"bad name": "invalid_name"}}
         assert client.ping() == {"type": "pong"}
         assert client.ping(id={"k": [1]}) == {"type": "pong", "id": {"k": [1]}}
         assert client.subscribe(["c"]) == {

@@ -47,6 +47,8 @@ def test_invalid_topic_names_are_rejected_in_request_order(hub, connect):
         "type": "connected",
         "topics": ["ok", "zz"],
         "rejected": ["bad!name", too_long, "x*y"],
+        "reasons": {"bad!name": "invalid_name", too_long: "invalid_name",
+                    "x*y": "invalid_name"},
     }
 
 
@@ -82,7 +84,8 @@ def test_allow_list_rejects_names_not_on_the_list(make_hub, connect):
     hub = make_hub(topics=["alpha", "beta", "gamma"])
     client = connect(hub, ["gamma", "delta", "alpha"])
     assert client.ack == {
-        "type": "connected", "topics": ["alpha", "gamma"], "rejected": ["delta"]}
+        "type": "connected", "topics": ["alpha", "gamma"], "rejected": ["delta"],
+        "reasons": {"delta": "not_allowed"}}
 
 
 def test_allow_list_without_any_allowed_name_subscribes_to_every_allowed_topic(
@@ -93,6 +96,7 @@ def test_allow_list_without_any_allowed_name_subscribes_to_every_allowed_topic(
         "type": "connected",
         "topics": ["alpha", "beta", "gamma"],
         "rejected": ["delta", "bad!name"],
+        "reasons": {"delta": "not_allowed", "bad!name": "invalid_name"},
     }
 
 
@@ -118,7 +122,8 @@ def test_allow_list_subscribe_message_rejects_names_not_on_the_list(make_hub, co
     hub = make_hub(topics=["a", "b"])
     client = connect(hub, ["a"])
     assert client.subscribe(["c", "b"]) == {
-        "type": "subscribed", "topics": ["a", "b"], "rejected": ["c"]}
+        "type": "subscribed", "topics": ["a", "b"], "rejected": ["c"],
+        "reasons": {"c": "not_allowed"}}
 
 
 def test_wrong_path_is_answered_with_http_404(hub):
@@ -251,7 +256,8 @@ def test_ping_ignores_unrelated_fields(hub, connect):
 def test_subscribe_answers_all_current_topics_sorted_and_rejected(hub, connect):
     client = connect(hub, ["m"])
     assert client.subscribe(["z", "bad!name", "a", "m"]) == {
-        "type": "subscribed", "topics": ["a", "m", "z"], "rejected": ["bad!name"]}
+        "type": "subscribed", "topics": ["a", "m", "z"], "rejected": ["bad!name"],
+        "reasons": {"bad!name": "invalid_name"}}
 
 
 def test_subscribe_with_empty_list_reports_current_topics(hub, connect):

@@ -15,7 +15,7 @@ never waits on a client. The protocol is described in docs/protocol.md.
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import atexit
 import weakref
@@ -48,6 +48,7 @@ def start(
     max_message_bytes: int = 65_536,
     send_queue: int = 1024,
     send_queue_bytes: int = 16_777_216,
+    max_topics_per_connection: int = 1024,
     rate_limit: float = 100.0,
     rate_burst: int = 200,
     publish_queue: int = 65_536,
@@ -56,6 +57,10 @@ def start(
     handshake_timeout: float = 10.0,
     shutdown_timeout: float = 2.0,
     worker_threads: int = 1,
+    on_subscription: Callable[[str, int], object] | None = None,
+    backplane: str | None = None,
+    backplane_prefix: str = "wshub:",
+    reuse_port: bool = False,
 ) -> Server:
     """Start a hub listening on ``host:port`` and return its :class:`Server`.
 
@@ -63,7 +68,8 @@ def start(
     (start hubs after forking, e.g. in each worker). The port is bound
     before this returns: ``port=0`` picks a free port (read
     it from ``server.port``), and a port in use raises ``OSError`` with
-    ``errno.EADDRINUSE``. The server also becomes the target of the
+    ``errno.EADDRINUSE`` (unless every process on it passes
+    ``reuse_port=True``). The server also becomes the target of the
     module-level :func:`broadcast` and :func:`stop`.
 
     Options (keyword-only):
@@ -95,6 +101,9 @@ def start(
     send_queue_bytes (int, default 16777216):
         Bytes queued for one client, at most; over it, the same 1008 close.
         (A single frame larger than this is still delivered on its own.)
+    max_topics_per_connection (int, default 1024):
+        Topics one client may be subscribed to at once; further names are
+        answered in "rejected" with reason "too_many_topics".
     rate_limit (float messages per second, default 100.0):
         Average rate at which a client's messages are handled. A message
         over the limit is answered with an error frame "rate_limited" and
@@ -115,6 +124,33 @@ def start(
         How long stop() waits for clients to take their close frame.
     worker_threads (int, default 1):
         Threads of the hub's own tokio runtime.
+    on_subscription (callable or None, default None):
+        on_subscription(topic, subscribers) is called when a topic gains its
+        first subscriber (subscribers == 1) or loses its last (0), so a
+        producer can fetch only what somebody watches. It runs on a thread
+        of the hub's own, one call at a time, in order; an exception in it
+        is logged (logger "wshub"), never fatal. Keep it quick: events queue
+        up behind it (at most 4096, then they are dropped).
+    backplane (str or None, default None):
+        A Redis URL, "redis://host:port/db", through which hubs in several
+        processes or hosts serve one feed: every broadcast goes to Redis,
+        which numbers it (seq stays strictly increasing per topic whichever
+        hub published), and every hub delivers it to its own clients.
+        broadcast() then returns this hub's subscriber count and never waits
+        for Redis: publications that do not fit in publish_queue while Redis
+        is slow or away are dropped and counted (stats()["backplane_dropped"]).
+        start() raises ConnectionError (an OSError) if Redis cannot be
+        reached within 5 seconds; later outages are survived by
+        reconnecting. See docs/scaling.md.
+    backplane_prefix (str, default "wshub:"):
+        Prefix of the Redis channels ("<prefix><topic>") and counter keys
+        ("<prefix>seq:<topic>"); only hubs with the same prefix share
+        publications. 1-64 characters of [A-Za-z0-9_.:-].
+    reuse_port (bool, default False):
+        Set SO_REUSEPORT so that several processes (e.g. the workers of
+        gunicorn) can each start a hub on the same port; the kernel spreads
+        the connections among them. Requires backplane, so that every
+        worker's clients get every publication (ValueError otherwise).
     """
     global _default
     server = Server(
@@ -127,6 +163,7 @@ def start(
         max_message_bytes=max_message_bytes,
         send_queue=send_queue,
         send_queue_bytes=send_queue_bytes,
+        max_topics_per_connection=max_topics_per_connection,
         rate_limit=rate_limit,
         rate_burst=rate_burst,
         publish_queue=publish_queue,
@@ -135,6 +172,10 @@ def start(
         handshake_timeout=handshake_timeout,
         shutdown_timeout=shutdown_timeout,
         worker_threads=worker_threads,
+        on_subscription=on_subscription,
+        backplane=backplane,
+        backplane_prefix=backplane_prefix,
+        reuse_port=reuse_port,
     )
     with _lock:
         _default = server

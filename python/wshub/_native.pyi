@@ -1,7 +1,7 @@
 """Type stubs for the native part of wshub (checked by mypy.stubtest)."""
 
 from types import TracebackType
-from typing import Any, final
+from typing import Any, Callable, final
 
 __all__ = ["Server", "__version__", "reset_log_cache"]
 __version__: str
@@ -25,6 +25,7 @@ class Server:
         max_message_bytes: int = 65536,
         send_queue: int = 1024,
         send_queue_bytes: int = 16777216,
+        max_topics_per_connection: int = 1024,
         rate_limit: float = 100.0,
         rate_burst: int = 200,
         publish_queue: int = 65536,
@@ -33,6 +34,10 @@ class Server:
         handshake_timeout: float = 10.0,
         shutdown_timeout: float = 2.0,
         worker_threads: int = 1,
+        on_subscription: Callable[[str, int], object] | None = None,
+        backplane: str | None = None,
+        backplane_prefix: str = "wshub:",
+        reuse_port: bool = False,
     ) -> Server: ...
     @property
     def port(self) -> int:
@@ -46,12 +51,16 @@ class Server:
     def broadcast(self, topic: str, data: Any) -> int:
         """Publish data (a JSON str, or a JSON-serialisable value) on topic.
 
-        Returns the number of subscribers it was queued for.
+        Returns the number of subscribers it was queued for (with a
+        backplane: this hub's subscribers of the topic).
         """
     def stats(self) -> dict[str, Any]:
         """Counters: connections, topics, published, sent, sent_bytes,
         dropped, slow_consumer_closes, connections_opened,
-        connections_closed, handshakes_rejected (by reason)."""
+        connections_closed, handshakes_rejected (by reason), and for the
+        Redis backplane: backplane_published, backplane_received,
+        backplane_dropped, backplane_missed, backplane_reconnects (ints),
+        backplane_connected (bool)."""
     def stop(self) -> None:
         """Close every client with 1001 and join the hub's threads."""
     def __enter__(self) -> Server: ...
