@@ -6,7 +6,7 @@
 //! and flushes once, so a burst of publications costs one `write` per
 //! client rather than one per frame.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,20 +25,22 @@ use tokio_tungstenite::WebSocketStream;
 use crate::config::{Config, TopicPolicy};
 use crate::http::{self, Route};
 use crate::hub::ConnId;
-use crate::outbox::{Closed, FrameKind, OutFrame, Outbox, Pushed};
+use crate::outbox::{Closed, OutFrame, Outbox, Pushed};
 use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError, RejectReason, Rejected};
 use crate::rate_limit::{TokenBucket, Verdict};
 use crate::server::Shared;
 use crate::stats::Counters;
+use crate::writer::FrameWriter;
 
 /// Bytes tungstenite reserves up front for reading. Clients send little
 /// (pings, subscribe lists), and this is paid by every idle connection;
 /// larger messages grow the buffer as needed.
 const READ_BUFFER_BYTES: usize = 1024;
 
-/// Bytes tungstenite collects before it writes to the socket on its own;
-/// the writer flushes after each batch anyway, so this only caps one batch.
-const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Bytes tungstenite collects before it writes to the socket on its own.
+/// It only writes control frames now (publications and replies go through
+/// `writer`), so nothing is worth holding back.
+const WRITE_BUFFER_BYTES: usize = 0;
 
 /// How long a closing connection waits for the client's close frame (or
 /// for its socket to take ours) before dropping the TCP connection.
@@ -104,6 +106,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
             shared.config.rate_burst,
             std::time::Instant::now(),
         ),
+        writer: FrameWriter::default(),
     };
     conn.start(query.as_deref());
     let reason = conn.run().await;
@@ -204,29 +207,6 @@ fn reject(status: StatusCode, body: &str) -> ErrorResponse {
     response
 }
 
-fn count_publications(frames: &VecDeque<OutFrame>) -> u64 {
-    frames
-        .iter()
-        .filter(|f| f.kind == FrameKind::Publication)
-        .count() as u64
-}
-
-fn publication_bytes(frames: &VecDeque<OutFrame>) -> u64 {
-    frames
-        .iter()
-        .filter(|f| f.kind == FrameKind::Publication)
-        .map(|f| f.text.len() as u64)
-        .sum()
-}
-
-/// Feeds every frame to tungstenite's buffer, then flushes once.
-async fn write_frames(ws: &mut Ws, frames: impl Iterator<Item = OutFrame>) -> Result<(), WsError> {
-    for frame in frames {
-        ws.feed(Message::Text(frame.text)).await?;
-    }
-    ws.flush().await
-}
-
 struct Connection {
     id: ConnId,
     outbox: Arc<Outbox>,
@@ -238,6 +218,8 @@ struct Connection {
     last_heard: Instant,
     /// Limits how fast the client's messages are handled.
     inbound: TokenBucket,
+    /// Frames drained from the outbox on their way to the socket.
+    writer: FrameWriter,
 }
 
 /// How a connection ends, for the log.
@@ -295,18 +277,17 @@ impl Connection {
         let silence_limit = interval + self.shared.config.ping_timeout;
         let mut ping = interval_at(Instant::now() + interval, interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut pending = VecDeque::new();
         let shutdown = self.shared.shutdown.clone();
         let outbox = Arc::clone(&self.outbox);
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
-                    return self.shut_down(&mut pending).await;
+                    return self.shut_down().await;
                 }
                 () = outbox.ready() => {
-                    let closed = outbox.drain(&mut pending);
-                    if !pending.is_empty() && !self.write(&mut pending).await {
+                    let closed = outbox.drain(self.writer.pending_mut());
+                    if !self.writer.is_empty() && !self.write().await {
                         return "write failed";
                     }
                     if let Some(why) = closed {
@@ -338,23 +319,23 @@ impl Connection {
         }
     }
 
-    /// Writes every pending frame with one flush; gives up as soon as the
-    /// outbox closes (slow consumer) or the hub stops. Returns false when
-    /// the connection is unusable.
-    async fn write(&mut self, pending: &mut VecDeque<OutFrame>) -> bool {
-        let publications = count_publications(pending);
-        let bytes = publication_bytes(pending);
-        let write_all = write_frames(&mut self.ws, pending.drain(..));
-        let written = tokio::select! {
-            r = write_all => r.is_ok(),
-            () = self.outbox.closed() => return true,
-            () = self.shared.shutdown.cancelled() => return true,
+    /// Writes every pending frame; gives up as soon as the outbox closes
+    /// (slow consumer: the close path then finishes a half-written frame
+    /// if it can). Returns false when the connection is unusable.
+    async fn write(&mut self) -> bool {
+        let counters = &self.shared.hub.counters;
+        let ws = &mut self.ws;
+        let writer = &mut self.writer;
+        let write_all = async move {
+            // Control frames tungstenite still holds (pongs) go first, so
+            // they never end up in the middle of one of our frames.
+            ws.flush().await.map_err(std::io::Error::other)?;
+            writer.write_all(ws.get_mut(), counters).await
         };
-        if written {
-            Counters::add(&self.shared.hub.counters.sent, publications);
-            Counters::add(&self.shared.hub.counters.sent_bytes, bytes);
+        tokio::select! {
+            r = write_all => r.is_ok(),
+            () = self.outbox.closed() => true,
         }
-        written
     }
 
     /// Applies the rate limit, then handles the message. Pongs and close
@@ -426,13 +407,10 @@ impl Connection {
 
     /// The hub is stopping: write what is still queued (publications
     /// accepted before `stop()`), then say goodbye with 1001.
-    async fn shut_down(&mut self, pending: &mut VecDeque<OutFrame>) -> Reason {
-        if self.outbox.drain(pending).is_none() && !pending.is_empty() {
-            let publications = count_publications(pending);
-            let ws = &mut self.ws;
-            let write_all = write_frames(ws, pending.drain(..));
-            match tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, write_all).await {
-                Ok(Ok(())) => Counters::add(&self.shared.hub.counters.sent, publications),
+    async fn shut_down(&mut self) -> Reason {
+        if self.outbox.drain(self.writer.pending_mut()).is_none() && !self.writer.is_empty() {
+            match tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.write()).await {
+                Ok(true) => {}
                 _ => return "write failed while stopping",
             }
         }
@@ -471,7 +449,12 @@ impl Connection {
             reason: reason.into(),
         };
         let ws = &mut self.ws;
+        let writer = &mut self.writer;
+        let counters = &self.shared.hub.counters;
         let handshake = async move {
+            // A frame cut short by a slow-consumer close is finished first,
+            // or the close frame would land inside it.
+            writer.finish_frame(ws.get_mut(), counters).await?;
             ws.send(Message::Close(Some(frame))).await?;
             while ws.next().await.is_some_and(|m| m.is_ok()) {}
             Ok::<(), WsError>(())
@@ -488,7 +471,7 @@ impl Connection {
 
     /// Leaves every topic and releases what the connection held.
     fn finish(&mut self) {
-        let dropped = self.outbox.close();
+        let dropped = self.outbox.close() + self.writer.pending_publications();
         self.leave_topics();
         let counters = &self.shared.hub.counters;
         Counters::add(&counters.dropped, dropped);

@@ -18,13 +18,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::backplane::Outbound;
 use crate::error::Error;
-use crate::outbox::{lock, OutFrame, Outbox, Pushed};
+use crate::outbox::{encode_text_frame, lock, OutFrame, Outbox, Pushed};
 use crate::protocol::{is_valid_topic, publication_frame, validate_json};
 use crate::stats::{Counters, Stats};
 use crate::subscription_events::SubscriptionEvents;
@@ -124,7 +124,8 @@ impl Topic {
 struct Publication {
     topic: Arc<Topic>,
     seq: u64,
-    frame: Utf8Bytes,
+    /// The encoded WebSocket frame, shared by every subscriber.
+    frame: Bytes,
 }
 
 #[derive(Default)]
@@ -248,7 +249,7 @@ impl Hub {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         let seq = entry.next_seq.fetch_add(1, Ordering::Relaxed);
-        let frame = Utf8Bytes::from(publication_frame(topic, seq, data));
+        let frame = encode_text_frame(publication_frame(topic, seq, data));
         let subscribers = entry.subscriber_count.load(Ordering::Relaxed);
         let was_empty = state.items.is_empty();
         state.items.push_back(Publication {
@@ -308,7 +309,7 @@ impl Hub {
         }
         validate_json(data).map_err(Error::InvalidJson)?;
         let entry = self.topic_entry(topic);
-        let frame = Utf8Bytes::from(publication_frame(topic, seq, data));
+        let frame = encode_text_frame(publication_frame(topic, seq, data));
         let mut state = lock(&self.queue.state);
         if state.closed {
             return Err(Error::NotRunning);
@@ -510,7 +511,7 @@ mod tests {
     fn texts(outbox: &Outbox) -> Vec<String> {
         let mut out = VecDeque::new();
         outbox.drain(&mut out);
-        out.iter().map(|f| f.text.as_str().to_owned()).collect()
+        out.iter().map(|f| f.text().to_owned()).collect()
     }
 
     fn fan_out_all(hub: &Hub) {

@@ -14,7 +14,8 @@
 //! - [`hub`]: topics, subscribers, the publish queue and the fan-out.
 //! - [`backplane`]: the optional Redis link that lets hubs in several
 //!   processes or hosts share one feed (`docs/scaling.md`).
-//! - [`outbox`]: one client's bounded outbound queue.
+//! - [`outbox`]: one client's bounded outbound queue, frames encoded once.
+//! - [`writer`]: writes a client's queued frames with vectored writes.
 //! - [`rate_limit`]: the per-connection token bucket for inbound messages.
 //! - `connection`: one client's handshake and read/write loop.
 //! - [`server`]: binding, the runtime, the accept loop, shutdown.
@@ -40,6 +41,7 @@ pub mod rate_limit;
 pub mod server;
 pub mod stats;
 pub mod subscription_events;
+pub mod writer;
 
 #[cfg(feature = "python")]
 mod python;

@@ -41,7 +41,7 @@ pub fn render(stats: &Stats) -> String {
         ("sent", "Publication frames written to clients", stats.sent),
         (
             "sent_bytes",
-            "Bytes of publication frames written to clients",
+            "Bytes of publication frames written to clients, headers included",
             stats.sent_bytes,
         ),
         (
@@ -54,9 +54,39 @@ pub fn render(stats: &Stats) -> String {
             "Clients closed with 1008 for a full queue",
             stats.slow_consumer_closes,
         ),
+        (
+            "backplane_published",
+            "Publications handed to the Redis backplane",
+            stats.backplane_published,
+        ),
+        (
+            "backplane_received",
+            "Publications received from the Redis backplane",
+            stats.backplane_received,
+        ),
+        (
+            "backplane_dropped",
+            "Publications of this hub that never reached Redis",
+            stats.backplane_dropped,
+        ),
+        (
+            "backplane_missed",
+            "Publications of the backplane this hub did not deliver (seq gaps)",
+            stats.backplane_missed,
+        ),
+        (
+            "backplane_reconnects",
+            "Times the backplane re-established its connection to Redis",
+            stats.backplane_reconnects,
+        ),
     ] {
         registry.register(name, help, ConstCounter::new(value));
     }
+    registry.register(
+        "backplane_connected",
+        "1 while the Redis backplane is connected",
+        gauge(u64::from(stats.backplane_connected)),
+    );
     let rejected = Family::<Vec<(String, String)>, Gauge>::default();
     for (reason, value) in &stats.handshakes_rejected {
         rejected
@@ -105,6 +135,8 @@ mod tests {
             text.contains("wshub_handshakes_rejected{reason=\"origin\"} 1\n"),
             "{text}"
         );
+        assert!(text.contains("wshub_backplane_connected 0\n"), "{text}");
+        assert!(text.contains("wshub_backplane_dropped_total 0\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -10,15 +10,20 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_util::sync::CancellationToken;
 
-/// A text frame waiting to be written.
+/// A text frame waiting to be written, already encoded for the wire.
 #[derive(Debug, Clone)]
 pub struct OutFrame {
-    /// The frame's JSON text, shared with every other recipient.
-    pub text: Utf8Bytes,
+    /// Header and JSON payload, shared with every other recipient (a clone
+    /// is a refcount bump). The writer advances it past what it wrote.
+    pub wire: Bytes,
+    /// The whole frame's length on the wire, for the byte counters.
+    pub len: usize,
     /// Publications are counted in `sent`/`dropped`; replies are not.
     pub kind: FrameKind,
 }
@@ -33,21 +38,46 @@ pub enum FrameKind {
 }
 
 impl OutFrame {
-    /// A publication frame.
-    pub fn publication(text: Utf8Bytes) -> Self {
+    /// A publication frame, encoded by [`encode_text_frame`].
+    pub fn publication(wire: Bytes) -> Self {
         OutFrame {
-            text,
+            len: wire.len(),
+            wire,
             kind: FrameKind::Publication,
         }
     }
 
     /// A reply built for this client only.
     pub fn reply(text: String) -> Self {
+        let wire = encode_text_frame(text);
         OutFrame {
-            text: Utf8Bytes::from(text),
+            len: wire.len(),
+            wire,
             kind: FrameKind::Reply,
         }
     }
+
+    /// The JSON text inside (for tests and logs): server frames are
+    /// unmasked, so the payload follows a 2-, 4- or 10-byte header.
+    pub fn text(&self) -> &str {
+        let header = match self.wire.get(1).map(|b| b & 0x7f) {
+            Some(126) => 4,
+            Some(127) => 10,
+            _ => 2,
+        };
+        std::str::from_utf8(self.wire.get(header..).unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+/// Encodes JSON text as one final, unmasked WebSocket text frame, using
+/// tungstenite's own frame type: done once per publication, not per client.
+pub fn encode_text_frame(text: String) -> Bytes {
+    let payload = Bytes::from(text);
+    let frame = Frame::message(payload, OpCode::Data(Data::Text), true);
+    let mut wire = Vec::with_capacity(frame.len());
+    // Writing into a Vec cannot fail.
+    let _ = frame.format(&mut wire);
+    Bytes::from(wire)
 }
 
 /// Why an outbox stopped taking frames.
@@ -117,7 +147,7 @@ impl Outbox {
             return Pushed::Refused;
         }
         let full = state.frames.len() >= self.capacity
-            || (!state.frames.is_empty() && state.bytes + frame.text.len() > self.capacity_bytes);
+            || (!state.frames.is_empty() && state.bytes + frame.len > self.capacity_bytes);
         if full {
             let pending = state
                 .frames
@@ -136,7 +166,7 @@ impl Outbox {
             };
         }
         let was_empty = state.frames.is_empty();
-        state.bytes += frame.text.len();
+        state.bytes += frame.len;
         state.frames.push_back(frame);
         drop(state);
         if was_empty {
@@ -193,13 +223,13 @@ mod tests {
 
     #[test]
     fn byte_bound_overflows_but_always_takes_one_frame() {
-        let outbox = Outbox::new(100, 4);
+        let outbox = Outbox::new(100, 8);
         assert_eq!(outbox.push(publication("too big")), Pushed::Queued);
         assert_eq!(
             outbox.push(publication("x")),
             Pushed::Overflowed { dropped: 2 }
         );
-        let outbox = Outbox::new(100, 4);
+        let outbox = Outbox::new(100, 8);
         assert_eq!(outbox.push(publication("ab")), Pushed::Queued);
         assert_eq!(outbox.push(publication("cd")), Pushed::Queued);
         let mut out = VecDeque::new();
@@ -208,7 +238,7 @@ mod tests {
     }
 
     fn publication(s: &'static str) -> OutFrame {
-        OutFrame::publication(Utf8Bytes::from_static(s))
+        OutFrame::publication(encode_text_frame(s.to_owned()))
     }
 
     #[test]
@@ -234,7 +264,7 @@ mod tests {
         }
         let mut out = VecDeque::new();
         assert_eq!(outbox.drain(&mut out), None);
-        let texts: Vec<_> = out.iter().map(|f| f.text.as_str().to_owned()).collect();
+        let texts: Vec<_> = out.iter().map(|f| f.text().to_owned()).collect();
         assert_eq!(texts, ["1", "2", "3"]);
         assert_eq!(outbox.push(publication("4")), Pushed::Queued);
     }

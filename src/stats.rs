@@ -22,7 +22,7 @@ pub struct Counters {
     pub published: AtomicU64,
     /// Publication frames written to clients.
     pub sent: AtomicU64,
-    /// Bytes of those frames (JSON text, without WebSocket headers).
+    /// Bytes of those frames on the wire (WebSocket header included).
     pub sent_bytes: AtomicU64,
     /// Publication frames discarded because their client was closed.
     pub dropped: AtomicU64,

@@ -22,7 +22,13 @@ const EVENT_QUEUE: usize = 4096;
 /// The host's listener: `(topic, subscribers)`, with `subscribers` 1 when
 /// the topic gained its first subscriber and 0 when it lost its last.
 #[derive(Clone)]
-pub struct SubscriptionListener(pub Arc<dyn Fn(&str, u64) + Send + Sync>);
+pub struct SubscriptionListener(pub Arc<ListenerFn>);
+
+/// The listener's signature: `(topic, subscribers)`.
+pub type ListenerFn = dyn Fn(&str, u64) + Send + Sync;
+
+/// One event: the topic and its subscriber count (1 or 0).
+type Event = (Arc<str>, u64);
 
 impl fmt::Debug for SubscriptionListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -33,7 +39,7 @@ impl fmt::Debug for SubscriptionListener {
 /// The sending side, owned by the hub, and the thread that calls the
 /// listener.
 pub struct SubscriptionEvents {
-    sender: Mutex<Option<SyncSender<(Arc<str>, u64)>>>,
+    sender: Mutex<Option<SyncSender<Event>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -78,7 +84,7 @@ impl SubscriptionEvents {
     }
 }
 
-fn deliver(receiver: &Receiver<(Arc<str>, u64)>, listener: &SubscriptionListener) {
+fn deliver(receiver: &Receiver<Event>, listener: &SubscriptionListener) {
     while let Ok((topic, subscribers)) = receiver.recv() {
         // A panicking listener must not end the thread for later events.
         let call = std::panic::AssertUnwindSafe(|| (listener.0)(&topic, subscribers));

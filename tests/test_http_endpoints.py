@@ -60,7 +60,9 @@ def test_metrics_parse_and_follow_the_hub():
         assert got[("wshub_connections", ())] == 1
         assert got[("wshub_published_total", ())] == 1
         assert got[("wshub_sent_total", ())] == 1
-        assert got[("wshub_sent_bytes_total", ())] == len('{"type":"message","topic":"odds","seq":1,"data":{"p":1}}')
+        # The frame on the wire: a 2-byte header, then the JSON.
+        frame = '{"type":"message","topic":"odds","seq":1,"data":{"p":1}}'
+        assert got[("wshub_sent_bytes_total", ())] == 2 + len(frame)
         assert got[("wshub_topic_subscribers", (("topic", "odds"),))] == 1
         assert got[("wshub_handshakes_rejected", (("reason", "origin"),))] == 1
         assert got[("wshub_handshakes_rejected", (("reason", "path"),))] == 1

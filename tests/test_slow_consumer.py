@@ -15,7 +15,8 @@ def test_client_that_stops_reading_is_closed_as_slow_consumer(make_hub, connect,
     # Never reads after the handshake; a small receive buffer makes the
     # kernel buffers fill quickly.
     slow = raw_ws(hub, query="topics=t", rcvbuf=4096)
-    wait_until(lambda: hub.stats()["connections"] == 2,
+    # Subscribed, not just connected: the slow client must get seq 1 too.
+    wait_until(lambda: hub.stats()["topics"].get("t") == 2,
                message=lambda: f"stats: {hub.stats()}")
 
     n = 0

@@ -1,0 +1,135 @@
+//! Writes a client's queued frames to its socket: frames arrive already
+//! encoded (once per publication, shared by every subscriber), and a batch
+//! goes out in as few `writev` calls as the socket takes.
+//!
+//! tungstenite keeps the handshake, the reading side and the control
+//! frames (pings, pongs, close); only the copy of publication bytes into a
+//! per-connection buffer is skipped. The two never interleave: the
+//! connection flushes tungstenite before it writes here, and a frame
+//! started here is finished before tungstenite writes again (or the
+//! connection is dropped).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+use bytes::Buf;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::outbox::{FrameKind, OutFrame};
+use crate::stats::Counters;
+
+/// Frames handed to one `writev`: enough to carry a large batch per
+/// syscall, well under the kernel's `IOV_MAX` (1024).
+const MAX_IOVECS: usize = 256;
+
+/// One connection's frames on their way out.
+#[derive(Debug, Default)]
+pub struct FrameWriter {
+    /// Frames not yet fully written, oldest first. The front one may be
+    /// partly written (its `wire` was advanced past what went out).
+    pending: VecDeque<OutFrame>,
+    /// Whether the front frame is partly written, so that it must be
+    /// finished before anything else is written.
+    front_started: bool,
+}
+
+impl FrameWriter {
+    /// The queue to append newly drained frames to.
+    pub fn pending_mut(&mut self) -> &mut VecDeque<OutFrame> {
+        &mut self.pending
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Whether a frame is half written: the stream is then only usable to
+    /// finish it.
+    pub fn mid_frame(&self) -> bool {
+        self.front_started
+    }
+
+    /// Publications still waiting (for the `dropped` counter when the
+    /// connection ends).
+    pub fn pending_publications(&self) -> u64 {
+        self.pending
+            .iter()
+            .filter(|f| f.kind == FrameKind::Publication)
+            .count() as u64
+    }
+
+    /// Writes every pending frame. Cancel-safe: if the future is dropped,
+    /// what was written is accounted for and the rest stays pending.
+    ///
+    /// # Errors
+    /// The socket's error; the connection is then unusable.
+    pub async fn write_all(
+        &mut self,
+        stream: &mut TcpStream,
+        counters: &Counters,
+    ) -> io::Result<()> {
+        while !self.pending.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slice, frame) in slices.iter_mut().zip(&self.pending) {
+                *slice = IoSlice::new(&frame.wire);
+                count += 1;
+            }
+            let written = stream.write_vectored(&slices[..count]).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.consume(written, counters);
+        }
+        Ok(())
+    }
+
+    /// Finishes only the half-written front frame, if any.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub async fn finish_frame(
+        &mut self,
+        stream: &mut TcpStream,
+        counters: &Counters,
+    ) -> io::Result<()> {
+        while self.front_started {
+            let Some(front) = self.pending.front() else {
+                break;
+            };
+            let written = stream.write(&front.wire).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.consume(written, counters);
+        }
+        Ok(())
+    }
+
+    /// Drops `written` bytes from the front, counting finished frames.
+    fn consume(&mut self, mut written: usize, counters: &Counters) {
+        let mut publications = 0;
+        let mut bytes = 0;
+        while written > 0 {
+            let Some(front) = self.pending.front_mut() else {
+                break;
+            };
+            if front.wire.len() > written {
+                front.wire.advance(written);
+                self.front_started = true;
+                break;
+            }
+            written -= front.wire.len();
+            if front.kind == FrameKind::Publication {
+                publications += 1;
+                bytes += front.len as u64;
+            }
+            self.pending.pop_front();
+            self.front_started = false;
+        }
+        Counters::add(&counters.sent, publications);
+        Counters::add(&counters.sent_bytes, bytes);
+    }
+}
