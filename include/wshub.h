@@ -105,6 +105,11 @@ typedef struct wshub_server wshub_server;
 typedef void (*wshub_subscription_fn)(void *user_data, const char *topic, uint64_t subscribers);
 
 /**
+ * The type of `wshub_options.authorize`.
+ */
+typedef int (*wshub_authorize_fn)(void *user_data, const char *path, const char *query, const char *headers_json);
+
+/**
  * Options of `wshub_start()`. Fill it with `wshub_options_default()`, then
  * change the fields you need. wshub reads the struct (and the strings it
  * points to) only during the `wshub_start()` call and keeps no pointer
@@ -219,6 +224,26 @@ typedef struct wshub_options {
      * another thread, until `wshub_stop()` returns.
      */
     void *on_subscription_data;
+    /**
+     * Checks each WebSocket handshake before it is accepted: called with
+     * the path, the query (without `?`, "" when absent) and the headers
+     * as a JSON array of `[name, value]` pairs (names lower-case), all
+     * valid only during the call. Return 0 to accept, or the HTTP status to
+     * refuse with (401, 403...; anything outside 400-499 is sent as 403).
+     * Called on wshub's blocking threads, possibly several at once, so it
+     * must be thread-safe. NULL (the default): everybody is accepted.
+     */
+    wshub_authorize_fn authorize;
+    /**
+     * Passed to `authorize` as is. Must stay valid, and usable from other
+     * threads, until `wshub_stop()` returns.
+     */
+    void *authorize_data;
+    /**
+     * Seconds `authorize` may take; a slower answer refuses the handshake
+     * with 503. Default 5.
+     */
+    double authorize_timeout;
     /**
      * A Redis URL, `"redis://host:port/db"`, through which hubs in several
      * processes or hosts share their publications: `wshub_broadcast()`

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::authorize::Authorizer;
 use crate::error::Error;
 use crate::protocol::is_valid_topic;
 use crate::subscription_events::SubscriptionListener;
@@ -92,6 +93,11 @@ pub struct Config {
     /// them. Requires `backplane`, or each process would only deliver its
     /// own publications to its own share of the clients.
     pub reuse_port: bool,
+    /// The host's check of each handshake (path, query, headers), run off
+    /// the I/O threads; `None` admits everyone.
+    pub authorize: Option<Authorizer>,
+    /// How long `authorize` may take before the handshake gets 503.
+    pub authorize_timeout: Duration,
     /// Called (on a thread of its own) when a topic gains its first
     /// subscriber or loses its last one.
     pub on_subscription: Option<SubscriptionListener>,
@@ -134,6 +140,8 @@ impl Default for Config {
             backplane_prefix: crate::backplane::DEFAULT_PREFIX.to_owned(),
             reuse_port: false,
             on_subscription: None,
+            authorize: None,
+            authorize_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -227,6 +235,7 @@ impl Config {
             ("ping_interval", self.ping_interval),
             ("ping_timeout", self.ping_timeout),
             ("handshake_timeout", self.handshake_timeout),
+            ("authorize_timeout", self.authorize_timeout),
         ] {
             if value.is_zero() {
                 return bad(format!("{name} must be greater than 0"));

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::authorize::{parse_request, Authorization, Authorizer};
 use crate::config::{Config, TopicPolicy};
 use crate::http::{self, Route};
 use crate::hub::ConnId;
@@ -67,6 +68,19 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
             return;
         }
     }
+    let granted = match &shared.config.authorize {
+        None => None,
+        Some(authorizer) => match authorize(&shared, &stream, authorizer).await {
+            Ok(granted) => granted,
+            Err((status, why)) => {
+                Counters::add(&shared.hub.counters.rejected_auth, 1);
+                tracing::warn!(%peer, status, why, "handshake rejected by authorize");
+                let refused = http::refuse(stream, status, why);
+                let _ = tokio::time::timeout(shared.config.handshake_timeout, refused).await;
+                return;
+            }
+        },
+    };
     let handshake = upgrade(&shared, stream);
     let upgraded = tokio::select! {
         () = shared.shutdown.cancelled() => return,
@@ -93,6 +107,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     tracing::debug!(%peer, id, "connection opened");
     let mut conn = Connection {
         id,
+        granted,
         outbox: Arc::new(Outbox::new(
             shared.config.send_queue,
             shared.config.send_queue_bytes,
@@ -113,6 +128,33 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     conn.finish();
     drop(slot);
     tracing::debug!(%peer, id, reason, "connection closed");
+}
+
+/// Runs the host's check on the request head, off the I/O threads and
+/// within `authorize_timeout`. `Ok` carries the topics granted (`None`:
+/// no restriction); `Err` the status to refuse with and why.
+async fn authorize(
+    shared: &Shared,
+    stream: &TcpStream,
+    authorizer: &Authorizer,
+) -> Result<Option<BTreeSet<String>>, (u16, &'static str)> {
+    let head = tokio::time::timeout(shared.config.handshake_timeout, http::peek_head(stream));
+    let head = match head.await {
+        Ok(Ok(head)) => head,
+        _ => return Err((400, "incomplete request")),
+    };
+    let request = parse_request(&head).ok_or((400, "malformed request"))?;
+    let check = Arc::clone(&authorizer.0);
+    let decision = tokio::task::spawn_blocking(move || check(&request));
+    match tokio::time::timeout(shared.config.authorize_timeout, decision).await {
+        Ok(Ok(Authorization::Allow)) => Ok(None),
+        Ok(Ok(Authorization::AllowTopics(topics))) => Ok(Some(topics)),
+        Ok(Ok(Authorization::Deny(status))) => {
+            Err((Authorization::deny_status(status), "not authorized"))
+        }
+        Ok(Err(_)) => Err((403, "authorize failed")),
+        Err(_) => Err((503, "authorize timed out")),
+    }
 }
 
 /// Holds one of the `max_connections` places until dropped.
@@ -209,6 +251,8 @@ fn reject(status: StatusCode, body: &str) -> ErrorResponse {
 
 struct Connection {
     id: ConnId,
+    /// Topics `authorize` limited this client to (`None`: no limit).
+    granted: Option<BTreeSet<String>>,
     outbox: Arc<Outbox>,
     /// Topics this connection is subscribed to, sorted for the answers.
     subscriptions: BTreeSet<String>,
@@ -233,7 +277,8 @@ impl Connection {
         if accepted.is_empty() {
             if let TopicPolicy::Only(all) = &self.shared.config.topics {
                 let limit = self.shared.config.max_topics_per_connection;
-                accepted = all.iter().take(limit).cloned().collect();
+                let granted = |t: &&String| self.granted.as_ref().is_none_or(|g| g.contains(*t));
+                accepted = all.iter().filter(granted).take(limit).cloned().collect();
             }
         }
         let topics: BTreeSet<String> = accepted.into_iter().collect();
@@ -254,7 +299,9 @@ impl Connection {
         for name in requested {
             let reason = if !protocol::is_valid_topic(&name) {
                 Some(RejectReason::InvalidName)
-            } else if matches!(&config.topics, TopicPolicy::Only(names) if !names.contains(&name)) {
+            } else if matches!(&config.topics, TopicPolicy::Only(names) if !names.contains(&name))
+                || self.granted.as_ref().is_some_and(|g| !g.contains(&name))
+            {
                 Some(RejectReason::NotAllowed)
             } else if self.subscriptions.contains(&name) || accepted.contains(&name) {
                 continue;

@@ -31,6 +31,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::Arc;
 
+use crate::authorize::{Authorization, Authorizer, HandshakeRequest};
 use crate::config::{seconds, Config, TopicPolicy};
 use crate::error::Error;
 use crate::server::Server;
@@ -163,6 +164,20 @@ pub struct wshub_options {
     /// Passed to `on_subscription` as is. Must stay valid, and usable from
     /// another thread, until `wshub_stop()` returns.
     pub on_subscription_data: *mut c_void,
+    /// Checks each WebSocket handshake before it is accepted: called with
+    /// the path, the query (without `?`, "" when absent) and the headers
+    /// as a JSON array of `[name, value]` pairs (names lower-case), all
+    /// valid only during the call. Return 0 to accept, or the HTTP status to
+    /// refuse with (401, 403...; anything outside 400-499 is sent as 403).
+    /// Called on wshub's blocking threads, possibly several at once, so it
+    /// must be thread-safe. NULL (the default): everybody is accepted.
+    pub authorize: wshub_authorize_fn,
+    /// Passed to `authorize` as is. Must stay valid, and usable from other
+    /// threads, until `wshub_stop()` returns.
+    pub authorize_data: *mut c_void,
+    /// Seconds `authorize` may take; a slower answer refuses the handshake
+    /// with 503. Default 5.
+    pub authorize_timeout: f64,
     /// A Redis URL, `"redis://host:port/db"`, through which hubs in several
     /// processes or hosts share their publications: `wshub_broadcast()`
     /// then hands each publication to Redis (which assigns its `seq`) and
@@ -219,6 +234,52 @@ fn subscription_listener(
     }))
 }
 
+/// The type of `wshub_options.authorize`.
+pub type wshub_authorize_fn = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        path: *const c_char,
+        query: *const c_char,
+        headers_json: *const c_char,
+    ) -> c_int,
+>;
+
+fn authorizer(
+    callback: unsafe extern "C" fn(
+        *mut c_void,
+        *const c_char,
+        *const c_char,
+        *const c_char,
+    ) -> c_int,
+    data: UserData,
+) -> Authorizer {
+    Authorizer(Arc::new(move |request: &HandshakeRequest| {
+        let headers = serde_json::to_string(&request.headers).unwrap_or_default();
+        // A NUL inside a request line or header cannot be passed to C.
+        let (Ok(path), Ok(query), Ok(headers)) = (
+            CString::new(request.path.as_str()),
+            CString::new(request.query.as_str()),
+            CString::new(headers),
+        ) else {
+            return Authorization::Deny(400);
+        };
+        // SAFETY: the host gave us this callback and data for this purpose;
+        // the strings outlive the call.
+        let status = unsafe {
+            callback(
+                data.pointer(),
+                path.as_ptr(),
+                query.as_ptr(),
+                headers.as_ptr(),
+            )
+        };
+        match status {
+            0 => Authorization::Allow,
+            other => Authorization::Deny(u16::try_from(other).unwrap_or(403)),
+        }
+    }))
+}
+
 /// A list of allowed topics longer than this is taken for a list that
 /// lacks its NULL terminator, rather than read on until something breaks.
 const MAX_TOPIC_LIST_LEN: usize = 1 << 20;
@@ -261,6 +322,9 @@ pub unsafe extern "C" fn wshub_options_default(out: *mut wshub_options) -> c_int
             worker_threads: config.worker_threads,
             on_subscription: None,
             on_subscription_data: ptr::null_mut(),
+            authorize: None,
+            authorize_data: ptr::null_mut(),
+            authorize_timeout: secs(config.authorize_timeout),
             backplane: ptr::null(),
             backplane_prefix: ptr::null(),
             reuse_port: config.reuse_port,
@@ -711,6 +775,10 @@ unsafe fn config_from(opts: *const wshub_options) -> Result<Config, Failure> {
         on_subscription: o
             .on_subscription
             .map(|callback| subscription_listener(callback, UserData(o.on_subscription_data))),
+        authorize: o
+            .authorize
+            .map(|callback| authorizer(callback, UserData(o.authorize_data))),
+        authorize_timeout: seconds("authorize_timeout", o.authorize_timeout)?,
         // SAFETY (two calls): string options are NULL or NUL-terminated
         // by the caller's contract.
         backplane: unsafe { optional_str(o.backplane, "opts->backplane") }?,

@@ -72,6 +72,63 @@ pub(crate) async fn route(stream: &TcpStream, ws_path: &str) -> std::io::Result<
     }
 }
 
+/// Peeks at the whole request head (up to the blank line) without
+/// consuming it, so the WebSocket handshake can still read it.
+///
+/// # Errors
+/// EOF, a socket error, or a head over [`MAX_HEAD_BYTES`].
+pub(crate) async fn peek_head(stream: &TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; MAX_HEAD_BYTES];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Some(end) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.truncate(end + 4);
+            return Ok(buf);
+        }
+        if n == buf.len() {
+            return Err(std::io::Error::other("request head too large"));
+        }
+        tokio::time::sleep(PEEK_PAUSE).await;
+    }
+}
+
+/// Refuses a handshake with `status` (and a one-line body) and closes.
+pub(crate) async fn refuse(mut stream: TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+    read_head(&mut stream).await?;
+    let reason = match status {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        503 => "Service Unavailable",
+        _ => "Refused",
+    };
+    write_response(
+        &mut stream,
+        &format!("{status} {reason}"),
+        "text/plain",
+        &format!("{body}\n"),
+    )
+    .await
+}
+
+async fn write_response(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+         cache-control: no-store\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
 /// Answers a plain HTTP request and closes the connection.
 pub(crate) async fn respond(
     mut stream: TcpStream,
@@ -92,14 +149,7 @@ pub(crate) async fn respond(
             ("404 Not Found", "text/plain", "not found\n".to_owned())
         }
     };
-    let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
-         cache-control: no-store\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    write_response(&mut stream, status, content_type, &body).await
 }
 
 /// Reads up to the blank line that ends the request head (requests here

@@ -8,6 +8,7 @@
 //! host's threads never carry the fan-out.
 //!
 //! # Layout
+//! - [`authorize`]: the host's optional check of each handshake.
 //! - [`config`]: options, defaults and their validation.
 //! - [`error`]: the core's one error type.
 //! - [`protocol`]: topic names, client messages, server frame text.
@@ -26,6 +27,7 @@
 //! - `python` (feature `python`): the Python module `wshub._native`.
 //! - [`ffi`]: the C ABI declared in `include/wshub.h` (`docs/c-api.md`).
 
+pub mod authorize;
 pub mod backplane;
 pub mod config;
 mod connection;

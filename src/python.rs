@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyConnectionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBool, PyDict, PyString};
 
+use crate::authorize::{Authorization, Authorizer, HandshakeRequest};
 use crate::config::{seconds, Config, TopicPolicy};
 use crate::error::Error;
 use crate::server::Server;
@@ -49,7 +50,8 @@ impl From<Error> for PyErr {
 ///        publish_queue=65536, ping_interval=20.0, ping_timeout=20.0,
 ///        handshake_timeout=10.0, shutdown_timeout=2.0, worker_threads=1,
 ///        on_subscription=None, backplane=None,
-///        backplane_prefix="wshub:", reuse_port=False)
+///        backplane_prefix="wshub:", reuse_port=False, authorize=None,
+///        authorize_timeout=5.0)
 ///
 /// Starting binds the port at once (OSError, e.g. errno EADDRINUSE, if it
 /// cannot). See wshub.start for the meaning of every option.
@@ -85,6 +87,8 @@ impl PyServer {
         backplane = None,
         backplane_prefix = "wshub:",
         reuse_port = false,
+        authorize = None,
+        authorize_timeout = 5.0,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -111,7 +115,10 @@ impl PyServer {
         backplane: Option<String>,
         backplane_prefix: &str,
         reuse_port: bool,
+        authorize: Option<Py<PyAny>>,
+        authorize_timeout: f64,
     ) -> PyResult<Self> {
+        let authorize = authorize.map(authorizer).transpose()?;
         let on_subscription = on_subscription.map(subscription_listener).transpose()?;
         let config = Config {
             host: host.to_owned(),
@@ -139,6 +146,8 @@ impl PyServer {
             backplane,
             backplane_prefix: backplane_prefix.to_owned(),
             reuse_port,
+            authorize,
+            authorize_timeout: seconds("authorize_timeout", authorize_timeout)?,
         };
         let server = py.detach(|| Server::start(config))?;
         Ok(PyServer { server })
@@ -263,6 +272,71 @@ fn subscription_listener(callback: Py<PyAny>) -> PyResult<SubscriptionListener> 
             });
         },
     )))
+}
+
+/// Wraps a Python callable `(path, query, headers) -> answer` as the hub's
+/// handshake check. The answer: True or None admits, False refuses with
+/// 403, an int refuses with that status, any other iterable of str admits
+/// with only those topics. An exception refuses with 403 and is logged.
+fn authorizer(callback: Py<PyAny>) -> PyResult<Authorizer> {
+    Python::attach(|py| {
+        if !callback.bind(py).is_callable() {
+            return Err(PyTypeError::new_err(
+                "authorize must be callable as authorize(path, query, headers)",
+            ));
+        }
+        Ok(())
+    })?;
+    Ok(Authorizer(Arc::new(move |request: &HandshakeRequest| {
+        Python::attach(|py| match ask(py, &callback, request) {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::error!(path = %request.path, "authorize raised: {error}");
+                Authorization::Deny(403)
+            }
+        })
+    })))
+}
+
+fn ask(
+    py: Python<'_>,
+    callback: &Py<PyAny>,
+    request: &HandshakeRequest,
+) -> PyResult<Authorization> {
+    let headers = PyDict::new(py);
+    for (name, value) in &request.headers {
+        // Repeated headers are joined, as HTTP allows.
+        let joined = match headers.get_item(name)? {
+            Some(previous) => format!("{}, {value}", previous.extract::<String>()?),
+            None => value.clone(),
+        };
+        headers.set_item(name, joined)?;
+    }
+    let answer = callback.call1(py, (request.path.as_str(), request.query.as_str(), headers))?;
+    let answer = answer.bind(py);
+    if answer.is_none() {
+        return Ok(Authorization::Allow);
+    }
+    if let Ok(allowed) = answer.cast::<PyBool>() {
+        return Ok(if allowed.is_true() {
+            Authorization::Allow
+        } else {
+            Authorization::Deny(403)
+        });
+    }
+    if let Ok(status) = answer.extract::<u16>() {
+        return Ok(Authorization::Deny(status));
+    }
+    if answer.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(
+            "authorize returned a str; return an iterable of topic names",
+        ));
+    }
+    let topics = answer
+        .try_iter()?
+        .map(|t| t?.extract::<String>())
+        .collect::<PyResult<BTreeSet<String>>>()?;
+    Ok(Authorization::AllowTopics(topics))
 }
 
 /// Compact JSON via the standard library, so whatever `json` accepts (and

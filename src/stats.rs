@@ -49,6 +49,8 @@ pub struct Counters {
     pub backplane_connected: AtomicBool,
     /// Handshakes from an origin not in `allowed_origins` (403).
     pub rejected_origin: AtomicU64,
+    /// Handshakes refused by the host's `authorize` check.
+    pub rejected_auth: AtomicU64,
     /// Handshakes over `max_connections` (503).
     pub rejected_capacity: AtomicU64,
     /// Handshakes that timed out or were not valid WebSocket upgrades.
@@ -121,6 +123,7 @@ impl Stats {
             handshakes_rejected: [
                 ("path", &c.rejected_path),
                 ("origin", &c.rejected_origin),
+                ("auth", &c.rejected_auth),
                 ("capacity", &c.rejected_capacity),
                 ("invalid", &c.rejected_invalid),
             ]

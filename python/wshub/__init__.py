@@ -61,6 +61,9 @@ def start(
     backplane: str | None = None,
     backplane_prefix: str = "wshub:",
     reuse_port: bool = False,
+    authorize: Callable[[str, str, dict[str, str]], bool | int | Iterable[str] | None]
+    | None = None,
+    authorize_timeout: float = 5.0,
 ) -> Server:
     """Start a hub listening on ``host:port`` and return its :class:`Server`.
 
@@ -151,6 +154,16 @@ def start(
         gunicorn) can each start a hub on the same port; the kernel spreads
         the connections among them. Requires backplane, so that every
         worker's clients get every publication (ValueError otherwise).
+    authorize (callable or None, default None):
+        authorize(path, query, headers) checks each WebSocket handshake
+        (headers: dict of lower-case names; read cookies or tokens there)
+        and returns True or None to admit, False to refuse with HTTP 403,
+        an int to refuse with that status (e.g. 401), or an iterable of
+        topic names to admit the client to those topics only. It runs on
+        the hub's blocking threads (several calls may run at once), never
+        on its I/O threads; an exception refuses with 403 and is logged.
+    authorize_timeout (float seconds, default 5.0):
+        A slower authorize() refuses the handshake with HTTP 503.
     """
     global _default
     server = Server(
@@ -176,6 +189,8 @@ def start(
         backplane=backplane,
         backplane_prefix=backplane_prefix,
         reuse_port=reuse_port,
+        authorize=authorize,
+        authorize_timeout=authorize_timeout,
     )
     with _lock:
         _default = server

@@ -1,7 +1,7 @@
 """Type stubs for the native part of wshub (checked by mypy.stubtest)."""
 
 from types import TracebackType
-from typing import Any, Callable, final
+from typing import Any, Callable, Iterable, final
 
 __all__ = ["Server", "__version__", "reset_log_cache"]
 __version__: str
@@ -38,6 +38,9 @@ class Server:
         backplane: str | None = None,
         backplane_prefix: str = "wshub:",
         reuse_port: bool = False,
+        authorize: Callable[[str, str, dict[str, str]], bool | int | Iterable[str] | None]
+        | None = None,
+        authorize_timeout: float = 5.0,
     ) -> Server: ...
     @property
     def port(self) -> int:

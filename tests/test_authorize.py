@@ -1,0 +1,95 @@
+"""authorize: the host admits, limits or refuses each handshake."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import pytest
+import websockets
+from websockets.sync.client import connect as ws_connect
+
+import wshub
+
+
+def url(hub: wshub.Server, query: str = "") -> str:
+    return f"ws://127.0.0.1:{hub.port}/api/ws{query}"
+
+
+def status_of(hub: wshub.Server, query: str = "", **kw) -> int:
+    with pytest.raises(websockets.InvalidStatus) as info:
+        ws_connect(url(hub, query), open_timeout=5, **kw)
+    return info.value.response.status_code
+
+
+def test_check_sees_path_query_and_headers_and_decides() -> None:
+    seen: list[tuple[str, str, dict[str, str]]] = []
+    threads: set[str] = set()
+
+    def check(path: str, query: str, headers: dict[str, str]) -> object:
+        seen.append((path, query, headers))
+        threads.add(threading.current_thread().name)
+        token = headers.get("authorization", "")
+        if token == "Bearer admin":
+            return True
+        if token == "Bearer odds-only":
+            return ["odds"]
+        if token == "Bearer expired":
+            return 401
+        return False
+
+    with wshub.start(0, authorize=check) as hub:
+        assert status_of(hub, "?topics=odds") == 403
+        assert status_of(hub, additional_headers={"Authorization": "Bearer expired"}) == 401
+        with ws_connect(url(hub, "?topics=odds,secret"), open_timeout=5,
+                        additional_headers={"Authorization": "Bearer odds-only"}) as ws:
+            ack = json.loads(ws.recv(timeout=5))
+            assert ack["topics"] == ["odds"]
+            assert ack["reasons"] == {"secret": "not_allowed"}
+            ws.send('{"type":"subscribe","topics":["secret"]}')
+            assert json.loads(ws.recv(timeout=5))["rejected"] == ["secret"]
+        with ws_connect(url(hub, "?topics=odds,secret"), open_timeout=5,
+                        additional_headers={"Authorization": "Bearer admin"}) as ws:
+            assert json.loads(ws.recv(timeout=5))["topics"] == ["odds", "secret"]
+        assert hub.stats()["handshakes_rejected"]["auth"] == 2
+    path, query, headers = seen[0]
+    assert (path, query) == ("/api/ws", "topics=odds")
+    assert headers["upgrade"] == "websocket"
+    assert not any(name.startswith("wshub-worker") for name in threads)
+
+
+def test_a_raising_check_refuses_with_403_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="wshub")
+    wshub.reset_log_cache()
+
+    def broken(path: str, query: str, headers: dict[str, str]) -> bool:
+        raise RuntimeError("database down")
+
+    with wshub.start(0, authorize=broken) as hub:
+        assert status_of(hub) == 403
+        assert status_of(hub) == 403
+    assert any("database down" in r.getMessage() for r in caplog.records)
+
+
+def test_a_slow_check_times_out_with_503_and_others_still_connect() -> None:
+    release = threading.Event()
+
+    def slow(path: str, query: str, headers: dict[str, str]) -> bool:
+        if "slow" in query:
+            release.wait(10)
+        return True
+
+    try:
+        with wshub.start(0, authorize=slow, authorize_timeout=0.3) as hub:
+            assert status_of(hub, "?slow=1") == 503
+            with ws_connect(url(hub, "?topics=a"), open_timeout=5) as ws:
+                assert json.loads(ws.recv(timeout=5))["type"] == "connected"
+            release.set()
+    finally:
+        release.set()
+
+
+def test_authorize_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="authorize"):
+        wshub.start(0, authorize=42)  # type: ignore[arg-type]
