@@ -94,6 +94,20 @@ typedef enum wshub_code {
 } wshub_code;
 
 /**
+ * What happens to a client whose queue is full.
+ */
+typedef enum wshub_slow_client {
+    /**
+     * Close it with 1008 "slow consumer".
+     */
+    WSHUB_SLOW_CLIENT_DISCONNECT = 0,
+    /**
+     * Keep only the newest pending publication per (topic, key).
+     */
+    WSHUB_SLOW_CLIENT_CONFLATE = 1,
+} wshub_slow_client;
+
+/**
  * A running hub. Opaque: created by `wshub_start()`, owned by the caller,
  * freed by `wshub_stop()`.
  */
@@ -166,6 +180,14 @@ typedef struct wshub_options {
      * Bytes queued per client at most, the same way. Default 16 MiB.
      */
     size_t send_queue_bytes;
+    /**
+     * What happens to a client whose queue is full:
+     * `WSHUB_SLOW_CLIENT_DISCONNECT` (the default: close 1008) or
+     * `WSHUB_SLOW_CLIENT_CONFLATE` (keep the newest publication per
+     * topic and key, see `wshub_broadcast_keyed()`). An int holding a
+     * `wshub_slow_client` value, so that any value can be checked.
+     */
+    int slow_client;
     /**
      * Topics one connection may be subscribed to at once; further names
      * are answered in `rejected` with reason `too_many_topics`.
@@ -339,6 +361,19 @@ uint16_t wshub_port(const struct wshub_server *server);
  * `json_len` readable bytes.
  */
 int64_t wshub_broadcast(struct wshub_server *server, const char *topic, const char *json, size_t json_len);
+
+/**
+ * `wshub_broadcast()` with a conflation key (e.g. a match id), for hubs
+ * started with `slow_client = WSHUB_SLOW_CLIENT_CONFLATE`: a client that
+ * is behind keeps only the newest pending publication per (topic, key).
+ * `key` is a NUL-terminated UTF-8 string, borrowed for the call; NULL
+ * means the topic alone is the key. With the disconnect policy the key is
+ * ignored. Returns and fails as `wshub_broadcast()`.
+ *
+ * # Safety
+ * As `wshub_broadcast()`; `key` must be NULL or NUL-terminated.
+ */
+int64_t wshub_broadcast_keyed(struct wshub_server *server, const char *topic, const char *json, size_t json_len, const char *key);
 
 /**
  * Writes the hub's counters as one line of JSON, with the same fields as

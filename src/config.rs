@@ -24,6 +24,17 @@ pub enum TopicPolicy {
     Only(BTreeSet<String>),
 }
 
+/// What happens when a client's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowClientPolicy {
+    /// Close it with 1008 "slow consumer" (the default).
+    #[default]
+    Disconnect,
+    /// Keep only the newest pending publication per (topic, key) and never
+    /// close it for being slow: for "latest value" feeds such as odds.
+    Conflate,
+}
+
 /// Options of one hub. `Config::default()` is what `wshub.start(port)` uses.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -54,6 +65,8 @@ pub struct Config {
     /// Topics one connection may be subscribed to at once; requests past
     /// it are answered in `rejected` with reason `too_many_topics`.
     pub max_topics_per_connection: usize,
+    /// What happens to a client whose queue is full.
+    pub slow_client: SlowClientPolicy,
     /// Bytes queued for one client at most, the same way: a few huge
     /// publications must not pile up unbounded memory either.
     pub send_queue_bytes: usize,
@@ -128,6 +141,7 @@ impl Default for Config {
             send_queue: 1024,
             send_queue_bytes: 16 * 1024 * 1024,
             max_topics_per_connection: 1024,
+            slow_client: SlowClientPolicy::Disconnect,
             rate_limit: 100.0,
             rate_burst: 200,
             publish_queue: 65_536,

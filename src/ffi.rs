@@ -32,7 +32,7 @@ use std::ptr;
 use std::sync::Arc;
 
 use crate::authorize::{Authorization, Authorizer, HandshakeRequest};
-use crate::config::{seconds, Config, TopicPolicy};
+use crate::config::{seconds, Config, SlowClientPolicy, TopicPolicy};
 use crate::error::Error;
 use crate::server::Server;
 use crate::subscription_events::SubscriptionListener;
@@ -128,6 +128,12 @@ pub struct wshub_options {
     pub send_queue: usize,
     /// Bytes queued per client at most, the same way. Default 16 MiB.
     pub send_queue_bytes: usize,
+    /// What happens to a client whose queue is full:
+    /// `WSHUB_SLOW_CLIENT_DISCONNECT` (the default: close 1008) or
+    /// `WSHUB_SLOW_CLIENT_CONFLATE` (keep the newest publication per
+    /// topic and key, see `wshub_broadcast_keyed()`). An int holding a
+    /// `wshub_slow_client` value, so that any value can be checked.
+    pub slow_client: c_int,
     /// Topics one connection may be subscribed to at once; further names
     /// are answered in `rejected` with reason `too_many_topics`.
     /// Default 1024.
@@ -196,6 +202,29 @@ pub struct wshub_options {
     /// listen on the same port (the kernel spreads connections among
     /// them). Requires `backplane`. Default false.
     pub reuse_port: bool,
+}
+
+/// What happens to a client whose queue is full.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum wshub_slow_client {
+    /// Close it with 1008 "slow consumer".
+    WSHUB_SLOW_CLIENT_DISCONNECT = 0,
+    /// Keep only the newest pending publication per (topic, key).
+    WSHUB_SLOW_CLIENT_CONFLATE = 1,
+}
+
+/// The field is an int, not the enum: a C caller may store any value, and
+/// a Rust enum holding an undeclared value would be undefined behaviour.
+fn slow_client_policy(raw: c_int) -> Result<SlowClientPolicy, Failure> {
+    match raw {
+        0 => Ok(SlowClientPolicy::Disconnect),
+        1 => Ok(SlowClientPolicy::Conflate),
+        other => Err(Failure::new(
+            WSHUB_ERR_INVALID_CONFIG,
+            format!("opts->slow_client must be WSHUB_SLOW_CLIENT_DISCONNECT or WSHUB_SLOW_CLIENT_CONFLATE, got {other}"),
+        )),
+    }
 }
 
 /// The type of `wshub_options.on_subscription`.
@@ -312,6 +341,7 @@ pub unsafe extern "C" fn wshub_options_default(out: *mut wshub_options) -> c_int
             send_queue: config.send_queue,
             send_queue_bytes: config.send_queue_bytes,
             max_topics_per_connection: config.max_topics_per_connection,
+            slow_client: wshub_slow_client::WSHUB_SLOW_CLIENT_DISCONNECT as c_int,
             rate_limit: config.rate_limit,
             rate_burst: config.rate_burst,
             publish_queue: config.publish_queue,
@@ -411,20 +441,61 @@ pub unsafe extern "C" fn wshub_broadcast(
     json: *const c_char,
     json_len: usize,
 ) -> i64 {
+    // SAFETY: forwarded from the caller's contract; no key.
+    unsafe { broadcast(server, topic, json, json_len, ptr::null()) }
+}
+
+/// `wshub_broadcast()` with a conflation key (e.g. a match id), for hubs
+/// started with `slow_client = WSHUB_SLOW_CLIENT_CONFLATE`: a client that
+/// is behind keeps only the newest pending publication per (topic, key).
+/// `key` is a NUL-terminated UTF-8 string, borrowed for the call; NULL
+/// means the topic alone is the key. With the disconnect policy the key is
+/// ignored. Returns and fails as `wshub_broadcast()`.
+///
+/// # Safety
+/// As `wshub_broadcast()`; `key` must be NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn wshub_broadcast_keyed(
+    server: *mut wshub_server,
+    topic: *const c_char,
+    json: *const c_char,
+    json_len: usize,
+    key: *const c_char,
+) -> i64 {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { broadcast(server, topic, json, json_len, key) }
+}
+
+/// The body of both broadcast entry points.
+///
+/// # Safety
+/// As `wshub_broadcast_keyed()`.
+unsafe fn broadcast(
+    server: *mut wshub_server,
+    topic: *const c_char,
+    json: *const c_char,
+    json_len: usize,
+    key: *const c_char,
+) -> i64 {
     guard(
         |code| code as i64,
         || {
-            // SAFETY (three calls): forwarded from the caller's contract.
+            // SAFETY (four calls): forwarded from the caller's contract.
             let hub = unsafe { hub_ref(server) }?;
             let topic = unsafe { c_str(topic, "topic", WSHUB_ERR_INVALID_TOPIC) }?;
             let json = unsafe { byte_slice(json, json_len, "json") }?;
+            let key = if key.is_null() {
+                None
+            } else {
+                Some(unsafe { c_str(key, "key", WSHUB_ERR_INVALID_ARGUMENT) }?)
+            };
             let json = std::str::from_utf8(json).map_err(|e| {
                 Failure::new(
                     WSHUB_ERR_INVALID_JSON,
                     format!("invalid JSON: not UTF-8 ({e})"),
                 )
             })?;
-            let subscribers = hub.server.broadcast(topic, json)?;
+            let subscribers = hub.server.broadcast_keyed(topic, json, key)?;
             Ok(i64::try_from(subscribers).unwrap_or(i64::MAX))
         },
     )
@@ -764,6 +835,7 @@ unsafe fn config_from(opts: *const wshub_options) -> Result<Config, Failure> {
         send_queue: o.send_queue,
         send_queue_bytes: o.send_queue_bytes,
         max_topics_per_connection: o.max_topics_per_connection,
+        slow_client: slow_client_policy(o.slow_client)?,
         rate_limit: o.rate_limit,
         rate_burst: o.rate_burst,
         publish_queue: o.publish_queue,

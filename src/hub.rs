@@ -124,6 +124,8 @@ impl Topic {
 struct Publication {
     topic: Arc<Topic>,
     seq: u64,
+    /// Conflation key (`topic` NUL `key`), only under the conflate policy.
+    key: Option<Arc<str>>,
     /// The encoded WebSocket frame, shared by every subscriber.
     frame: Bytes,
 }
@@ -155,6 +157,8 @@ pub struct Hub {
     /// Set when the hub has a Redis backplane: `publish` then hands
     /// publications to it instead of the local queue (see [`Hub::ingest`]).
     backplane: OnceLock<Arc<Outbound>>,
+    /// Whether publications carry conflation keys (conflate policy).
+    conflate: bool,
 }
 
 /// What [`Hub::ingest`] did with a publication from the backplane.
@@ -191,7 +195,24 @@ impl Hub {
             counters: Counters::default(),
             events,
             backplane: OnceLock::new(),
+            conflate: false,
         }
+    }
+
+    /// Turns on the conflate policy's keys (set once, at start).
+    pub fn conflating(mut self, on: bool) -> Self {
+        self.conflate = on;
+        self
+    }
+
+    fn conflation_key(&self, topic: &str, key: Option<&str>) -> Option<Arc<str>> {
+        if !self.conflate {
+            return None;
+        }
+        Some(match key {
+            Some(key) => Arc::from(format!("{topic}\0{key}")),
+            None => Arc::from(topic),
+        })
     }
 
     /// Ends the subscription-event thread after it delivered what is
@@ -223,6 +244,16 @@ impl Hub {
     /// [`Error::NotRunning`] after [`Hub::close`], and [`Error::Overloaded`]
     /// when the queue is full and the caller is a runtime thread.
     pub fn publish(&self, topic: &str, data: &str) -> Result<u64, Error> {
+        self.publish_keyed(topic, data, None)
+    }
+
+    /// [`Hub::publish`] with a conflation key: under the conflate policy, a
+    /// client that is behind keeps only the newest publication per
+    /// (topic, key). Without a key, the topic is the key.
+    ///
+    /// # Errors
+    /// As [`Hub::publish`].
+    pub fn publish_keyed(&self, topic: &str, data: &str, key: Option<&str>) -> Result<u64, Error> {
         if !is_valid_topic(topic) {
             return Err(Error::InvalidTopic(topic.to_owned()));
         }
@@ -255,6 +286,7 @@ impl Hub {
         state.items.push_back(Publication {
             topic: entry,
             seq,
+            key: self.conflation_key(topic, key),
             frame,
         });
         drop(state);
@@ -330,6 +362,7 @@ impl Hub {
         state.items.push_back(Publication {
             topic: entry,
             seq,
+            key: self.conflation_key(topic, None),
             frame,
         });
         drop(state);
@@ -407,23 +440,29 @@ impl Hub {
         let subscribers = lock(&publication.topic.subscribers);
         let mut dropped = 0;
         let mut overflowed = 0;
+        let mut conflated = 0;
         for subscriber in &subscribers.list {
             if publication.seq < subscriber.from_seq {
                 continue;
             }
-            match subscriber
-                .outbox
-                .push(OutFrame::publication(publication.frame.clone()))
-            {
+            match subscriber.outbox.push(OutFrame::publication(
+                publication.frame.clone(),
+                publication.key.clone(),
+            )) {
                 Pushed::Queued => {}
                 Pushed::Overflowed { dropped: n } => {
                     dropped += n;
                     overflowed += 1;
                 }
                 Pushed::Refused => dropped += 1,
+                Pushed::Conflated { replaced, evicted } => {
+                    conflated += replaced;
+                    dropped += evicted;
+                }
             }
         }
         drop(subscribers);
+        Counters::add(&self.counters.conflated, conflated);
         Counters::add(&self.counters.dropped, dropped);
         Counters::add(&self.counters.slow_consumer_closes, overflowed);
     }

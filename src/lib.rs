@@ -48,7 +48,7 @@ pub mod writer;
 #[cfg(feature = "python")]
 mod python;
 
-pub use config::{Config, TopicPolicy};
+pub use config::{Config, SlowClientPolicy, TopicPolicy};
 pub use error::Error;
 pub use server::Server;
 pub use stats::Stats;

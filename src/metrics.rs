@@ -55,6 +55,11 @@ pub fn render(stats: &Stats) -> String {
             stats.slow_consumer_closes,
         ),
         (
+            "conflated",
+            "Pending publications replaced by newer ones of their key",
+            stats.conflated,
+        ),
+        (
             "backplane_published",
             "Publications handed to the Redis backplane",
             stats.backplane_published,

@@ -10,7 +10,10 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use indexmap::IndexMap;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -26,6 +29,9 @@ pub struct OutFrame {
     pub len: usize,
     /// Publications are counted in `sent`/`dropped`; replies are not.
     pub kind: FrameKind,
+    /// For the conflate policy: publications with the same key replace
+    /// each other while the client is behind (`topic` NUL `key`).
+    pub key: Option<Arc<str>>,
 }
 
 /// What a queued frame is, for the counters.
@@ -39,11 +45,12 @@ pub enum FrameKind {
 
 impl OutFrame {
     /// A publication frame, encoded by [`encode_text_frame`].
-    pub fn publication(wire: Bytes) -> Self {
+    pub fn publication(wire: Bytes, key: Option<Arc<str>>) -> Self {
         OutFrame {
             len: wire.len(),
             wire,
             kind: FrameKind::Publication,
+            key,
         }
     }
 
@@ -54,6 +61,7 @@ impl OutFrame {
             len: wire.len(),
             wire,
             kind: FrameKind::Reply,
+            key: None,
         }
     }
 
@@ -102,6 +110,15 @@ pub enum Pushed {
     },
     /// The outbox was already closed; the frame was discarded.
     Refused,
+    /// Conflate policy, queue full: kept as the newest value of its key.
+    /// `replaced` older pending values of that key were discarded, and
+    /// `evicted` values of the oldest keys to stay within the bound.
+    Conflated {
+        /// 1 when an older pending value of the same key was replaced.
+        replaced: u64,
+        /// Values of other keys dropped to keep the backlog bounded.
+        evicted: u64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +126,11 @@ struct State {
     frames: VecDeque<OutFrame>,
     /// Bytes of text in `frames`.
     bytes: usize,
+    /// Conflate policy: once `frames` is full, the newest pending value per
+    /// key, oldest key first, delivered after `frames`.
+    latest: IndexMap<Arc<str>, OutFrame>,
+    /// Bytes in `latest`.
+    latest_bytes: usize,
     closed: Option<Closed>,
 }
 
@@ -130,6 +152,8 @@ pub struct Outbox {
 impl Outbox {
     /// An empty outbox holding at most `capacity` frames and
     /// `capacity_bytes` bytes (but always at least one frame, however big).
+    /// Publications with a conflation key (conflate policy) never close
+    /// it: past the bounds, the newest value per key is kept instead.
     pub fn new(capacity: usize, capacity_bytes: usize) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
@@ -148,6 +172,11 @@ impl Outbox {
         }
         let full = state.frames.len() >= self.capacity
             || (!state.frames.is_empty() && state.bytes + frame.len > self.capacity_bytes);
+        if let Some(key) = frame.key.clone() {
+            if full || !state.latest.is_empty() {
+                return self.conflate(&mut state, key, frame);
+            }
+        }
         if full {
             let pending = state
                 .frames
@@ -175,17 +204,46 @@ impl Outbox {
         Pushed::Queued
     }
 
+    /// Keeps `frame` as the newest value of `key`, after the pending
+    /// frames; drops the oldest keys' values beyond the bounds.
+    fn conflate(&self, state: &mut State, key: Arc<str>, frame: OutFrame) -> Pushed {
+        let was_empty = state.latest.is_empty();
+        let mut replaced = 0;
+        if let Some(old) = state.latest.shift_remove(&key) {
+            state.latest_bytes -= old.len;
+            replaced = 1;
+        }
+        state.latest_bytes += frame.len;
+        state.latest.insert(key, frame);
+        let mut evicted = 0;
+        while state.latest.len() > 1
+            && (state.latest.len() > self.capacity || state.latest_bytes > self.capacity_bytes)
+        {
+            if let Some((_, old)) = state.latest.shift_remove_index(0) {
+                state.latest_bytes -= old.len;
+                evicted += 1;
+            }
+        }
+        if was_empty && state.frames.is_empty() {
+            self.ready.notify_one();
+        }
+        Pushed::Conflated { replaced, evicted }
+    }
+
     /// Marks the outbox closed (the connection is ending) and returns how
     /// many publications were still queued, for the `dropped` counter.
     pub fn close(&self) -> u64 {
         let mut state = lock(&self.state);
         state.closed.get_or_insert(Closed::Gone);
         state.bytes = 0;
-        let pending = state
-            .frames
-            .drain(..)
-            .filter(|f| f.kind == FrameKind::Publication)
-            .count() as u64;
+        state.latest_bytes = 0;
+        let latest = state.latest.drain(..).count() as u64;
+        let pending = latest
+            + state
+                .frames
+                .drain(..)
+                .filter(|f| f.kind == FrameKind::Publication)
+                .count() as u64;
         drop(state);
         self.closed.cancel();
         pending
@@ -196,7 +254,9 @@ impl Outbox {
     pub fn drain(&self, into: &mut VecDeque<OutFrame>) -> Option<Closed> {
         let mut state = lock(&self.state);
         into.append(&mut state.frames);
+        into.extend(state.latest.drain(..).map(|(_, frame)| frame));
         state.bytes = 0;
+        state.latest_bytes = 0;
         state.closed
     }
 
@@ -221,6 +281,28 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    fn keyed(s: &str, key: &str) -> OutFrame {
+        OutFrame::publication(encode_text_frame(s.to_owned()), Some(Arc::from(key)))
+    }
+
+    #[test]
+    fn conflate_keeps_the_newest_value_per_key_in_order_and_never_closes() {
+        let outbox = Outbox::new(2, usize::MAX);
+        assert_eq!(outbox.push(keyed("a1", "a")), Pushed::Queued);
+        assert_eq!(outbox.push(keyed("b1", "b")), Pushed::Queued);
+        let conflated = |replaced, evicted| Pushed::Conflated { replaced, evicted };
+        assert_eq!(outbox.push(keyed("a2", "a")), conflated(0, 0));
+        assert_eq!(outbox.push(keyed("b2", "b")), conflated(0, 0));
+        assert_eq!(outbox.push(keyed("a3", "a")), conflated(1, 0));
+        // A third key beyond the bound of 2 evicts the oldest key's value.
+        assert_eq!(outbox.push(keyed("c1", "c")), conflated(0, 1));
+        let mut out = VecDeque::new();
+        assert_eq!(outbox.drain(&mut out), None);
+        let texts: Vec<_> = out.iter().map(|f| f.text().to_owned()).collect();
+        assert_eq!(texts, ["a1", "b1", "a3", "c1"]);
+        assert_eq!(outbox.push(keyed("a4", "a")), Pushed::Queued);
+    }
+
     #[test]
     fn byte_bound_overflows_but_always_takes_one_frame() {
         let outbox = Outbox::new(100, 8);
@@ -238,7 +320,7 @@ mod tests {
     }
 
     fn publication(s: &'static str) -> OutFrame {
-        OutFrame::publication(encode_text_frame(s.to_owned()))
+        OutFrame::publication(encode_text_frame(s.to_owned()), None)
     }
 
     #[test]

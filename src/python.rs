@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString};
 
 use crate::authorize::{Authorization, Authorizer, HandshakeRequest};
-use crate::config::{seconds, Config, TopicPolicy};
+use crate::config::{seconds, Config, SlowClientPolicy, TopicPolicy};
 use crate::error::Error;
 use crate::server::Server;
 use crate::subscription_events::SubscriptionListener;
@@ -46,6 +46,7 @@ impl From<Error> for PyErr {
 ///        allowed_origins=None, max_connections=100000,
 ///        max_message_bytes=65536, send_queue=1024,
 ///        send_queue_bytes=16777216, max_topics_per_connection=1024,
+///        slow_client="disconnect",
 ///        rate_limit=100.0, rate_burst=200,
 ///        publish_queue=65536, ping_interval=20.0, ping_timeout=20.0,
 ///        handshake_timeout=10.0, shutdown_timeout=2.0, worker_threads=1,
@@ -75,6 +76,7 @@ impl PyServer {
         send_queue = 1024,
         send_queue_bytes = 16_777_216,
         max_topics_per_connection = 1024,
+        slow_client = "disconnect",
         rate_limit = 100.0,
         rate_burst = 200,
         publish_queue = 65_536,
@@ -103,6 +105,7 @@ impl PyServer {
         send_queue: usize,
         send_queue_bytes: usize,
         max_topics_per_connection: usize,
+        slow_client: &str,
         rate_limit: f64,
         rate_burst: u32,
         publish_queue: usize,
@@ -134,6 +137,15 @@ impl PyServer {
             send_queue,
             send_queue_bytes,
             max_topics_per_connection,
+            slow_client: match slow_client {
+                "disconnect" => SlowClientPolicy::Disconnect,
+                "conflate" => SlowClientPolicy::Conflate,
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "slow_client must be \"disconnect\" or \"conflate\", got {other:?}"
+                    )))
+                }
+            },
             rate_limit,
             rate_burst,
             publish_queue,
@@ -171,7 +183,7 @@ impl PyServer {
         self.server.is_running()
     }
 
-    /// broadcast(topic, data) -> int
+    /// broadcast(topic, data, key=None) -> int
     ///
     /// Publishes data on topic to every subscribed client and returns how
     /// many subscribers it was queued for. data is a str holding JSON (sent
@@ -180,15 +192,29 @@ impl PyServer {
     /// With a backplane, the publication goes to Redis and comes back to
     /// every hub's clients; the count is this hub's subscribers, and it
     /// never waits for Redis (see backplane_dropped in stats()).
+    /// With slow_client="conflate", key (any value; compared as str) names
+    /// what a newer publication replaces for a client that is behind.
     /// Raises ValueError for an invalid topic name or invalid JSON,
     /// TypeError for a value json cannot serialise, RuntimeError after stop().
-    fn broadcast(&self, py: Python<'_>, topic: &str, data: &Bound<'_, PyAny>) -> PyResult<u64> {
+    #[pyo3(signature = (topic, data, key = None))]
+    fn broadcast(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        data: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        // Keys are compared as text: a match id may be an int or a str.
+        let key = key
+            .map(|k| k.str().and_then(|s| s.to_str().map(str::to_owned)))
+            .transpose()?;
+        let key = key.as_deref();
         if let Ok(text) = data.cast::<PyString>() {
             let text = text.to_str()?;
-            return Ok(py.detach(|| self.server.broadcast(topic, text))?);
+            return Ok(py.detach(|| self.server.broadcast_keyed(topic, text, key))?);
         }
         let text = to_json(py, data)?;
-        Ok(py.detach(|| self.server.broadcast(topic, &text))?)
+        Ok(py.detach(|| self.server.broadcast_keyed(topic, &text, key))?)
     }
 
     /// stats() -> dict
@@ -209,6 +235,7 @@ impl PyServer {
         dict.set_item("sent", stats.sent)?;
         dict.set_item("dropped", stats.dropped)?;
         dict.set_item("slow_consumer_closes", stats.slow_consumer_closes)?;
+        dict.set_item("conflated", stats.conflated)?;
         dict.set_item("connections_opened", stats.connections_opened)?;
         dict.set_item("connections_closed", stats.connections_closed)?;
         dict.set_item("sent_bytes", stats.sent_bytes)?;

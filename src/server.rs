@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backplane::{self, Backplane};
-use crate::config::Config;
+use crate::config::{Config, SlowClientPolicy};
 use crate::connection;
 use crate::error::Error;
 use crate::hub::{mark_runtime_thread, Hub};
@@ -131,7 +131,8 @@ impl Server {
             None => None,
         };
         let shared = Arc::new(Shared {
-            hub: Hub::with_events(config.publish_queue, events),
+            hub: Hub::with_events(config.publish_queue, events)
+                .conflating(config.slow_client == SlowClientPolicy::Conflate),
             config,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -182,8 +183,22 @@ impl Server {
     /// # Errors
     /// As [`Hub::publish`].
     pub fn broadcast(&self, topic: &str, data: &str) -> Result<u64, Error> {
+        self.broadcast_keyed(topic, data, None)
+    }
+
+    /// [`Server::broadcast`] with a conflation key; see
+    /// [`Hub::publish_keyed`].
+    ///
+    /// # Errors
+    /// As [`Hub::publish`].
+    pub fn broadcast_keyed(
+        &self,
+        topic: &str,
+        data: &str,
+        key: Option<&str>,
+    ) -> Result<u64, Error> {
         self.check_process()?;
-        self.shared.hub.publish(topic, data)
+        self.shared.hub.publish_keyed(topic, data, key)
     }
 
     /// Fails in a forked child, where the hub's threads do not exist and a

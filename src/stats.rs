@@ -28,6 +28,9 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Clients closed with 1008 because their queue was full.
     pub slow_consumer_closes: AtomicU64,
+    /// Pending publications replaced by a newer one of the same key
+    /// (conflate policy).
+    pub conflated: AtomicU64,
     /// Subscription events dropped because the listener fell behind.
     pub events_dropped: AtomicU64,
     /// Handshakes on a path other than the WebSocket path (404).
@@ -83,6 +86,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Clients closed with 1008 because their queue was full.
     pub slow_consumer_closes: u64,
+    /// Pending publications replaced by newer ones (conflate policy).
+    pub conflated: u64,
     /// Handshakes completed since start.
     pub connections_opened: u64,
     /// Connections ended since start, for any reason.
@@ -118,6 +123,7 @@ impl Stats {
             sent_bytes: get(&c.sent_bytes),
             dropped: get(&c.dropped),
             slow_consumer_closes: get(&c.slow_consumer_closes),
+            conflated: get(&c.conflated),
             connections_opened: get(&c.connections_opened),
             connections_closed: get(&c.connections_closed),
             handshakes_rejected: [

@@ -49,6 +49,7 @@ def start(
     send_queue: int = 1024,
     send_queue_bytes: int = 16_777_216,
     max_topics_per_connection: int = 1024,
+    slow_client: str = "disconnect",
     rate_limit: float = 100.0,
     rate_burst: int = 200,
     publish_queue: int = 65_536,
@@ -107,6 +108,16 @@ def start(
     max_topics_per_connection (int, default 1024):
         Topics one client may be subscribed to at once; further names are
         answered in "rejected" with reason "too_many_topics".
+    slow_client ("disconnect" or "conflate", default "disconnect"):
+        What happens to a client whose queue (send_queue, send_queue_bytes)
+        is full. "disconnect": it is closed with 1008 "slow consumer".
+        "conflate": it is never closed for it; instead only the newest
+        pending publication per (topic, key) is kept, key being the key=
+        argument of broadcast() (the topic alone when None). A client that
+        catches up gets the newest value of every key it missed, in order:
+        what a live odds board wants. At most send_queue keys are kept per
+        client beyond its queue (oldest dropped first, counted in
+        stats()["dropped"]); replaced values count in stats()["conflated"].
     rate_limit (float messages per second, default 100.0):
         Average rate at which a client's messages are handled. A message
         over the limit is answered with an error frame "rate_limited" and
@@ -177,6 +188,7 @@ def start(
         send_queue=send_queue,
         send_queue_bytes=send_queue_bytes,
         max_topics_per_connection=max_topics_per_connection,
+        slow_client=slow_client,
         rate_limit=rate_limit,
         rate_burst=rate_burst,
         publish_queue=publish_queue,
@@ -198,7 +210,7 @@ def start(
     return server
 
 
-def broadcast(topic: str, data: Any) -> int:
+def broadcast(topic: str, data: Any, key: object = None) -> int:
     """Publish ``data`` on ``topic`` on the server the last :func:`start` made.
 
     ``data`` is a str of JSON (sent verbatim) or any JSON-serialisable value.
@@ -209,7 +221,7 @@ def broadcast(topic: str, data: Any) -> int:
     server = _default
     if server is None:
         raise RuntimeError("wshub is not started: call wshub.start(port) first")
-    return server.broadcast(topic, data)
+    return server.broadcast(topic, data, key)
 
 
 def stop() -> None:

@@ -26,6 +26,7 @@ class Server:
         send_queue: int = 1024,
         send_queue_bytes: int = 16777216,
         max_topics_per_connection: int = 1024,
+        slow_client: str = "disconnect",
         rate_limit: float = 100.0,
         rate_burst: int = 200,
         publish_queue: int = 65536,
@@ -51,8 +52,11 @@ class Server:
     @property
     def running(self) -> bool:
         """True until stop() is called."""
-    def broadcast(self, topic: str, data: Any) -> int:
+    def broadcast(self, topic: str, data: Any, key: object = None) -> int:
         """Publish data (a JSON str, or a JSON-serialisable value) on topic.
+
+        key: with slow_client="conflate", a client that is behind keeps only
+        the newest pending publication per (topic, str(key)).
 
         Returns the number of subscribers it was queued for (with a
         backplane: this hub's subscribers of the topic).
