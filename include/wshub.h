@@ -379,7 +379,8 @@ int64_t wshub_broadcast_keyed(struct wshub_server *server, const char *topic, co
  * Writes the hub's counters as one line of JSON, with the same fields as
  * the Python `stats()`: `{"connections":N,"topics":{"name":subscribers,
  * ...},"published":N,"sent":N,"sent_bytes":N,"dropped":N,
- * "slow_consumer_closes":N,"connections_opened":N,"connections_closed":N,
+ * "slow_consumer_closes":N,"conflated":N,"connections_opened":N,
+ * "connections_closed":N,
  * "handshakes_rejected":{"capacity":N,"invalid":N,"origin":N,"path":N},
  * "backplane_published":N,"backplane_received":N,"backplane_dropped":N,
  * "backplane_missed":N,"backplane_reconnects":N,"backplane_connected":B}`.
