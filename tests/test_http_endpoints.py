@@ -67,7 +67,8 @@ def test_metrics_parse_and_follow_the_hub():
         assert got[("wshub_handshakes_rejected", (("reason", "origin"),))] == 1
         assert got[("wshub_handshakes_rejected", (("reason", "path"),))] == 1
         stats = hub.stats()
-        assert stats["handshakes_rejected"] == {"path": 1, "origin": 1, "capacity": 0, "invalid": 0}
+        assert stats["handshakes_rejected"] == {"path": 1, "origin": 1, "auth": 0, "capacity": 0,
+                                               "invalid": 0}
         assert stats["sent_bytes"] == got[("wshub_sent_bytes_total", ())]
 
 

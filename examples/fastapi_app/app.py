@@ -12,7 +12,8 @@ Run it::
 
 or ``uvicorn app:app`` from this directory (configured by the environment:
 WSHUB_APP_HOST, WSHUB_APP_PORT, WSHUB_WS_HOST, WSHUB_WS_PORT, WSHUB_SIMULATE,
-WSHUB_PUBLIC_WS_URL, WSHUB_ENABLE_ADMIN). Open the printed page URL.
+WSHUB_PUBLIC_WS_URL, WSHUB_ENABLE_ADMIN, and for several workers
+WSHUB_BACKPLANE and WSHUB_REUSE_PORT: see examples/scaleout/). Open the printed page URL.
 
 Endpoints:
 
@@ -90,6 +91,12 @@ class Settings:
     # Enable /admin/hub/{stop,start} (tests use them to bounce the hub).
     enable_admin: bool = field(
         default_factory=lambda: _env_bool("WSHUB_ENABLE_ADMIN", False))
+    # Scale-out (examples/scaleout/): a Redis URL shared by every worker's
+    # hub, and SO_REUSEPORT so that the workers share the hub's port.
+    backplane: str = field(
+        default_factory=lambda: os.environ.get("WSHUB_BACKPLANE", ""))
+    reuse_port: bool = field(
+        default_factory=lambda: _env_bool("WSHUB_REUSE_PORT", False))
     # When set, the lifespan prints this page URL and the hub's ws:// URL
     # once the hub is up (the command line entry point sets it).
     announce_page_url: str = ""
@@ -132,7 +139,9 @@ class HubManager:
             if self._server is not None and self._server.running:
                 return self._server
             server = wshub.start(self.port, host=self._settings.ws_host,
-                                 path=WS_PATH, topics=TOPICS)
+                                 path=WS_PATH, topics=TOPICS,
+                                 backplane=self._settings.backplane or None,
+                                 reuse_port=self._settings.reuse_port)
             self.port = server.port
             self._server = server
             return server

@@ -81,6 +81,21 @@ static void check_options(void) {
     CHECK(opts.port == 0);
     CHECK(opts.worker_threads == 1);
     CHECK(opts.ping_interval == 20.0);
+    CHECK(opts.backplane == NULL && opts.backplane_prefix == NULL && !opts.reuse_port);
+
+    /* Scale-out: reuse_port needs a backplane; a bad URL or prefix is a
+     * config error; an unreachable Redis (nothing listens on port 1) fails
+     * with its own code. */
+    opts = defaults();
+    opts.reuse_port = true;
+    START_FAILS(&opts, WSHUB_ERR_INVALID_CONFIG);
+    opts.backplane = "http://127.0.0.1:1";
+    START_FAILS(&opts, WSHUB_ERR_INVALID_CONFIG);
+    opts.backplane = "redis://127.0.0.1:1/0";
+    opts.backplane_prefix = "bad prefix";
+    START_FAILS(&opts, WSHUB_ERR_INVALID_CONFIG);
+    opts.backplane_prefix = NULL;
+    START_FAILS(&opts, WSHUB_ERR_BACKPLANE);
 
     opts = defaults();
     opts.host = NULL;
