@@ -21,8 +21,10 @@ $(STAMP): requirements-dev.txt requirements-examples.txt
 develop: $(STAMP)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --profile fast --quiet
 
+# The main job: the FastAPI app with a hub on 127.0.0.1:8765, a simulated
+# scraper and the live page on http://127.0.0.1:8000/ (examples/fastapi_app).
 demo: develop
-	$(PY) examples/demo.py
+	$(PY) examples/fastapi_app/app.py
 
 # c-lib first: the C tests link against it, and building it inside a test
 # would eat that test's timeout.
@@ -98,7 +100,7 @@ bench-full: develop
 .PHONY: fuzz fuzz-smoke cargo-fuzz soak
 FUZZ_TARGETS := client_message client_message_structured query_topics
 FUZZ_SECONDS ?= 300
-FUZZ_SMOKE_SECONDS ?= 6
+FUZZ_SMOKE_SECONDS ?= 5
 CARGO_FUZZ_VERSION := 0.13.2
 HAVE_NIGHTLY := $(shell cargo +nightly --version >/dev/null 2>&1 && echo yes)
 # -rss_limit_mb: a message is at most a few hundred kB; more is a leak.
