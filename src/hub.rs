@@ -34,6 +34,17 @@ use crate::subscription_events::SubscriptionEvents;
 /// many publications), small enough that a burst does not fill queues.
 const DELIVERIES_PER_SLICE: u64 = 32 * 1024;
 
+/// Checks a publication's topic name and JSON, before anything is queued.
+///
+/// # Errors
+/// [`Error::InvalidTopic`] or [`Error::InvalidJson`].
+pub fn check_publication(topic: &str, data: &str) -> Result<(), Error> {
+    if !is_valid_topic(topic) {
+        return Err(Error::InvalidTopic(topic.to_owned()));
+    }
+    validate_json(data).map_err(Error::InvalidJson)
+}
+
 /// Identifies one connection within a hub.
 pub type ConnId = u64;
 
@@ -254,10 +265,22 @@ impl Hub {
     /// # Errors
     /// As [`Hub::publish`].
     pub fn publish_keyed(&self, topic: &str, data: &str, key: Option<&str>) -> Result<u64, Error> {
-        if !is_valid_topic(topic) {
-            return Err(Error::InvalidTopic(topic.to_owned()));
-        }
-        validate_json(data).map_err(Error::InvalidJson)?;
+        check_publication(topic, data)?;
+        self.publish_checked(topic, data, key)
+    }
+
+    /// [`Hub::publish_keyed`] for a publication [`check_publication`]
+    /// already accepted (a batch checks all its items before publishing
+    /// any).
+    ///
+    /// # Errors
+    /// [`Error::NotRunning`], [`Error::Overloaded`].
+    pub fn publish_checked(
+        &self,
+        topic: &str,
+        data: &str,
+        key: Option<&str>,
+    ) -> Result<u64, Error> {
         let entry = self.topic_entry(topic);
         if let Some(outbound) = self.backplane.get() {
             return self.publish_to_backplane(outbound, topic, &entry, data);
@@ -336,10 +359,7 @@ impl Hub {
     /// [`Error::NotRunning`] after [`Hub::close`], and
     /// [`Error::Overloaded`] when the queue is full (retry later).
     pub fn ingest(&self, topic: &str, seq: u64, data: &str) -> Result<Ingested, Error> {
-        if !is_valid_topic(topic) {
-            return Err(Error::InvalidTopic(topic.to_owned()));
-        }
-        validate_json(data).map_err(Error::InvalidJson)?;
+        check_publication(topic, data)?;
         let entry = self.topic_entry(topic);
         let frame = encode_text_frame(publication_frame(topic, seq, data));
         let mut state = lock(&self.queue.state);

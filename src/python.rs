@@ -217,6 +217,28 @@ impl PyServer {
         Ok(py.detach(|| self.server.broadcast_keyed(topic, &text, key))?)
     }
 
+    /// broadcast_many(items) -> list[int]
+    ///
+    /// Publishes each (topic, data) pair of items, in order, with one call:
+    /// for producers that publish in bursts. data is as for broadcast().
+    /// Every pair is checked first, so on ValueError or TypeError nothing
+    /// at all is sent. Returns each publication's subscriber count.
+    fn broadcast_many(&self, py: Python<'_>, items: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+        let mut batch: Vec<(String, String)> = Vec::new();
+        for item in items.try_iter()? {
+            let item = item?;
+            let (topic, data): (String, Bound<'_, PyAny>) = item.extract().map_err(|_| {
+                PyTypeError::new_err("broadcast_many takes an iterable of (topic, data) pairs")
+            })?;
+            let text = match data.cast::<PyString>() {
+                Ok(text) => text.to_str()?.to_owned(),
+                Err(_) => to_json(py, &data)?,
+            };
+            batch.push((topic, text));
+        }
+        Ok(py.detach(|| self.server.broadcast_many(&batch))?)
+    }
+
     /// stats() -> dict
     ///
     /// connections (open now), topics (subscribers per topic), published,

@@ -21,7 +21,7 @@ use crate::backplane::{self, Backplane};
 use crate::config::{Config, SlowClientPolicy};
 use crate::connection;
 use crate::error::Error;
-use crate::hub::{mark_runtime_thread, Hub};
+use crate::hub::{check_publication, mark_runtime_thread, Hub};
 use crate::outbox::lock;
 use crate::stats::Stats;
 use crate::subscription_events::SubscriptionEvents;
@@ -184,6 +184,22 @@ impl Server {
     /// As [`Hub::publish`].
     pub fn broadcast(&self, topic: &str, data: &str) -> Result<u64, Error> {
         self.broadcast_keyed(topic, data, None)
+    }
+
+    /// Publishes every `(topic, data)` pair in order. All pairs are checked
+    /// first, so an invalid one means nothing at all is sent.
+    ///
+    /// # Errors
+    /// As [`Hub::publish`]; on a validation error nothing is published.
+    pub fn broadcast_many(&self, items: &[(String, String)]) -> Result<Vec<u64>, Error> {
+        self.check_process()?;
+        for (topic, data) in items {
+            check_publication(topic, data)?;
+        }
+        items
+            .iter()
+            .map(|(topic, data)| self.shared.hub.publish_checked(topic, data, None))
+            .collect()
     }
 
     /// [`Server::broadcast`] with a conflation key; see

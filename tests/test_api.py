@@ -404,3 +404,21 @@ def test_module_functions_without_any_started_server():
                             text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok", result.stdout + result.stderr
+
+
+def test_broadcast_many_publishes_in_order_and_all_or_nothing(hub, connect):
+    client = connect(hub, ["a", "b"])
+    assert hub.broadcast_many([("a", '{"n":1}'), ("b", {"n": 2}), ("a", "[3]")]) == [1, 1, 1]
+    assert client.recv_text() == publication("a", 1, '{"n":1}')
+    assert client.recv_text() == publication("b", 1, '{"n":2}')
+    assert client.recv_text() == publication("a", 2, "[3]")
+    with pytest.raises(ValueError):
+        hub.broadcast_many([("a", '{"n":4}'), ("bad topic", "1")])
+    with pytest.raises(ValueError):
+        hub.broadcast_many([("a", '{"n":4}'), ("a", "{not json")])
+    with pytest.raises(TypeError):
+        hub.broadcast_many(["not a pair"])
+    assert hub.broadcast_many([]) == []
+    # Nothing from the failed batches was sent: the next one is seq 3.
+    hub.broadcast("a", "5")
+    assert client.recv_text() == publication("a", 3, "5")

@@ -61,6 +61,9 @@ class Server:
         Returns the number of subscribers it was queued for (with a
         backplane: this hub's subscribers of the topic).
         """
+    def broadcast_many(self, items: Iterable[tuple[str, Any]]) -> list[int]:
+        """Publish each (topic, data) pair in order with one call; all are
+        checked first, so on error nothing is sent."""
     def stats(self) -> dict[str, Any]:
         """Counters: connections, topics, published, sent, sent_bytes,
         dropped, slow_consumer_closes, connections_opened,
