@@ -51,54 +51,56 @@ type Ws = WebSocketStream<TcpStream>;
 
 /// Serves one accepted TCP connection until it ends.
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let routed = http::route(&stream, &shared.config.path);
-    match tokio::time::timeout(shared.config.handshake_timeout, routed).await {
-        Ok(Ok(Route::Upgrade)) => {}
-        Ok(Ok(route)) => {
+    // One deadline for the whole handshake (routing, authorize, upgrade),
+    // and every phase gives up at once when the hub stops.
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    match before(&shared, deadline, http::route(&stream, &shared.config.path)).await {
+        Some(Ok(Route::Upgrade)) => {}
+        Some(Ok(route)) => {
             if route == Route::NotFound {
                 Counters::add(&shared.hub.counters.rejected_path, 1);
             }
             let running = !shared.hub.is_closed();
             let served = http::respond(stream, route, running, || shared.hub.stats());
-            let _ = tokio::time::timeout(shared.config.handshake_timeout, served).await;
+            before(&shared, deadline, served).await;
             return;
         }
-        Ok(Err(_)) | Err(_) => {
+        Some(Err(_)) | None => {
             Counters::add(&shared.hub.counters.rejected_invalid, 1);
             return;
         }
     }
     let granted = match &shared.config.authorize {
         None => None,
-        Some(authorizer) => match authorize(&shared, &stream, authorizer).await {
-            Ok(granted) => granted,
-            Err((status, why)) => {
-                Counters::add(&shared.hub.counters.rejected_auth, 1);
-                tracing::warn!(%peer, status, why, "handshake rejected by authorize");
-                let refused = http::refuse(stream, status, why);
-                let _ = tokio::time::timeout(shared.config.handshake_timeout, refused).await;
-                return;
+        Some(authorizer) => {
+            match before(&shared, deadline, authorize(&shared, &stream, authorizer)).await {
+                Some(Ok(granted)) => granted,
+                Some(Err((status, why))) => {
+                    Counters::add(&shared.hub.counters.rejected_auth, 1);
+                    tracing::warn!(%peer, status, why, "handshake rejected by authorize");
+                    before(&shared, deadline, http::refuse(stream, status, why)).await;
+                    return;
+                }
+                None => {
+                    Counters::add(&shared.hub.counters.rejected_invalid, 1);
+                    return;
+                }
             }
-        },
+        }
     };
-    let handshake = upgrade(&shared, stream);
-    let upgraded = tokio::select! {
-        () = shared.shutdown.cancelled() => return,
-        r = tokio::time::timeout(shared.config.handshake_timeout, handshake) => r,
+    let Some(upgraded) = before(&shared, deadline, upgrade(&shared, stream)).await else {
+        Counters::add(&shared.hub.counters.rejected_invalid, 1);
+        tracing::debug!(%peer, "handshake timed out");
+        return;
     };
     let (ws, query, slot) = match upgraded {
-        Ok(Ok(upgraded)) => upgraded,
-        Ok(Err(error)) => {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
             // Refusals by the callback were counted there with their reason.
             if !matches!(error, WsError::Http(_)) {
                 Counters::add(&shared.hub.counters.rejected_invalid, 1);
             }
             tracing::debug!(%peer, %error, "handshake failed");
-            return;
-        }
-        Err(_) => {
-            Counters::add(&shared.hub.counters.rejected_invalid, 1);
-            tracing::debug!(%peer, "handshake timed out");
             return;
         }
     };
@@ -130,6 +132,19 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     tracing::debug!(%peer, id, reason, "connection closed");
 }
 
+/// Runs `work` until it finishes, `deadline` passes or the hub stops;
+/// `None` in the last two cases.
+async fn before<F: std::future::Future>(
+    shared: &Shared,
+    deadline: Instant,
+    work: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        () = shared.shutdown.cancelled() => None,
+        r = tokio::time::timeout_at(deadline, work) => r.ok(),
+    }
+}
+
 /// Runs the host's check on the request head, off the I/O threads and
 /// within `authorize_timeout`. `Ok` carries the topics granted (`None`:
 /// no restriction); `Err` the status to refuse with and why.
@@ -138,11 +153,10 @@ async fn authorize(
     stream: &TcpStream,
     authorizer: &Authorizer,
 ) -> Result<Option<BTreeSet<String>>, (u16, &'static str)> {
-    let head = tokio::time::timeout(shared.config.handshake_timeout, http::peek_head(stream));
-    let head = match head.await {
-        Ok(Ok(head)) => head,
-        _ => return Err((400, "incomplete request")),
-    };
+    // The caller bounds this by the handshake deadline.
+    let head = http::peek_head(stream)
+        .await
+        .map_err(|_| (400, "incomplete request"))?;
     let request = parse_request(&head).ok_or((400, "malformed request"))?;
     let check = Arc::clone(&authorizer.0);
     let decision = tokio::task::spawn_blocking(move || check(&request));

@@ -289,10 +289,6 @@ def test_idle_sockets_do_not_block_a_real_client_and_are_dropped(make_hub):
             sock.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: a connection still in the routing peek (no request line "
-    "yet) does not watch the shutdown token, so stop() waits the whole "
-    "shutdown_timeout for it"))
 def test_stop_is_not_delayed_by_a_socket_that_never_spoke(make_hub):
     hub = make_hub(shutdown_timeout=3.0)
     sock = socket.create_connection(("127.0.0.1", hub.port), timeout=5)
@@ -307,14 +303,14 @@ def test_stop_is_not_delayed_by_a_socket_that_never_spoke(make_hub):
 
 
 def test_slow_loris_handshake_is_dropped_at_the_timeout(make_hub):
-    hub = make_hub(handshake_timeout=0.5)
+    hub = make_hub(handshake_timeout=1.0)
     sock = socket.create_connection(("127.0.0.1", hub.port), timeout=5)
     try:
         started = time.monotonic()
         sock.sendall(b"GET /api/ws?topics=a HTTP/1.1\r\nHost: x\r\n")
         # One header byte every 100 ms: never a complete request.
         with pytest.raises((BrokenPipeError, ConnectionResetError, AssertionError)):
-            for _ in range(50):
+            for _ in range(100):
                 sock.sendall(b"X")
                 sock.settimeout(0.1)
                 try:
@@ -322,7 +318,9 @@ def test_slow_loris_handshake_is_dropped_at_the_timeout(make_hub):
                 except socket.timeout:
                     continue
                 assert data, "closed"
-        assert time.monotonic() - started < 2.5
+        # One deadline for the whole handshake, not one per phase (which
+        # took 2 x handshake_timeout).
+        assert time.monotonic() - started < 1.8
         wait_until(lambda: hub.stats()["handshakes_rejected"]["invalid"] == 1)
     finally:
         sock.close()
