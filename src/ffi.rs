@@ -506,7 +506,7 @@ unsafe fn broadcast(
 /// ...},"published":N,"sent":N,"sent_bytes":N,"dropped":N,
 /// "slow_consumer_closes":N,"conflated":N,"connections_opened":N,
 /// "connections_closed":N,
-/// "handshakes_rejected":{"capacity":N,"invalid":N,"origin":N,"path":N},
+/// "handshakes_rejected":{"auth":N,"capacity":N,"invalid":N,"origin":N,"path":N},
 /// "backplane_published":N,"backplane_received":N,"backplane_dropped":N,
 /// "backplane_missed":N,"backplane_reconnects":N,"backplane_connected":B}`.
 ///

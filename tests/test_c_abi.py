@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import websockets
 
-from helpers import connect_client, publication
+from helpers import RawWS, connect_client, open_ws, publication, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ROOT / "include" / "wshub.h"
@@ -178,12 +182,12 @@ def driver(programs):
 
 @pytest.fixture
 def clients():
-    """Factory: ``clients(port, topics)`` -> helpers.Client; closed at
-    teardown."""
+    """Factory: ``clients(port, topics, **connect_client options)`` ->
+    helpers.Client; closed at teardown."""
     opened = []
 
-    def factory(port: int, topics=None):
-        client = connect_client(port, topics)
+    def factory(port: int, topics=None, **kwargs):
+        client = connect_client(port, topics, **kwargs)
         opened.append(client)
         return client
 
@@ -345,3 +349,354 @@ def test_example_publish_builds_and_runs(programs, clients):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+# --------------------------------------------------------------------------
+# hardening options and host hooks set from C (tests/c/hooks_driver.c)
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def hooks_program(c_lib, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hooks_bin")
+    return _gcc(ROOT / "tests/c/hooks_driver.c", out / "hooks_driver",
+                ["-pthread", f"-L{c_lib}", "-lwshub", f"-Wl,-rpath,{c_lib}"])
+
+
+HOOK_PREFIXES = ("EVENT ", "AUTH\t", "BADDATA ")
+
+
+class HooksDriver:
+    """tests/c/hooks_driver.c running a hub. Its callbacks print at any
+    time on wshub's threads, so a reader thread sorts stdout: lines from
+    the callbacks go to ``hooks``, the rest are answers to commands."""
+
+    def __init__(self, program: Path, *args: str):
+        self.proc = subprocess.Popen(
+            [str(program), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, encoding="utf-8", bufsize=1,
+        )
+        self.hooks: list[str] = []
+        self._answers: queue.Queue[str | None] = queue.Queue()
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        first = self.answer(waiting_for="PORT")
+        assert first.startswith("PORT "), first
+        self.port = int(first.split()[1])
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            if line.startswith(HOOK_PREFIXES):
+                with self._changed:
+                    self.hooks.append(line)
+                    self._changed.notify_all()
+            else:
+                self._answers.put(line)
+        self._answers.put(None)
+
+    def answer(self, waiting_for: str = "") -> str:
+        try:
+            line = self._answers.get(timeout=PROCESS_TIMEOUT)
+        except queue.Empty:
+            raise AssertionError(f"no answer within {PROCESS_TIMEOUT}s "
+                                 f"while waiting for {waiting_for!r}") from None
+        if line is None:
+            self.proc.wait(timeout=PROCESS_TIMEOUT)
+            raise AssertionError(
+                f"hooks_driver exited ({self.proc.returncode}) while waiting for "
+                f"{waiting_for!r}: {self.proc.stderr.read()}")
+        return line
+
+    def command(self, line: str) -> str:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.answer(waiting_for=line)
+
+    def publish(self, topic: str, data: str, key: str | None = None) -> int:
+        answer = self.command(f"PUB {topic} {key or '-'} {data}")
+        assert answer.startswith("OK "), answer
+        return int(answer[3:])
+
+    def stats(self) -> dict:
+        answer = self.command("STATS")
+        assert answer.startswith("STATS "), answer
+        return json.loads(answer[6:])
+
+    def wait_hooks(self, predicate, timeout: float = 5.0) -> list[str]:
+        """Wait until ``predicate(lines so far)`` holds; return the lines."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: predicate(self.hooks), timeout):
+                raise AssertionError(f"callback lines so far: {self.hooks}")
+            return list(self.hooks)
+
+    def events(self) -> list[tuple[str, int]]:
+        with self._changed:
+            lines = list(self.hooks)
+        return [(line.split()[1], int(line.split()[2]))
+                for line in lines if line.startswith("EVENT ")]
+
+    def wait_events(self, expected: list[tuple[str, int]], timeout: float = 5.0) -> None:
+        def seen(_lines) -> bool:
+            return self.events() == expected
+        try:
+            self.wait_hooks(seen, timeout)
+        except AssertionError:
+            raise AssertionError(
+                f"events {self.events()} never became {expected}") from None
+
+    def finish(self) -> str:
+        """Close stdin (the driver stops the hub); return the last answer."""
+        self.proc.stdin.close()
+        last = self.answer(waiting_for="STOPPED")
+        self.proc.wait(timeout=PROCESS_TIMEOUT * 6)
+        return last
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=PROCESS_TIMEOUT)
+        self._reader.join(timeout=PROCESS_TIMEOUT)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None and not pipe.closed:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def hooks_driver(hooks_program):
+    """Factory: ``hooks_driver("name=value", ...)`` -> HooksDriver; killed at
+    teardown if a test left it running."""
+    started = []
+
+    def factory(*args: str) -> HooksDriver:
+        d = HooksDriver(hooks_program, *args)
+        started.append(d)
+        return d
+
+    yield factory
+    for d in started:
+        d.kill()
+
+
+def _handshake_status(port: int, query: str | None = None, **kwargs) -> int:
+    """The HTTP status of a refused handshake."""
+    with pytest.raises(websockets.InvalidStatus) as info:
+        open_ws(port, query=query, **kwargs).close()
+    return info.value.response.status_code
+
+
+def test_allowed_origins_from_c_refuse_other_origins_with_403(hooks_driver, clients):
+    hub = hooks_driver("origin=https://app.example.com", "origin=https://admin.example.com")
+    assert _handshake_status(hub.port, origin="https://evil.example.net") == 403
+    # Exact match: a scheme, port or trailing path makes another origin.
+    assert _handshake_status(hub.port, origin="http://app.example.com") == 403
+    assert _handshake_status(hub.port, origin="https://app.example.com:8443") == 403
+
+    for origin in ("https://app.example.com", "https://admin.example.com"):
+        listed = clients(hub.port, ["t"], origin=origin)
+        assert listed.ack["topics"] == ["t"]
+    no_origin = clients(hub.port, ["t"])  # not a browser: no Origin header
+    assert no_origin.ack["topics"] == ["t"]
+
+    assert hub.publish("t", "1") == 3
+    stats = hub.stats()
+    assert stats["handshakes_rejected"]["origin"] == 3
+    assert stats["connections"] == 3
+
+
+def test_authorize_callback_from_c_sees_the_request_and_decides(hooks_driver, clients):
+    hub = hooks_driver("auth=ok")
+    good = clients(hub.port, query="topics=t&room=7",
+                   additional_headers={"Authorization": "Bearer ok", "X-Trace": "a\"b"})
+    assert good.ack["topics"] == ["t"]
+    assert _handshake_status(hub.port, query="topics=t",
+                             additional_headers={"Authorization": "Bearer bad"}) == 401
+    assert _handshake_status(hub.port) == 403
+
+    lines = hub.wait_hooks(lambda lines: len(lines) >= 3)
+    assert not [line for line in lines if line.startswith("BADDATA")], lines
+    calls = [line.split("\t") for line in lines]
+    assert all(len(fields) == 5 for fields in calls), lines
+    _, path, query, headers_json, status = calls[0]
+    assert (path, query, status) == ("/api/ws", "topics=t&room=7", "0")
+    headers = json.loads(headers_json)
+    assert isinstance(headers, list)
+    assert all(isinstance(pair, list) and len(pair) == 2
+               and all(isinstance(part, str) for part in pair) for pair in headers), headers
+    assert ["authorization", "Bearer ok"] in headers
+    assert ["x-trace", 'a"b'] in headers  # names lower-cased, values escaped
+    assert ["upgrade", "websocket"] in [[n, v.lower()] for n, v in headers]
+    # (path, query, status) of the two refused handshakes, in order.
+    assert [(f[1], f[2], f[4]) for f in calls[1:3]] == [
+        ("/api/ws", "topics=t", "401"), ("/api/ws", "", "403")]
+    assert ["authorization", "Bearer bad"] in json.loads(calls[1][3])
+    assert "authorization" not in [name for name, _ in json.loads(calls[2][3])]
+
+    # Only the accepted client joined; refused handshakes were counted.
+    assert hub.publish("t", '"hi"') == 1
+    assert good.recv_text() == publication("t", 1, '"hi"')
+    stats = hub.stats()
+    assert stats["connections"] == 1
+    assert stats["handshakes_rejected"]["auth"] == 2
+
+
+def test_authorize_timeout_from_c_answers_503(hooks_driver, clients):
+    hub = hooks_driver("auth=ok", "auth_timeout=0.3")
+    started = time.monotonic()
+    assert _handshake_status(hub.port, query="sleep=1",
+                             additional_headers={"Authorization": "Bearer ok"}) == 503
+    assert time.monotonic() - started < 1.4  # refused before the callback returned
+    # The hub still serves: a quick answer gets through.
+    assert clients(hub.port, ["t"],
+                   additional_headers={"Authorization": "Bearer ok"}).ack["topics"] == ["t"]
+
+
+def test_on_subscription_from_c_reports_first_and_last_subscriber(hooks_driver, clients):
+    hub = hooks_driver("events")
+    first = clients(hub.port, ["odds"])
+    hub.wait_events([("odds", 1)])
+    second = clients(hub.port, ["odds"])
+    first.close()
+    # Events come in order, so once ("scores", 1) is there, nothing about
+    # "odds" happened for the second subscriber or the first one leaving.
+    barrier = clients(hub.port, ["scores"])
+    hub.wait_events([("odds", 1), ("scores", 1)])
+    second.close()
+    hub.wait_events([("odds", 1), ("scores", 1), ("odds", 0)])
+
+    # subscribe / unsubscribe messages count too.
+    assert barrier.subscribe(["odds"])["topics"] == ["odds", "scores"]
+    hub.wait_events([("odds", 1), ("scores", 1), ("odds", 0), ("odds", 1)])
+    assert barrier.unsubscribe(["odds", "scores"])["topics"] == []
+    hub.wait_events([("odds", 1), ("scores", 1), ("odds", 0), ("odds", 1),
+                     ("odds", 0), ("scores", 0)])
+    assert not [line for line in hub.hooks if line.startswith("BADDATA")], hub.hooks
+    assert hub.finish() == "STOPPED"
+    assert hub.proc.returncode == 0, hub.proc.stderr.read()
+
+
+def test_conflate_policy_from_c_delivers_keyed_publications(hooks_driver, clients):
+    hub = hooks_driver("slow_client=1")  # WSHUB_SLOW_CLIENT_CONFLATE
+    client = clients(hub.port, ["odds", "scores"])
+    sent = []
+    for i in range(3):
+        for match in ("m1", "m2"):
+            data = json.dumps({"match": match, "i": i}, separators=(",", ":"))
+            assert hub.publish("odds", data, key=match) == 1
+            sent.append(publication("odds", len(sent) + 1, data))
+    assert hub.publish("scores", "[1]") == 1  # no key: the topic is the key
+    assert hub.publish("scores", "[2]") == 1
+    got = [client.recv_text() for _ in range(len(sent) + 2)]
+    assert got == sent + [publication("scores", 1, "[1]"), publication("scores", 2, "[2]")]
+    stats = hub.stats()
+    assert stats["slow_consumer_closes"] == 0
+    assert stats["connections"] == 1
+    # A key is not a topic: nothing is published under it.
+    assert hub.publish("m1", "0") == 0
+
+
+def test_conflate_policy_from_c_keeps_a_stuck_client_with_newest_values(hooks_driver):
+    """Only a light check that the C value reaches the policy (the Python
+    tests cover the stuck client at scale): a client that stops reading
+    is kept, and gets the newest value of each key when it reads again."""
+    hub = hooks_driver("slow_client=1", "send_queue=8")
+    stuck = RawWS(hub.port, query="topics=odds", rcvbuf=4096)
+    try:
+        wait_until(lambda: hub.stats()["topics"].get("odds") == 1,
+                   message=lambda: f"stats: {hub.stats()}")
+        pad = "x" * 4000
+        last = {}
+        n = 0
+        while True:
+            if n % 10 == 0:
+                stats = hub.stats()
+                assert stats["slow_consumer_closes"] == 0, stats
+                if stats["conflated"] > 0:
+                    break
+            n += 1
+            assert n <= 5000, f"nothing conflated after {n - 1} publications: {hub.stats()}"
+            match = f"m{n % 2}"
+            hub.publish("odds", json.dumps({"match": match, "n": n, "pad": pad}), key=match)
+            last[match] = n
+        stats = hub.stats()
+        assert stats["slow_consumer_closes"] == 0
+        assert stats["connections"] == 1
+
+        stuck.sock.settimeout(10)
+        seqs, newest = [], {}
+        while newest != last:
+            frame = stuck.read_frame()
+            assert frame is not None, f"stuck client was disconnected: {hub.stats()}"
+            message = json.loads(frame[1])
+            if message["type"] != "message":
+                continue
+            assert message["seq"] == message["data"]["n"]
+            seqs.append(message["seq"])
+            newest[message["data"]["match"]] = message["seq"]
+        assert seqs == sorted(set(seqs))
+        assert len(seqs) < n
+        assert hub.stats()["connections"] == 1
+    finally:
+        stuck.close()
+
+
+@pytest.mark.parametrize("args, field", [
+    (["slow_client=7"], "slow_client"),
+    (["slow_client=-1"], "slow_client"),
+    (["rate_limit=0"], "rate_limit"),
+    (["rate_burst=0"], "rate_burst"),
+    (["max_topics=0"], "max_topics_per_connection"),
+])
+def test_invalid_hook_options_from_c_fail_start_with_invalid_config(hooks_program, args, field):
+    result = subprocess.run([str(hooks_program), *args], capture_output=True, text=True,
+                            timeout=PROCESS_TIMEOUT)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.startswith("START_ERR "), result.stdout
+    code, _, message = result.stdout.strip().removeprefix("START_ERR ").partition(" ")
+    assert int(code) == -4  # WSHUB_ERR_INVALID_CONFIG
+    assert field in message, message
+
+
+def test_max_topics_per_connection_from_c_rejects_extra_topics(hooks_driver, clients):
+    hub = hooks_driver("max_topics=1")
+    both = clients(hub.port, ["a", "b"])
+    assert both.ack["topics"] == ["a"]
+    assert both.ack["rejected"] == ["b"]
+    assert both.ack["reasons"] == {"b": "too_many_topics"}
+
+    answer = both.subscribe(["c"])
+    assert answer["type"] == "subscribed"
+    assert answer["topics"] == ["a"]
+    assert answer["rejected"] == ["c"]
+    assert answer["reasons"] == {"c": "too_many_topics"}
+    # Room again after leaving a topic.
+    assert both.unsubscribe(["a"])["topics"] == []
+    assert both.subscribe(["c"]) == {"type": "subscribed", "topics": ["c"], "rejected": []}
+
+
+def test_rate_limit_and_burst_from_c_limit_then_close(hooks_driver, clients):
+    # One token every 10 s: the burst is all a quick test can spend.
+    hub = hooks_driver("rate_limit=0.1", "rate_burst=2")
+    client = clients(hub.port)
+    client.ping(0)
+    client.ping(1)
+    for _ in range(2):  # rate_burst refusals in a row are answered...
+        refused = client.request({"type": "ping", "id": 2})
+        assert refused["type"] == "error" and refused["error"] == "rate_limited", refused
+        assert "more than 0.1 messages" in refused["message"], refused
+    client.send_json({"type": "ping", "id": 3})  # ...and one more closes
+    assert client.expect_closed().rcvd.code == 1008
+
+
+def test_default_rate_limit_from_c_allows_a_quick_burst(hooks_driver, clients):
+    """The contrast for the test above: without rate options the same
+    pace is fine."""
+    hub = hooks_driver()
+    client = clients(hub.port)
+    for i in range(6):
+        client.ping(i)

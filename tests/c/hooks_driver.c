@@ -1,0 +1,257 @@
+/*
+ * hooks_driver: a hub started with the hardening options and host hooks of
+ * wshub_options, driven line by line over stdin, for tests/test_c_abi.py.
+ *
+ * Usage: hooks_driver [NAME=VALUE | NAME]...
+ *   origin=URL          add URL to opts.allowed_origins (repeatable)
+ *   auth=TOKEN          install opts.authorize; its opts.authorize_data
+ *                       holds TOKEN (see on_authorize below)
+ *   auth_timeout=SECS   opts.authorize_timeout
+ *   events              install opts.on_subscription (+ its data)
+ *   slow_client=N       opts.slow_client (any int, to test the check)
+ *   send_queue=N        opts.send_queue
+ *   rate_limit=X        opts.rate_limit
+ *   rate_burst=N        opts.rate_burst
+ *   max_topics=N        opts.max_topics_per_connection
+ *
+ * Prints "PORT <n>" once the hub listens, or "START_ERR <code> <message>"
+ * and exits 1 when wshub_start() fails. Then answers each stdin line:
+ *   PUB <topic> <key> <json> -> wshub_broadcast_keyed() (key "-": NULL):
+ *                               "OK <subscribers>" or "ERR <code> <message>"
+ *   STATS                    -> "STATS <json>" from wshub_stats_json()
+ * At end of input it stops the hub and prints "STOPPED".
+ *
+ * The callbacks run on wshub's threads and print, at any time:
+ *   EVENT <topic> <subscribers>                       (on_subscription)
+ *   AUTH\t<path>\t<query>\t<headers_json>\t<status>   (authorize)
+ *   BADDATA <which>      a callback got a user_data it was not given
+ * Every line is written and flushed under one mutex, so lines never mix.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "wshub.h"
+
+#define MAX_ORIGINS 8
+#define AUTH_MAGIC 0x41555448u   /* "AUTH" */
+#define EVENT_MAGIC 0x45564e54u  /* "EVNT" */
+
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* One whole line on stdout, flushed, never interleaved with another. */
+static void say(const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    pthread_mutex_lock(&out_lock);
+    vprintf(fmt, args);
+    fflush(stdout);
+    pthread_mutex_unlock(&out_lock);
+    va_end(args);
+}
+
+struct auth_data {
+    unsigned magic;
+    const char *token;
+    pthread_mutex_t lock; /* authorize may run on several threads at once */
+    unsigned long calls;
+};
+
+struct event_data {
+    unsigned magic;
+    unsigned long calls; /* on_subscription runs one call at a time */
+};
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/*
+ * Accepts the handshake when headers_json holds exactly the pair
+ * ["authorization","Bearer <token>"]; answers 401 for another
+ * authorization header and 403 without one. A query containing "sleep"
+ * first sleeps 1.5 s (to outlast authorize_timeout).
+ */
+static int on_authorize(void *user_data, const char *path, const char *query,
+                        const char *headers_json) {
+    struct auth_data *data = user_data;
+    if (data == NULL || data->magic != AUTH_MAGIC) {
+        say("BADDATA authorize\n");
+        return 500;
+    }
+    pthread_mutex_lock(&data->lock);
+    data->calls++;
+    pthread_mutex_unlock(&data->lock);
+
+    if (strstr(query, "sleep") != NULL) {
+        sleep_ms(1500);
+    }
+    char wanted[256];
+    snprintf(wanted, sizeof wanted, "[\"authorization\",\"Bearer %s\"]", data->token);
+    int status;
+    if (strstr(headers_json, wanted) != NULL) {
+        status = 0;
+    } else if (strstr(headers_json, "[\"authorization\",") != NULL) {
+        status = 401;
+    } else {
+        status = 403;
+    }
+    say("AUTH\t%s\t%s\t%s\t%d\n", path, query, headers_json, status);
+    return status;
+}
+
+static void on_subscription(void *user_data, const char *topic, uint64_t subscribers) {
+    struct event_data *data = user_data;
+    if (data == NULL || data->magic != EVENT_MAGIC) {
+        say("BADDATA on_subscription\n");
+        return;
+    }
+    data->calls++;
+    say("EVENT %s %" PRIu64 "\n", topic, subscribers);
+}
+
+static void print_stats(const wshub_server *hub) {
+    int needed = wshub_stats_json(hub, NULL, 0);
+    if (needed < 0) {
+        say("ERR %d %s\n", needed, wshub_last_error());
+        return;
+    }
+    char *buf = malloc((size_t)needed + 1);
+    if (buf == NULL) {
+        say("ERR 0 out of memory\n");
+        return;
+    }
+    int written = wshub_stats_json(hub, buf, (size_t)needed + 1);
+    if (written < 0) {
+        say("ERR %d %s\n", written, wshub_last_error());
+    } else {
+        /* The stats may have grown between the two calls; then buf holds "". */
+        say("STATS %s\n", written == needed ? buf : "{}");
+    }
+    free(buf);
+}
+
+/* "PUB <topic> <key> <json>", the json being the rest of the line. */
+static void publish(wshub_server *hub, char *args, size_t len) {
+    char *end = args + len;
+    char *space1 = memchr(args, ' ', len);
+    char *space2 = space1 ? memchr(space1 + 1, ' ', (size_t)(end - space1 - 1)) : NULL;
+    if (space2 == NULL) {
+        say("ERR 0 expected 'PUB <topic> <key> <json>'\n");
+        return;
+    }
+    *space1 = '\0';
+    *space2 = '\0';
+    const char *topic = args;
+    const char *key = strcmp(space1 + 1, "-") == 0 ? NULL : space1 + 1;
+    const char *json = space2 + 1;
+    int64_t result = wshub_broadcast_keyed(hub, topic, json, (size_t)(end - json), key);
+    if (result < 0) {
+        say("ERR %" PRId64 " %s\n", result, wshub_last_error());
+    } else {
+        say("OK %" PRId64 "\n", result);
+    }
+}
+
+static void handle_line(wshub_server *hub, char *line, size_t len) {
+    if (len > 0 && line[len - 1] == '\n') {
+        line[--len] = '\0';
+    }
+    if (strcmp(line, "STATS") == 0) {
+        print_stats(hub);
+    } else if (strncmp(line, "PUB ", 4) == 0) {
+        publish(hub, line + 4, len - 4);
+    } else {
+        say("ERR 0 unknown command\n");
+    }
+}
+
+static int usage(const char *arg) {
+    fprintf(stderr, "hooks_driver: unknown or malformed argument %s\n", arg);
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    wshub_options opts;
+    if (wshub_options_default(&opts) != WSHUB_OK) {
+        fprintf(stderr, "hooks_driver: wshub_options_default failed\n");
+        return 1;
+    }
+    opts.port = 0;
+    opts.shutdown_timeout = 1.0;
+
+    const char *origins[MAX_ORIGINS + 1] = {NULL};
+    size_t n_origins = 0;
+    struct auth_data auth = {AUTH_MAGIC, NULL, PTHREAD_MUTEX_INITIALIZER, 0};
+    struct event_data events = {EVENT_MAGIC, 0};
+
+    for (int i = 1; i < argc; i++) {
+        char *arg = argv[i];
+        char *eq = strchr(arg, '=');
+        const char *value = eq ? eq + 1 : "";
+        size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
+#define IS(name) (name_len == strlen(name) && strncmp(arg, name, name_len) == 0)
+        if (IS("events")) {
+            opts.on_subscription = on_subscription;
+            opts.on_subscription_data = &events;
+        } else if (eq == NULL) {
+            return usage(arg);
+        } else if (IS("origin")) {
+            if (n_origins == MAX_ORIGINS) {
+                return usage(arg);
+            }
+            origins[n_origins++] = value;
+            origins[n_origins] = NULL;
+            opts.allowed_origins = origins;
+        } else if (IS("auth")) {
+            auth.token = value;
+            opts.authorize = on_authorize;
+            opts.authorize_data = &auth;
+        } else if (IS("auth_timeout")) {
+            opts.authorize_timeout = strtod(value, NULL);
+        } else if (IS("slow_client")) {
+            opts.slow_client = (int)strtol(value, NULL, 10);
+        } else if (IS("send_queue")) {
+            opts.send_queue = (size_t)strtoull(value, NULL, 10);
+        } else if (IS("rate_limit")) {
+            opts.rate_limit = strtod(value, NULL);
+        } else if (IS("rate_burst")) {
+            opts.rate_burst = (uint32_t)strtoul(value, NULL, 10);
+        } else if (IS("max_topics")) {
+            opts.max_topics_per_connection = (size_t)strtoull(value, NULL, 10);
+        } else {
+            return usage(arg);
+        }
+#undef IS
+    }
+
+    wshub_server *hub = wshub_start(&opts);
+    if (hub == NULL) {
+        say("START_ERR %d %s\n", wshub_last_error_code(), wshub_last_error());
+        return 1;
+    }
+    say("PORT %u\n", (unsigned)wshub_port(hub));
+
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, stdin)) >= 0) {
+        handle_line(hub, line, (size_t)len);
+    }
+    free(line);
+
+    wshub_stop(hub);
+    /* wshub_stop() has joined the hub's threads: no callback runs now. */
+    say("STOPPED\n");
+    pthread_mutex_destroy(&auth.lock);
+    return 0;
+}
