@@ -82,12 +82,14 @@ bench: develop
 	bash benches/setup.sh
 	python3 benches/run.py --markdown BENCHMARKS.md
 	$(PY) benches/broadcast_cost.py
+	benches/.venv/bin/python benches/chart.py
 
 bench-full: develop
 	bash benches/setup.sh
 	python3 benches/run.py --subs 100,1000,10000 --repeat 3 --duration 10 --markdown BENCHMARKS.md
 	python3 benches/run.py --subs 100,1000 --payload 1024 --repeat 3 --duration 10 --out benches/results
 	$(PY) benches/broadcast_cost.py
+	benches/.venv/bin/python benches/chart.py
 
 # Fuzzing the client-input parsers (fuzz/, cargo-fuzz on nightly Rust):
 # `make fuzz` runs each target for FUZZ_SECONDS; `make fuzz-smoke` (part of
@@ -138,8 +140,8 @@ fuzz-smoke:
 endif
 
 # A 60 s soak (benches/soak/soak.py): churn against one hub, then checks
-# that RSS, fds and threads are back within their slack. `make test` runs
-# a 20 s one (tests/test_soak.py).
+# that RSS, fds and threads are back within their slack; `make test` runs
+# it too (tests/test_soak.py).
 SOAK_SECONDS ?= 60
 soak: develop
 	$(PY) benches/soak/soak.py $(SOAK_SECONDS) --out benches/soak/last.json

@@ -60,6 +60,26 @@ def start_loadgen(port, n, pin):
     raise TimeoutError("loadgen not ready")
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s():
+    """Busy (non-idle, non-iowait) CPU seconds of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
+
+
+def proc_cpu_s(pid):
+    """utime + stime of a process (all its threads), seconds; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def wait_sent(hub, target, timeout=60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -109,6 +129,9 @@ def main():
                 sent_target = hub.stats().get("sent", 0) + 50 * n
                 wait_sent(hub, sent_target)
                 per_call = []
+                # CPU used by anything but this process and the loadgen while measuring
+                pids = [os.getpid()] + ([lg.pid] if lg else [])
+                m0, o0, w0 = machine_busy_s(), sum(proc_cpu_s(p) for p in pids), time.monotonic()
                 for _ in range(args.runs):
                     base = hub.stats().get("sent", 0)
                     t0 = time.perf_counter_ns()
@@ -118,15 +141,17 @@ def main():
                     per_call.append((t1 - t0) / args.calls)
                     if n and not wait_sent(hub, base + args.calls * n):
                         print(f"warning: hub did not write all frames for n={n}", file=sys.stderr)
+                m1, o1, w1 = machine_busy_s(), sum(proc_cpu_s(p) for p in pids), time.monotonic()
+                other_pct = max(0.0, 100.0 * ((m1 - m0) - (o1 - o0)) / (w1 - w0))
                 st = hub.stats()
-                row = {"subscribers": n, "ns_per_call_median": statistics.median(per_call),
+                row = {"other_cpu_pct": other_pct, "subscribers": n, "ns_per_call_median": statistics.median(per_call),
                        "ns_per_call_min": min(per_call), "ns_per_call_max": max(per_call),
                        "runs": args.runs, "calls_per_run": args.calls, "payload": len(data),
                        "slow_consumer_closes": st.get("slow_consumer_closes"), "dropped": st.get("dropped")}
                 results.append(row)
                 print(f"{n:>6} subscribers: {row['ns_per_call_median']:>9,.0f} ns/call median "
                       f"(min {row['ns_per_call_min']:,.0f}, max {row['ns_per_call_max']:,.0f})"
-                      f"  slow_consumer_closes={row['slow_consumer_closes']}", flush=True)
+                      f"  slow_consumer_closes={row['slow_consumer_closes']}  other cpu {other_pct:.0f}%", flush=True)
             finally:
                 if lg:
                     lg.stdin.close()

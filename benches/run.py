@@ -302,41 +302,119 @@ def write_markdown(path, machine, rows, args, skipped):
                f"measured; {args.repeat} runs, median (min-max).")
     out.append(f"* `reference` is a Rust writer of pre-framed batches ({args.ref_batch} frames per write, no pub/sub): "
                "it shows the measuring setup's own ceiling. Loadgen CPU near 100% means the row is loadgen-bound.")
+    ceilings = loadgen_ceilings(rows)
     for r in rows:
         if r["server"] == "reference" and r["runs"]:
-            est = [x["deliveries_per_s"] / (x["cpu"]["pct"] / 100.0) for x in r["runs"] if x["cpu"]["pct"] > 1]
-            if est:
+            c = ceilings.get(r["subs"])
+            if c:
                 out.append(f"* Loadgen ceiling at {r['subs']:,} connections, extrapolated from its CPU use "
-                           f"(deliveries/s / loadgen CPU share): about {statistics.median(est):,.0f} deliveries/s.")
+                           f"(deliveries/s / loadgen CPU share): about {c['ceiling']:,.0f} deliveries/s "
+                           f"({c['ns_per_delivery']:,.0f} ns of loadgen CPU per delivery; "
+                           f"{args.ref_batch} frames per write).")
+    out.append(f"* `bound` column: `LG` = load-generator-bound (median loadgen CPU >= {LG_BOUND_CPU:.0f}% or "
+               f"median deliveries/s >= {LG_BOUND_FRAC:.0%} of the loadgen ceiling at that subscriber count), "
+               f"`LG?` = loadgen CPU >= {LG_NEAR_CPU:.0f}% (possibly loadgen-bound: CPU 1 is shared with other load), "
+               f"`S` = server CPU saturated (median server CPU >= {SRV_BOUND_CPU:.0f}%), "
+               "`-` = neither (latency/window-bound or disturbed by other load).")
+    out.append("* `loadgen ns/delivery`: loadgen CPU time per delivered frame; 1e9 / that is what the loadgen "
+               "could take of this server's frames on a whole core (it depends on how many frames arrive per read).")
+    out.append("* `delivered %`: frames received / (received + missing seq numbers), all runs; subscribers "
+               "closed during a run or failing to connect are shown as `(N closed)`.")
     if args.mode == "closed":
         out.append("* Closed-loop latency is mostly queueing: about window x subscribers / deliveries/s "
                    "(Little's law). Use `--mode rate` for latency at a given load.")
     out.append("* `other CPU %`: CPU time used by other processes on the machine during the window "
                "(100 = one whole core); large values mean the figures are disturbed.\n")
-    out.append("| server | subscribers | deliveries/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU % | loadgen CPU % | other CPU % | gaps |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("| server | subscribers | deliveries/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU % | loadgen CPU % | other CPU % | loadgen ns/delivery | delivered % | gaps | bound |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         rs = r["runs"]
         if not rs:
-            out.append(f"| {r['server']} | {r['subs']:,} | failed: {r.get('error', '?')} | | | | | | | | |")
+            out.append(f"| {r['server']} | {r['subs']:,} | failed: {r.get('error', '?')} | | | | | | | | | | | |")
             continue
         lat = lambda k: [x["latency_us"][k] for x in rs]  # noqa: E731
-        out.append("| {} | {:,} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        dl = delivered_pct(rs)
+        out.append("| {} | {:,} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             r["server"], r["subs"],
             fmt_range([x["deliveries_per_s"] for x in rs]),
             fmt_range(lat("p50")), fmt_range(lat("p99")), fmt_range(lat("p999")), fmt_range(lat("max")),
             fmt_range([x.get("server_cpu_pct") for x in rs]),
             fmt_range([x["cpu"]["pct"] for x in rs]),
             fmt_range([x.get("other_cpu_pct") for x in rs]),
+            fmt_range([1e7 * x["cpu"]["pct"] / x["deliveries_per_s"] for x in rs if x["deliveries_per_s"]]),
+            ("-" if dl is None else f"{dl:.2f}")
+            + (f" ({closed} closed)" if (closed := sum(x.get("closed_during_run", 0) + x.get("failed", 0) for x in rs)) else ""),
             sum(x["gaps"] for x in rs),
+            boundness(r, ceilings),
         ))
     if skipped:
         out.append("\nNot run:\n")
         for k, v in skipped.items():
             out.append(f"* {k}: {v}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # Anything below KEEP_MARKER in an existing file (hand-written sections:
+    # targets, broadcast cost, memory, chart) is carried over unchanged.
+    kept = ""
+    try:
+        with open(path) as f:
+            old = f.read()
+        i = old.find(KEEP_MARKER)
+        if i >= 0:
+            kept = "\n" + old[i:]
+    except OSError:
+        pass
     with open(path, "w") as f:
-        f.write("\n".join(out) + "\n")
+        f.write("\n".join(out) + "\n" + kept)
+
+
+KEEP_MARKER = "<!-- run.py keeps everything below this line -->"
+LG_BOUND_CPU = 90.0    # loadgen CPU % (100 = its one core) from which a row counts as loadgen-bound
+LG_BOUND_FRAC = 0.70   # ... or deliveries/s at least this share of the loadgen ceiling
+LG_NEAR_CPU = 70.0     # loadgen CPU % from which it may have been the limit (CPU 1 is shared with other load)
+SRV_BOUND_CPU = 90.0   # server CPU % (100 = CPU 0) from which the server is saturated
+
+
+def loadgen_ceilings(rows):
+    """subs -> {"ceiling": deliveries/s per full loadgen core, "ns_per_delivery"} from the reference rows."""
+    out = {}
+    for r in rows:
+        if r["server"] != "reference" or not r["runs"]:
+            continue
+        est = [x["deliveries_per_s"] / (x["cpu"]["pct"] / 100.0) for x in r["runs"] if x["cpu"]["pct"] > 1]
+        if est:
+            c = statistics.median(est)
+            out[r["subs"]] = {"ceiling": c, "ns_per_delivery": 1e9 / c}
+    return out
+
+
+def delivered_pct(runs):
+    """Frames received / (received + missing seq numbers), over all runs; None without seq numbers.
+    A subscriber closed during the run is reported separately (closed_during_run)."""
+    got = gaps = 0
+    for x in runs:
+        if "received_total" not in x or x.get("no_seq") or (x.get("last_seq") or {}).get("max") in (None, 0):
+            return None
+        got += x["received_total"]
+        gaps += x.get("gaps", 0)
+    return 100.0 * got / (got + gaps) if got + gaps else None
+
+
+def boundness(row, ceilings):
+    rs = row["runs"]
+    if row["server"] == "reference":
+        return "LG (by design)"
+    flags = []
+    lg_cpu = statistics.median([x["cpu"]["pct"] for x in rs])
+    rate = statistics.median([x["deliveries_per_s"] for x in rs])
+    c = ceilings.get(row["subs"])
+    if lg_cpu >= LG_BOUND_CPU or (c and rate >= LG_BOUND_FRAC * c["ceiling"]):
+        flags.append("LG")
+    elif lg_cpu >= LG_NEAR_CPU:
+        flags.append("LG?")
+    srv = [x.get("server_cpu_pct") for x in rs if x.get("server_cpu_pct") is not None]
+    if srv and statistics.median(srv) >= SRV_BOUND_CPU:
+        flags.append("S")
+    return "+".join(flags) or "-"
 
 
 def main():
@@ -354,9 +432,19 @@ def main():
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--no-taskset", dest="taskset", action="store_false")
+    ap.add_argument("--render", metavar="RESULTS_JSON",
+                    help="run nothing: rewrite --markdown from an earlier results/run-*.json")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--markdown", default=os.path.join(HERE, "results", "BENCHMARKS.sample.md"))
     args = ap.parse_args()
+    if args.render:
+        with open(args.render) as f:
+            old = json.load(f)
+        md = args.markdown
+        args = argparse.Namespace(**{**vars(ap.parse_args([])), **old["args"]})
+        write_markdown(md, old["machine"], old["rows"], args, old.get("skipped", {}))
+        print(f"wrote {md}", file=sys.stderr)
+        return
     if args.taskset and (shutil.which("taskset") is None or (os.cpu_count() or 1) < 2):
         print("taskset unavailable or < 2 CPUs: running unpinned", file=sys.stderr)
         args.taskset = False

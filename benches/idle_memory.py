@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Idle memory per connection: RSS of a wshub server process (benches/servers/wshub_server.py,
+never told to publish) before and after N idle subscribers (loadgen connections) have
+connected and been acknowledged.
+
+  .venv/bin/python benches/idle_memory.py --conns 10000 [--json out.json]
+
+Open files are limited per process on the benchmark machine (see benches/README.md), so
+N is capped below that limit; the per-connection figure is (RSS after - RSS before) / N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+LOADGEN = os.path.join(HERE, "loadgen", "target", "release", "loadgen")
+WSHUB_PY = os.environ.get("WSHUB_PYTHON") or os.path.join(REPO, ".venv", "bin", "python")
+
+
+def _raise_nofile():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def reader(p):
+    q: queue.Queue = queue.Queue()
+
+    def rd():
+        for line in p.stdout:
+            try:
+                q.put(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        q.put({"event": "eof"})
+
+    threading.Thread(target=rd, daemon=True).start()
+    return q
+
+
+def wait_event(q, event, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            m = q.get(timeout=1)
+        except queue.Empty:
+            continue
+        if m.get("event") == event:
+            return m
+        if m.get("event") == "eof":
+            raise RuntimeError(f"process exited before {event!r}")
+    raise TimeoutError(event)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--conns", type=int, default=10000)
+    ap.add_argument("--settle", type=float, default=3.0, help="seconds to wait after all are ready")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    pin = (os.cpu_count() or 1) >= 2
+    srv = subprocess.Popen((["taskset", "-c", "0"] if pin else []) + [
+        WSHUB_PY, os.path.join(HERE, "servers", "wshub_server.py"), "--port", "0", "--topic", "idle"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_raise_nofile)
+    lg = None
+    try:
+        sq = reader(srv)
+        info = wait_event(sq, "listening", 60)
+        time.sleep(args.settle)
+        before = rss_kib(srv.pid)
+        lg = subprocess.Popen((["taskset", "-c", "1"] if pin else []) + [
+            LOADGEN, "--url", f"ws://127.0.0.1:{info['port']}/api/ws?topics=idle", "-c", str(args.conns),
+            "--start", "stdin", "-d", "1", "--connect-concurrency", "256"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_raise_nofile)
+        ready = wait_event(reader(lg), "ready", 300)
+        time.sleep(args.settle)
+        after = rss_kib(srv.pid)
+        n = ready["ready"]
+        res = {"wshub": info.get("version"), "connections": n, "failed": ready.get("failed"),
+               "rss_before_kib": before, "rss_after_kib": after,
+               "kib_per_connection": (after - before) / n if n else None,
+               "bytes_per_connection": 1024.0 * (after - before) / n if n else None}
+        print(json.dumps(res))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=1)
+    finally:
+        if lg:
+            lg.stdin.close()
+            try:
+                lg.wait(10)
+            except subprocess.TimeoutExpired:
+                lg.kill()
+                lg.wait()
+        srv.stdin.close()
+        try:
+            srv.wait(10)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
