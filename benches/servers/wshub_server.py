@@ -1,6 +1,12 @@
 """wshub peer: the hub runs on its own Rust threads; a plain Python thread
 publishes with hub.broadcast(topic, json_str). wshub sends the ack itself and
-wraps each payload as {"type":"message","topic":T,"seq":N,"data":<payload>}."""
+wraps each payload as {"type":"message","topic":T,"seq":N,"data":<payload>}.
+
+--backplane redis://127.0.0.1:PORT/0 starts the hub with a Redis backplane
+(docs/scaling.md): every broadcast then goes through Redis and comes back to
+every hub on the same URL and --backplane-prefix. Without it (the default) the
+hub is a single instance. A hub that is never told "go" publishes nothing, so a
+second process on the same backplane serves as a subscriber-only hub."""
 
 import os
 import sys
@@ -13,6 +19,9 @@ import _common as c  # noqa: E402
 def extra(p):
     p.add_argument("--worker-threads", type=int, default=1)
     p.add_argument("--send-queue", type=int, default=None, help="wshub send_queue (frames per client)")
+    p.add_argument("--backplane", default=None, metavar="URL",
+                   help="Redis backplane URL, e.g. redis://127.0.0.1:6379/0 (default: none, single instance)")
+    p.add_argument("--backplane-prefix", default=None, help="wshub backplane_prefix (default: wshub's own)")
 
 
 def main():
@@ -22,6 +31,10 @@ def main():
     kw = {"worker_threads": args.worker_threads}
     if args.send_queue:
         kw["send_queue"] = args.send_queue
+    if args.backplane:
+        kw["backplane"] = args.backplane
+        if args.backplane_prefix:
+            kw["backplane_prefix"] = args.backplane_prefix
     hub = wshub.start(args.port, **kw)
     args.port = hub.port
     ctl = c.Control()
@@ -35,7 +48,8 @@ def main():
         except Exception as e:  # noqa: BLE001
             c.emit(event="hub_stats", error=str(e))
 
-    c.emit(event="listening", port=hub.port, server="wshub", version=getattr(wshub, "__version__", "?"))
+    c.emit(event="listening", port=hub.port, server="wshub", version=getattr(wshub, "__version__", "?"),
+           backplane=bool(args.backplane))
     ctl.start_stdin_thread(on_stop=on_stop)
     while True:
         time.sleep(3600)
