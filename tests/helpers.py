@@ -8,13 +8,16 @@ never by sleeping for a fixed time and hoping.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import hashlib
 import inspect
 import json
 import os
 import socket
 import struct
+import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import websockets
@@ -376,3 +379,24 @@ def close_code(payload: bytes) -> tuple[int | None, str]:
     if len(payload) < 2:
         return None, ""
     return struct.unpack("!H", payload[:2])[0], payload[2:].decode("utf-8", "replace")
+
+
+# The FastAPI example (examples/fastapi_app/app.py), shared by the tests
+# that drive it.
+APP_PATH = Path(__file__).resolve().parent.parent / "examples" / "fastapi_app" / "app.py"
+
+
+def load_example() -> Any:
+    """Import examples/fastapi_app/app.py once, as a module."""
+    name = "wshub_fastapi_example_app"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, APP_PATH)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]

@@ -12,10 +12,8 @@ Screenshots go to the test's tmp_path and are copied to tests/artifacts/.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -35,8 +33,8 @@ if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
 
 expect = sync_api.expect
 
-ROOT = Path(__file__).resolve().parent.parent
-APP_PATH = ROOT / "examples" / "fastapi_app" / "app.py"
+from helpers import load_example  # noqa: E402
+
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 TIMEOUT_MS = 15_000
 
@@ -57,22 +55,6 @@ ODDS_MATCH = "Test FC v Example United"
 # Generous: CI machines can be busy. Conditions are polled, so a passing
 # run does not wait for these.
 expect.set_options(timeout=TIMEOUT_MS)
-
-
-def load_example() -> Any:
-    """Import examples/fastapi_app/app.py once, as a module."""
-    name = "wshub_fastapi_example_app"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, APP_PATH)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    return sys.modules[name]
 
 
 example = load_example()

@@ -9,7 +9,6 @@ requirements-examples.txt; skipped when they are missing.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import inspect
 import os
 import queue
@@ -19,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -32,29 +30,13 @@ import wshub  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-APP_PATH = ROOT / "examples" / "fastapi_app" / "app.py"
+from helpers import APP_PATH, load_example  # noqa: E402
+
 TIMEOUT = 10.0
 
 # Never go through a proxy: everything here is on loopback.
 _WS_KW: dict[str, Any] = (
     {"proxy": None} if "proxy" in inspect.signature(ws_connect).parameters else {})
-
-
-def load_example() -> Any:
-    """Import examples/fastapi_app/app.py once, as a module."""
-    name = "wshub_fastapi_example_app"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, APP_PATH)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    return sys.modules[name]
 
 
 example = load_example()

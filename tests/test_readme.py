@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect as ws_connect
+
+from helpers import load_example
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -23,11 +24,7 @@ def readme_block(marker: str) -> str:
 def test_readme_fastapi_lifespan_example_runs() -> None:
     pytest.importorskip("fastapi")
     httpx = pytest.importorskip("httpx")
-    sys.path.insert(0, str(README.parent / "examples" / "fastapi_app"))
-    try:
-        from app import serve_in_thread  # the example's uvicorn-in-a-thread runner
-    finally:
-        sys.path.pop(0)
+    serve_in_thread = load_example().serve_in_thread  # uvicorn in a thread
 
     code = readme_block("<!-- tested by tests/test_readme.py -->")
     assert "wshub.start(8765" in code
