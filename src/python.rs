@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyConnectionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyString};
 
 use crate::authorize::{Authorization, Authorizer, HandshakeRequest};
@@ -391,12 +392,21 @@ fn ask(
 /// Compact JSON via the standard library, so whatever `json` accepts (and
 /// its errors) is what users already know.
 fn to_json(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<String> {
-    let dumps = py.import("json")?.getattr("dumps")?;
-    let kwargs = PyDict::new(py);
-    kwargs.set_item("separators", (",", ":"))?;
-    kwargs.set_item("ensure_ascii", false)?;
-    kwargs.set_item("allow_nan", false)?;
-    dumps.call((value,), Some(&kwargs))?.extract()
+    // One encoder for the process: `json.dumps` with these options would
+    // build (and look up) a new one on every broadcast.
+    static ENCODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let encode = ENCODE.get_or_try_init(py, || {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("separators", (",", ":"))?;
+        kwargs.set_item("ensure_ascii", false)?;
+        kwargs.set_item("allow_nan", false)?;
+        let encoder = py
+            .import("json")?
+            .getattr("JSONEncoder")?
+            .call((), Some(&kwargs))?;
+        Ok::<_, PyErr>(encoder.getattr("encode")?.unbind())
+    })?;
+    encode.call1(py, (value,))?.extract(py)
 }
 
 /// The bridge from the hub's `tracing` events to Python's `logging`.
