@@ -108,6 +108,21 @@ need_valgrind = pytest.mark.skipif(
 # --------------------------------------------------------------------------
 
 
+def end_process(proc: subprocess.Popen, reader: threading.Thread | None = None) -> None:
+    """Kill a driver if it still runs, reap it, and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=PROCESS_TIMEOUT)
+    if reader is not None:
+        reader.join(timeout=PROCESS_TIMEOUT)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None and not pipe.closed:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
 class Driver:
     """tests/c/hub_driver.c running a hub; talk to it line by line."""
 
@@ -153,15 +168,7 @@ class Driver:
 
     def kill(self) -> None:
         """Teardown: end the process if still running, close its pipes."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=PROCESS_TIMEOUT)
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None and not pipe.closed:
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
+        end_process(self.proc)
 
 
 @pytest.fixture
@@ -455,16 +462,7 @@ class HooksDriver:
         return last
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=PROCESS_TIMEOUT)
-        self._reader.join(timeout=PROCESS_TIMEOUT)
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None and not pipe.closed:
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
+        end_process(self.proc, self._reader)
 
 
 @pytest.fixture
