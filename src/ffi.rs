@@ -515,7 +515,9 @@ unsafe fn broadcast(
 /// JSON and a NUL are written to `buf`; otherwise nothing is written but a
 /// NUL at `buf[0]` (when `cap > 0`), never a truncated document. So call
 /// it with `(server, NULL, 0)` to learn the size, or retry with a buffer of
-/// at least the returned length + 1. `buf` is owned by the caller.
+/// at least the returned length + 1 (and check again: the counters move
+/// while clients are served, so the JSON can grow between two calls).
+/// `buf` is owned by the caller.
 ///
 /// Returns a negative `wshub_code` on failure: `WSHUB_ERR_INVALID_ARGUMENT`
 /// (`server` NULL, or `buf` NULL with `cap > 0`), `WSHUB_ERR_RUNTIME` (the

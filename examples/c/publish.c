@@ -27,15 +27,25 @@ static void sleep_ms(long ms) {
     nanosleep(&pause, NULL);
 }
 
-/* Prints the stats JSON, sized with the snprintf-like two-call pattern. */
+/* Prints the stats JSON, sized with the snprintf-like pattern. The counters
+ * move while clients are served, so the JSON can grow between asking for
+ * its size and filling the buffer: it is complete only when its length is
+ * below the buffer's size; otherwise ask again. */
 static void print_stats(const wshub_server *hub) {
-    int needed = wshub_stats_json(hub, NULL, 0);
-    if (needed < 0) {
-        fprintf(stderr, "stats: %s\n", wshub_last_error());
-        return;
+    char *json = NULL;
+    size_t cap = 0;
+    int length;
+    while ((length = wshub_stats_json(hub, json, cap)) >= 0 && (size_t)length >= cap) {
+        cap = (size_t)length + 64;
+        char *bigger = realloc(json, cap);
+        if (bigger == NULL) {
+            break;
+        }
+        json = bigger;
     }
-    char *json = malloc((size_t)needed + 1);
-    if (json != NULL && wshub_stats_json(hub, json, (size_t)needed + 1) == needed) {
+    if (length < 0) {
+        fprintf(stderr, "stats: %s\n", wshub_last_error());
+    } else if (json != NULL && (size_t)length < cap) {
         printf("stats: %s\n", json);
     }
     free(json);
@@ -44,7 +54,8 @@ static void print_stats(const wshub_server *hub) {
 /* Whether a client is connected: "connections" is the first stats field. */
 static int has_subscriber(const wshub_server *hub) {
     char json[4096];
-    return wshub_stats_json(hub, json, sizeof json) > 0 &&
+    int length = wshub_stats_json(hub, json, sizeof json);
+    return length > 0 && (size_t)length < sizeof json &&
            strncmp(json, "{\"connections\":0,", 17) != 0;
 }
 

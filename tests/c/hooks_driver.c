@@ -38,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "stats_json.h"
 #include "wshub.h"
 
 #define MAX_ORIGINS 8
@@ -120,24 +121,14 @@ static void on_subscription(void *user_data, const char *topic, uint64_t subscri
 }
 
 static void print_stats(const wshub_server *hub) {
-    int needed = wshub_stats_json(hub, NULL, 0);
-    if (needed < 0) {
-        say("ERR %d %s\n", needed, wshub_last_error());
+    int code = 0;
+    char *json = stats_json(hub, &code);
+    if (json == NULL) {
+        say("ERR %d %s\n", code, code < 0 ? wshub_last_error() : "out of memory");
         return;
     }
-    char *buf = malloc((size_t)needed + 1);
-    if (buf == NULL) {
-        say("ERR 0 out of memory\n");
-        return;
-    }
-    int written = wshub_stats_json(hub, buf, (size_t)needed + 1);
-    if (written < 0) {
-        say("ERR %d %s\n", written, wshub_last_error());
-    } else {
-        /* The stats may have grown between the two calls; then buf holds "". */
-        say("STATS %s\n", written == needed ? buf : "{}");
-    }
-    free(buf);
+    say("STATS %s\n", json);
+    free(json);
 }
 
 /* "PUB <topic> <key> <json>", the json being the rest of the line. */

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stats_json.h"
 #include "wshub.h"
 
 static int fail(const char *what) {
@@ -28,24 +29,14 @@ static int fail(const char *what) {
 }
 
 static void print_stats(const wshub_server *hub) {
-    int needed = wshub_stats_json(hub, NULL, 0);
-    if (needed < 0) {
-        printf("ERR %d %s\n", needed, wshub_last_error());
+    int code = 0;
+    char *json = stats_json(hub, &code);
+    if (json == NULL) {
+        printf("ERR %d %s\n", code, code < 0 ? wshub_last_error() : "out of memory");
         return;
     }
-    char *buf = malloc((size_t)needed + 1);
-    if (buf == NULL) {
-        printf("ERR 0 out of memory\n");
-        return;
-    }
-    int written = wshub_stats_json(hub, buf, (size_t)needed + 1);
-    if (written < 0) {
-        printf("ERR %d %s\n", written, wshub_last_error());
-    } else {
-        /* The stats may have grown between the two calls; then buf holds "". */
-        printf("STATS %s\n", written == needed ? buf : "{}");
-    }
-    free(buf);
+    printf("STATS %s\n", json);
+    free(json);
 }
 
 static void handle_line(wshub_server *hub, char *line, size_t len) {
