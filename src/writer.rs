@@ -16,7 +16,7 @@ use bytes::Buf;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::outbox::{FrameKind, OutFrame};
+use crate::outbox::{publications_in, OutFrame};
 use crate::stats::Counters;
 
 /// Frames handed to one `writev`: enough to carry a large batch per
@@ -54,10 +54,7 @@ impl FrameWriter {
     /// Publications still waiting (for the `dropped` counter when the
     /// connection ends).
     pub fn pending_publications(&self) -> u64 {
-        self.pending
-            .iter()
-            .filter(|f| f.kind == FrameKind::Publication)
-            .count() as u64
+        publications_in(&self.pending)
     }
 
     /// Writes every pending frame. Cancel-safe: if the future is dropped,
@@ -122,8 +119,8 @@ impl FrameWriter {
                 break;
             }
             written -= front.wire.len();
-            if front.kind == FrameKind::Publication {
-                publications += 1;
+            if front.publications > 0 {
+                publications += u64::from(front.publications);
                 bytes += front.len as u64;
             }
             self.pending.pop_front();
