@@ -36,7 +36,7 @@ use crate::writer::FrameWriter;
 /// Bytes tungstenite reserves up front for reading. Clients send little
 /// (pings, subscribe lists), and this is paid by every idle connection;
 /// larger messages grow the buffer as needed.
-const READ_BUFFER_BYTES: usize = 1024;
+const READ_BUFFER_BYTES: usize = 256;
 
 /// Bytes tungstenite collects before it writes to the socket on its own.
 /// It only writes control frames now (publications and replies go through
@@ -51,6 +51,27 @@ type Ws = WebSocketStream<TcpStream>;
 
 /// Serves one accepted TCP connection until it ends.
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    // Every connection's task is as large as the largest state it can be
+    // in, and the handshake's (HTTP parsing, authorize, tungstenite's
+    // handshake machine) is several KiB. Boxed, it lives only while the
+    // handshake runs, so an idle connection holds just what `run` needs.
+    let Some((mut conn, slot)) = Box::pin(open(&shared, stream, peer)).await else {
+        return;
+    };
+    let reason = conn.run().await;
+    conn.finish();
+    drop(slot);
+    tracing::debug!(%peer, id = conn.id, reason, "connection closed");
+}
+
+/// Routes and answers a plain HTTP request, or runs the WebSocket handshake
+/// and returns the open connection (ack queued, topics subscribed).
+async fn open(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(Connection, ConnectionSlot)> {
+    let shared = Arc::clone(shared);
     // One deadline for the whole handshake (routing, authorize, upgrade),
     // and every phase gives up at once when the hub stops.
     let deadline = Instant::now() + shared.config.handshake_timeout;
@@ -63,11 +84,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
             let running = !shared.hub.is_closed();
             let served = http::respond(stream, route, running, || shared.hub.stats());
             before(&shared, deadline, served).await;
-            return;
+            return None;
         }
         Some(Err(_)) | None => {
             Counters::add(&shared.hub.counters.rejected_invalid, 1);
-            return;
+            return None;
         }
     }
     let granted = match &shared.config.authorize {
@@ -79,11 +100,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
                     Counters::add(&shared.hub.counters.rejected_auth, 1);
                     tracing::warn!(%peer, status, why, "handshake rejected by authorize");
                     before(&shared, deadline, http::refuse(stream, status, why)).await;
-                    return;
+                    return None;
                 }
                 None => {
                     Counters::add(&shared.hub.counters.rejected_invalid, 1);
-                    return;
+                    return None;
                 }
             }
         }
@@ -91,7 +112,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     let Some(upgraded) = before(&shared, deadline, upgrade(&shared, stream)).await else {
         Counters::add(&shared.hub.counters.rejected_invalid, 1);
         tracing::debug!(%peer, "handshake timed out");
-        return;
+        return None;
     };
     let (ws, query, slot) = match upgraded {
         Ok(upgraded) => upgraded,
@@ -101,7 +122,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
                 Counters::add(&shared.hub.counters.rejected_invalid, 1);
             }
             tracing::debug!(%peer, %error, "handshake failed");
-            return;
+            return None;
         }
     };
     let id = shared.next_conn_id();
@@ -126,10 +147,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         writer: FrameWriter::default(),
     };
     conn.start(query.as_deref());
-    let reason = conn.run().await;
-    conn.finish();
-    drop(slot);
-    tracing::debug!(%peer, id, reason, "connection closed");
+    Some((conn, slot))
 }
 
 /// Runs `work` until it finishes, `deadline` passes or the hub stops;
@@ -343,8 +361,11 @@ impl Connection {
         loop {
             tokio::select! {
                 biased;
+                // The ending paths are boxed: their futures (close
+                // handshakes, timeouts) would otherwise be part of every
+                // idle connection's state.
                 () = shutdown.cancelled() => {
-                    return self.shut_down().await;
+                    return Box::pin(self.shut_down()).await;
                 }
                 () = outbox.ready() => {
                     let closed = outbox.drain(self.writer.pending_mut());
@@ -352,7 +373,7 @@ impl Connection {
                         return "write failed";
                     }
                     if let Some(why) = closed {
-                        return self.close_for(why).await;
+                        return Box::pin(self.close_for(why)).await;
                     }
                 }
                 message = self.ws.next() => {
@@ -360,19 +381,20 @@ impl Connection {
                     match message {
                         Some(Ok(message)) => {
                             if let Err(reason) = self.admit(message) {
-                                return self.close(CloseCode::Policy, reason).await;
+                                return Box::pin(self.close(CloseCode::Policy, reason)).await;
                             }
                         }
-                        Some(Err(error)) => return self.fail(error).await,
+                        Some(Err(error)) => return Box::pin(self.fail(error)).await,
                         None => return "closed by client",
                     }
                 }
                 _ = ping.tick() => {
                     if self.last_heard.elapsed() >= silence_limit {
-                        return self.close(CloseCode::Error, "ping timeout").await;
+                        return Box::pin(self.close(CloseCode::Error, "ping timeout")).await;
                     }
                     let ping = self.ws.send(Message::Ping(Bytes::new()));
-                    if tokio::time::timeout(interval, ping).await.map_or(true, |r| r.is_err()) {
+                    let ping = Box::pin(tokio::time::timeout(interval, ping));
+                    if ping.await.map_or(true, |r| r.is_err()) {
                         return "ping failed";
                     }
                 }

@@ -10,18 +10,22 @@
 //! connection is dropped).
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 
 use bytes::Buf;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::outbox::{publications_in, OutFrame};
 use crate::stats::Counters;
 
-/// Frames handed to one `writev`: enough to carry a large batch per
-/// syscall, well under the kernel's `IOV_MAX` (1024).
-const MAX_IOVECS: usize = 256;
+/// Queue entries handed to one `writev`: a run of publications is one
+/// entry, so this carries a large batch per syscall, well under the
+/// kernel's `IOV_MAX` (1024). The slices live on the stack only while the
+/// write is polled, never in the connection's future.
+const MAX_IOVECS: usize = 64;
 
 /// One connection's frames on their way out.
 #[derive(Debug, Default)]
@@ -68,13 +72,17 @@ impl FrameWriter {
         counters: &Counters,
     ) -> io::Result<()> {
         while !self.pending.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (slice, frame) in slices.iter_mut().zip(&self.pending) {
-                *slice = IoSlice::new(&frame.wire);
-                count += 1;
-            }
-            let written = stream.write_vectored(&slices[..count]).await?;
+            let pending = &self.pending;
+            let written = poll_fn(|cx| {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut count = 0;
+                for (slice, frame) in slices.iter_mut().zip(pending) {
+                    *slice = IoSlice::new(&frame.wire);
+                    count += 1;
+                }
+                Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count])
+            })
+            .await?;
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
