@@ -36,6 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 LOADGEN = os.path.join(HERE, "loadgen", "target", "release", "loadgen")
 REFSERVER = os.path.join(HERE, "loadgen", "target", "release", "refserver")
+RUST_PUBLISHER = os.path.join(REPO, "target", "release", "examples", "rust_publisher")
 VENV_PY = os.path.join(HERE, ".venv", "bin", "python")
 VENV312_PY = os.path.join(HERE, ".venv312", "bin", "python")
 WSHUB_PY = os.environ.get("WSHUB_PYTHON") or os.path.join(REPO, ".venv", "bin", "python")
@@ -47,6 +48,8 @@ SERVERS = {
     "reference": ([REFSERVER], None, "Rust pre-framed writer (loadgen ceiling; not a pub/sub server)"),
     "wshub": ([WSHUB_PY, os.path.join(SRV, "wshub_server.py")], (WSHUB_PY, "wshub"),
               "wshub, hub.broadcast() from a Python thread"),
+    "wshub-rust": ([RUST_PUBLISHER], None,
+                   "wshub's core, Server::broadcast from a Rust thread (no Python): the binding's ceiling"),
     "fastapi": ([VENV_PY, os.path.join(SRV, "fastapi_server.py")], (VENV_PY, "fastapi"),
                 "FastAPI + uvicorn (ws=websockets), ConnectionManager loop of await send_text"),
     "websockets": ([VENV_PY, os.path.join(SRV, "websockets_server.py")], (VENV_PY, "websockets"),
@@ -57,7 +60,7 @@ SERVERS = {
     "wse": ([VENV312_PY, os.path.join(SRV, "wse_peer_server.py")], (VENV312_PY, "wse_server"),
             "wse-server (Python 3.12)"),
 }
-DEFAULT_SERVERS = "reference,wshub,fastapi,websockets,node-ws,socketify,wse"
+DEFAULT_SERVERS = "reference,wshub-rust,wshub,fastapi,websockets,node-ws,socketify,wse"
 
 
 def free_port() -> int:
@@ -427,7 +430,7 @@ def main():
     ap.add_argument("--window", type=int, default=128)
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--loadgen-args", default="", help='extra loadgen flags, e.g. "--coalesce-us 100"')
-    ap.add_argument("--ref-batch", type=int, default=16, help="frames per write of the reference server")
+    ap.add_argument("--ref-batch", type=int, default=128, help="frames per write of the reference server")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=1.0)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the benchmark peers and builds the loadgen. Idempotent.
+# Installs the benchmark peers and builds the loadgen and the Rust publisher.
+# Idempotent.
 #   benches/.venv      Python 3.11 venv: fastapi, uvicorn, websockets, wsproto, socketify
 #   benches/.venv312   Python 3.12 venv: wse-server (wheels only for >= 3.12); skipped
 #                      when no 3.12 interpreter is found (pyenv's, or PYTHON312=/path)
@@ -60,4 +61,9 @@ fi
 
 log "building loadgen"
 (cd loadgen && cargo build --release -j"${CARGO_JOBS:-1}" -q)
+
+# The ceiling line (run.py --servers wshub-rust): the core with a Rust
+# publisher thread, from the repository's own crate.
+log "building the Rust publisher (wshub-rust)"
+(cd .. && cargo build --release -q --example rust_publisher)
 log "done"
