@@ -10,6 +10,7 @@
 //! must never delay anybody else.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use std::sync::Arc;
@@ -19,7 +20,6 @@ use indexmap::IndexMap;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_util::sync::CancellationToken;
 
 /// One or more text frames waiting to be written, already encoded for
 /// the wire.
@@ -197,9 +197,12 @@ pub struct Outbox {
     /// closes. `notify_one` keeps a permit, so a wake-up between the
     /// writer's drain and its next wait is never lost.
     ready: Notify,
-    /// Cancelled when the outbox closes, so a writer blocked on a full
-    /// socket gives up at once.
-    closed: CancellationToken,
+    /// Set, and `closing` notified, when the outbox closes, so a writer
+    /// blocked on a full socket gives up at once. (A flag and a `Notify`
+    /// rather than a cancellation token: every idle connection has an
+    /// outbox, and this needs no allocation of its own.)
+    is_closed: AtomicBool,
+    closing: Notify,
     capacity: usize,
     capacity_bytes: usize,
 }
@@ -213,7 +216,8 @@ impl Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
-            closed: CancellationToken::new(),
+            is_closed: AtomicBool::new(false),
+            closing: Notify::new(),
             capacity,
             capacity_bytes,
         }
@@ -239,7 +243,7 @@ impl Outbox {
             state.bytes = 0;
             state.closed = Some(Closed::SlowConsumer);
             drop(state);
-            self.closed.cancel();
+            self.signal_closed();
             self.ready.notify_one();
             return Pushed::Overflowed {
                 dropped: pending + this,
@@ -330,8 +334,13 @@ impl Outbox {
         let pending = latest + publications_in(&state.frames);
         state.frames.clear();
         drop(state);
-        self.closed.cancel();
+        self.signal_closed();
         pending
+    }
+
+    fn signal_closed(&self) {
+        self.is_closed.store(true, Ordering::Release);
+        self.closing.notify_waiters();
     }
 
     /// Moves every queued frame into `into` and reports whether the outbox
@@ -353,7 +362,17 @@ impl Outbox {
 
     /// Resolves once the outbox is closed.
     pub async fn closed(&self) {
-        self.closed.cancelled().await;
+        loop {
+            // Registered before the flag is read, so a close between the
+            // two still wakes this (`notify_waiters` keeps no permit).
+            let notified = self.closing.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closed.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 

@@ -5,7 +5,6 @@
 //! structs: a publication frame is assembled once per `broadcast` around the
 //! publisher's JSON, which must go out byte for byte.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -232,7 +231,7 @@ pub struct Rejected {
 struct TopicsAnswer<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    topics: &'a BTreeSet<String>,
+    topics: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     rejected: Option<Vec<&'a str>>,
     /// Present only when something was rejected, so the common answer
@@ -241,11 +240,7 @@ struct TopicsAnswer<'a> {
     reasons: Option<std::collections::BTreeMap<&'a str, RejectReason>>,
 }
 
-fn topics_answer(
-    kind: &'static str,
-    topics: &BTreeSet<String>,
-    rejected: Option<&[Rejected]>,
-) -> String {
+fn topics_answer(kind: &'static str, topics: &[String], rejected: Option<&[Rejected]>) -> String {
     let reasons = rejected
         .filter(|r| !r.is_empty())
         .map(|r| r.iter().map(|r| (r.name.as_str(), r.reason)).collect());
@@ -260,19 +255,20 @@ fn topics_answer(
 }
 
 /// `{"type":"connected","topics":[...],"rejected":[...]}`, plus
-/// `"reasons":{name: reason}` when something was rejected.
-pub fn connected_frame(topics: &BTreeSet<String>, rejected: &[Rejected]) -> String {
+/// `"reasons":{name: reason}` when something was rejected. `topics` is
+/// sorted (as every topic list in the answers).
+pub fn connected_frame(topics: &[String], rejected: &[Rejected]) -> String {
     topics_answer("connected", topics, Some(rejected))
 }
 
 /// `{"type":"subscribed","topics":[...],"rejected":[...]}`, plus
 /// `"reasons"` as for [`connected_frame`].
-pub fn subscribed_frame(topics: &BTreeSet<String>, rejected: &[Rejected]) -> String {
+pub fn subscribed_frame(topics: &[String], rejected: &[Rejected]) -> String {
     topics_answer("subscribed", topics, Some(rejected))
 }
 
 /// `{"type":"unsubscribed","topics":[...]}`
-pub fn unsubscribed_frame(topics: &BTreeSet<String>) -> String {
+pub fn unsubscribed_frame(topics: &[String]) -> String {
     topics_answer("unsubscribed", topics, None)
 }
 
@@ -398,7 +394,7 @@ mod tests {
 
     #[test]
     fn answers_put_type_first() {
-        let topics: BTreeSet<String> = ["b".to_string(), "a".to_string()].into();
+        let topics = ["a".to_string(), "b".to_string()];
         let rejected = [Rejected {
             name: "x y".to_string(),
             reason: RejectReason::InvalidName,

@@ -119,7 +119,11 @@ fn publish_loop(
     stop: &AtomicBool,
 ) {
     let payload = Payload::new(args.payload);
-    let limit = if args.count == 0 { u64::MAX } else { args.count };
+    let limit = if args.count == 0 {
+        u64::MAX
+    } else {
+        args.count
+    };
     let period_ns = if args.mode == Mode::Rate {
         1e9 / args.rate
     } else {
@@ -215,8 +219,11 @@ fn main() {
         match line.trim() {
             "go" if started.is_none() => {
                 started = Some(Instant::now());
-                let (server, published, stop) =
-                    (Arc::clone(&server), Arc::clone(&published), Arc::clone(&stop));
+                let (server, published, stop) = (
+                    Arc::clone(&server),
+                    Arc::clone(&published),
+                    Arc::clone(&stop),
+                );
                 let (args, feedback) = (args.take(), feedback.take());
                 publisher = Some(std::thread::spawn(move || {
                     if let (Some(args), Some(feedback)) = (args, feedback) {
