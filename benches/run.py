@@ -201,6 +201,8 @@ def run_once(name, subs, args, logdir, tag):
     else:
         sargv = argv + ["--port", str(port), "--topic", "bench", "--payload", str(args.payload),
                         "--mode", args.mode, "--window", str(args.window), "--rate", str(args.rate)]
+        if args.mode == "burst":
+            sargv += ["--count", str(args.count)]
     server = Proc(pin(0, sargv, args.taskset), f"{name}-server", os.path.join(logdir, f"{tag}.server.err"))
     loadgen = None
     try:
@@ -298,8 +300,9 @@ def write_markdown(path, machine, rows, args, skipped):
         out.append(f"* Servers: {', '.join(versions)}")
     out.append(f"* Method: server pinned to CPU 0, loadgen (Rust, raw frame parser) pinned to CPU 1"
                f"{'' if args.taskset else ' (taskset disabled!)'}; "
-               + (f"closed loop with at most {args.window} publications in flight (feedback from the loadgen)"
-                  if args.mode == "closed" else f"open loop at {args.rate:g} publications/s")
+               + {"closed": f"closed loop with at most {args.window} publications in flight (feedback from the loadgen)",
+                  "rate": f"open loop at {args.rate:g} publications/s",
+                  "burst": f"a burst of {getattr(args, 'count', 0):,} publications back to back"}[args.mode]
                + (f"; loadgen flags `{args.loadgen_args}`" if args.loadgen_args else "")
                + f"; payload {args.payload} B; {args.warmup}s warm-up + {args.duration}s "
                f"measured; {args.repeat} runs, median (min-max).")
@@ -328,6 +331,55 @@ def write_markdown(path, machine, rows, args, skipped):
                    "(Little's law). Use `--mode rate` for latency at a given load.")
     out.append("* `other CPU %`: CPU time used by other processes on the machine during the window "
                "(100 = one whole core); large values mean the figures are disturbed.\n")
+    if args.mode == "burst":
+        write_burst_table(out, rows, args)
+    else:
+        write_rate_table(out, rows, ceilings)
+    if skipped:
+        out.append("\nNot run:\n")
+        for k, v in skipped.items():
+            out.append(f"* {k}: {v}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # Anything below KEEP_MARKER in an existing file (hand-written sections:
+    # targets, broadcast cost, memory, chart) is carried over unchanged.
+    kept = ""
+    try:
+        with open(path) as f:
+            old = f.read()
+        i = old.find(KEEP_MARKER)
+        if i >= 0:
+            kept = "\n" + old[i:]
+    except OSError:
+        pass
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n" + kept)
+
+
+def write_burst_table(out, rows, args):
+    """Scenario (c): --count publications back to back; how much arrived and how long the last one took."""
+    out.append(f"* Burst: {args.count:,} publications back to back at `go`; `delivered %` = frames received / "
+               f"({args.count:,} x subscribers); `last frame after` = the largest latency, i.e. when the last "
+               "delivery arrived counted from its publication.\n")
+    out.append("| server | subscribers | delivered % | last frame after ms | p50 µs | p99 µs | server CPU % | gaps |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        rs = r["runs"]
+        if not rs:
+            out.append(f"| {r['server']} | {r['subs']:,} | failed: {r.get('error', '?')} | | | | | |")
+            continue
+        want = args.count * r["subs"]
+        out.append("| {} | {:,} | {} | {} | {} | {} | {} | {} |".format(
+            r["server"], r["subs"],
+            fmt_range([100.0 * x["received_total"] / want for x in rs], "{:.2f}"),
+            fmt_range([x["latency_us"]["max"] / 1000 for x in rs], "{:,.1f}"),
+            fmt_range([x["latency_us"]["p50"] for x in rs]),
+            fmt_range([x["latency_us"]["p99"] for x in rs]),
+            fmt_range([x.get("server_cpu_pct") for x in rs]),
+            sum(x["gaps"] for x in rs),
+        ))
+
+
+def write_rate_table(out, rows, ceilings):
     out.append("| server | subscribers | deliveries/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU % | loadgen CPU % | other CPU % | loadgen ns/delivery | delivered % | gaps | bound |")
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
@@ -350,24 +402,6 @@ def write_markdown(path, machine, rows, args, skipped):
             sum(x["gaps"] for x in rs),
             boundness(r, ceilings),
         ))
-    if skipped:
-        out.append("\nNot run:\n")
-        for k, v in skipped.items():
-            out.append(f"* {k}: {v}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # Anything below KEEP_MARKER in an existing file (hand-written sections:
-    # targets, broadcast cost, memory, chart) is carried over unchanged.
-    kept = ""
-    try:
-        with open(path) as f:
-            old = f.read()
-        i = old.find(KEEP_MARKER)
-        if i >= 0:
-            kept = "\n" + old[i:]
-    except OSError:
-        pass
-    with open(path, "w") as f:
-        f.write("\n".join(out) + "\n" + kept)
 
 
 KEEP_MARKER = "<!-- run.py keeps everything below this line -->"
@@ -425,8 +459,10 @@ def main():
     ap.add_argument("--servers", default=DEFAULT_SERVERS)
     ap.add_argument("--subs", default="100,1000", help="comma-separated subscriber counts")
     ap.add_argument("--payload", type=int, default=100)
-    ap.add_argument("--mode", choices=["closed", "rate"], default="closed",
-                    help="closed: max throughput with --window in flight; rate: open loop at --rate publications/s")
+    ap.add_argument("--mode", choices=["closed", "rate", "burst"], default="closed",
+                    help="closed: max throughput with --window in flight; rate: open loop at --rate publications/s; "
+                         "burst: --count publications back to back, measured until --duration ends")
+    ap.add_argument("--count", type=int, default=10000, help="burst mode: publications in the burst")
     ap.add_argument("--window", type=int, default=128)
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--loadgen-args", default="", help='extra loadgen flags, e.g. "--coalesce-us 100"')
@@ -451,6 +487,8 @@ def main():
     if args.taskset and (shutil.which("taskset") is None or (os.cpu_count() or 1) < 2):
         print("taskset unavailable or < 2 CPUs: running unpinned", file=sys.stderr)
         args.taskset = False
+    if args.mode == "burst":
+        args.warmup = 0.0  # the burst starts at "go": every frame of it is measured
     if not os.path.exists(LOADGEN):
         sys.exit("loadgen not built: run benches/setup.sh (or cargo build --release in benches/loadgen)")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -462,6 +500,8 @@ def main():
         if name not in SERVERS:
             sys.exit(f"unknown server {name}; known: {', '.join(SERVERS)}")
         why = available(name)
+        if not why and name == "reference" and args.mode == "burst":
+            why = "the reference writer has no burst mode"
         if why:
             skipped[name] = why
             print(f"[skip] {name}: {why}", file=sys.stderr)

@@ -131,10 +131,10 @@ async fn open(
     let mut conn = Connection {
         id,
         granted,
-        outbox: Arc::new(Outbox::new(
-            shared.config.send_queue,
-            shared.config.send_queue_bytes,
-        )),
+        outbox: Arc::new(
+            Outbox::new(shared.config.send_queue, shared.config.send_queue_bytes)
+                .paced_by(shared.hub.pacing()),
+        ),
         subscriptions: Vec::new(),
         shared: Arc::clone(&shared),
         ws,

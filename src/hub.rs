@@ -21,6 +21,7 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backplane::Outbound;
 use crate::error::Error;
-use crate::outbox::{encode_text_frame, lock, OutFrame, Outbox, Tally};
+use crate::outbox::{encode_text_frame, lock, OutFrame, Outbox, Pacing, Tally};
 use crate::protocol::{is_valid_topic, publication_frame, validate_json};
 use crate::stats::{Counters, Stats};
 use crate::subscription_events::SubscriptionEvents;
@@ -37,6 +38,18 @@ use crate::subscription_events::SubscriptionEvents;
 /// enough that each client's write carries many frames (one syscall for
 /// many publications), small enough that a burst does not fill queues.
 const DELIVERIES_PER_SLICE: u64 = 32 * 1024;
+
+/// Publications per slice when the hub is not told its clients' queue
+/// size (see [`Hub::paced`]).
+const DEFAULT_PUBLICATIONS_PER_SLICE: usize = 256;
+
+/// The longest the fan-out waits for lagging clients (more than half a
+/// queue behind) before it goes on regardless. A client that reads catches
+/// up within it; one that stopped reading keeps lagging, and its bounded
+/// queue then decides (it is closed as a slow consumer, or conflated)
+/// instead of everybody waiting for it: such a client delays the others
+/// by at most a few of these pauses, once.
+const MAX_PACING_PAUSE: Duration = Duration::from_millis(50);
 
 /// Checks a publication's topic name and JSON, before anything is queued.
 ///
@@ -174,6 +187,13 @@ pub struct Hub {
     backplane: OnceLock<Arc<Outbound>>,
     /// Whether publications carry conflation keys (conflate policy).
     conflate: bool,
+    /// Which subscribers' outboxes are lagging, for the pacing.
+    pacing: Arc<Pacing>,
+    /// At most this many publications per slice, and about this many
+    /// bytes: a quarter of a client's queue, so that one slice never
+    /// overflows a client that is not lagging.
+    publications_per_slice: usize,
+    bytes_per_slice: usize,
 }
 
 /// What [`Hub::ingest`] did with a publication from the backplane.
@@ -211,7 +231,27 @@ impl Hub {
             events,
             backplane: OnceLock::new(),
             conflate: false,
+            pacing: Arc::default(),
+            publications_per_slice: DEFAULT_PUBLICATIONS_PER_SLICE,
+            bytes_per_slice: usize::MAX,
         }
+    }
+
+    /// Sizes the fan-out's slices for clients whose queues hold
+    /// `client_queue` frames and `client_queue_bytes` bytes: a quarter of
+    /// that per slice (at least one publication), so a burst reaches a
+    /// client in steps its queue can take.
+    #[must_use]
+    pub fn paced(mut self, client_queue: usize, client_queue_bytes: usize) -> Self {
+        self.publications_per_slice = (client_queue / 4).max(1);
+        self.bytes_per_slice = client_queue_bytes / 4;
+        self
+    }
+
+    /// The pacing a connection's outbox reports to (see
+    /// [`Outbox::paced_by`]).
+    pub fn pacing(&self) -> &Arc<Pacing> {
+        &self.pacing
     }
 
     /// Turns on the conflate policy's keys (set once, at start).
@@ -416,6 +456,7 @@ impl Hub {
         loop {
             self.queue.ready.notified().await;
             loop {
+                self.pace().await;
                 let (closed, emptied) = self.take_slice(&mut batch);
                 self.fan_out_batch(batch.make_contiguous());
                 batch.clear();
@@ -426,12 +467,20 @@ impl Hub {
                     }
                     break;
                 }
-                // Let the writers send what this slice queued before the
-                // next one: a burst then flows through in slices instead of
-                // piling up in every client's queue (and closing them all
-                // as slow consumers) while the writers wait for this task.
-                tokio::task::yield_now().await;
             }
+        }
+    }
+
+    /// Lets the writers send what the last slice queued before the next
+    /// one, and waits (at most [`MAX_PACING_PAUSE`]; not at all once the
+    /// hub is stopping) while some client is more than half a queue
+    /// behind: a burst then flows through at the speed clients read
+    /// instead of piling up in every client's queue and closing them as
+    /// slow consumers while their writers wait for this task.
+    async fn pace(&self) {
+        tokio::task::yield_now().await;
+        if self.pacing.lagging() > 0 && !self.is_closed() {
+            let _ = tokio::time::timeout(MAX_PACING_PAUSE, self.pacing.caught_up()).await;
         }
     }
 
@@ -441,7 +490,14 @@ impl Hub {
     fn take_slice(&self, batch: &mut VecDeque<Publication>) -> (bool, bool) {
         let mut state = lock(&self.queue.state);
         let mut budget = DELIVERIES_PER_SLICE;
-        while let Some(publication) = state.items.pop_front() {
+        let mut bytes = 0;
+        while batch.len() < self.publications_per_slice
+            && (batch.is_empty() || bytes < self.bytes_per_slice)
+        {
+            let Some(publication) = state.items.pop_front() else {
+                break;
+            };
+            bytes += publication.frame.len();
             let deliveries = publication
                 .topic
                 .subscriber_count

@@ -10,8 +10,9 @@
 //! must never delay anybody else.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use std::sync::Arc;
 
@@ -189,10 +190,81 @@ struct State {
     closed: Option<Closed>,
 }
 
+/// How many of a hub's outboxes are lagging, i.e. more than half full,
+/// so that the fan-out can pace itself to its clients: it hands out the
+/// next slice of a burst only once no client is that far behind (or a
+/// short pause has passed). A burst then reaches clients at the speed they
+/// read instead of landing in their queues at once and closing healthy
+/// clients as slow consumers; a client that stops reading for good still
+/// fills its queue and is closed (or conflated) as before.
+#[derive(Debug, Default)]
+pub struct Pacing {
+    lagging: AtomicUsize,
+    caught_up: Notify,
+}
+
+impl Pacing {
+    /// Outboxes more than half full.
+    pub fn lagging(&self) -> usize {
+        self.lagging.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no outbox is lagging.
+    pub async fn caught_up(&self) {
+        loop {
+            // `notify_one` keeps a permit, so a catch-up between the check
+            // and the wait is not lost.
+            let notified = self.caught_up.notified();
+            if self.lagging() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn update(&self, was: bool, is: bool) {
+        if !was && is {
+            self.lagging.fetch_add(1, Ordering::AcqRel);
+        } else if was && !is && self.lagging.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.caught_up.notify_one();
+        }
+    }
+}
+
+/// An outbox's locked state that, when released, tells the pacing whether
+/// the outbox started or stopped lagging meanwhile.
+struct Held<'a> {
+    state: MutexGuard<'a, State>,
+    was_lagging: bool,
+    outbox: &'a Outbox,
+}
+
+impl Deref for Held<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let is_lagging = self.outbox.is_lagging(&self.state);
+        self.outbox.pacing.update(self.was_lagging, is_lagging);
+    }
+}
+
 /// A bounded queue of frames for one client.
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
+    /// Shared with the hub's other outboxes (see [`Pacing`]).
+    pacing: Arc<Pacing>,
     /// Wakes the writer when the queue goes from empty to non-empty or
     /// closes. `notify_one` keeps a permit, so a wake-up between the
     /// writer's drain and its next wait is never lost.
@@ -215,6 +287,7 @@ impl Outbox {
     pub fn new(capacity: usize, capacity_bytes: usize) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
+            pacing: Arc::default(),
             ready: Notify::new(),
             is_closed: AtomicBool::new(false),
             closing: Notify::new(),
@@ -223,9 +296,33 @@ impl Outbox {
         }
     }
 
+    /// Reports lagging to `pacing` (the hub's) instead of to a pacing of
+    /// its own. Set before the outbox is used.
+    #[must_use]
+    pub fn paced_by(mut self, pacing: &Arc<Pacing>) -> Self {
+        self.pacing = Arc::clone(pacing);
+        self
+    }
+
+    fn hold(&self) -> Held<'_> {
+        let state = lock(&self.state);
+        Held {
+            was_lagging: self.is_lagging(&state),
+            state,
+            outbox: self,
+        }
+    }
+
+    /// More than half full, in frames or in bytes (a closed outbox holds
+    /// nothing, so it never lags).
+    fn is_lagging(&self, state: &State) -> bool {
+        state.queued + state.latest.len() > self.capacity / 2
+            || state.bytes + state.latest_bytes > self.capacity_bytes / 2
+    }
+
     /// Queues a frame, or closes the outbox if it is full.
     pub fn push(&self, frame: OutFrame) -> Pushed {
-        let mut state = lock(&self.state);
+        let mut state = self.hold();
         if state.closed.is_some() {
             return Pushed::Refused;
         }
@@ -264,7 +361,7 @@ impl Outbox {
         split: impl FnOnce() -> Vec<OutFrame>,
         tally: &mut Tally,
     ) {
-        let state = lock(&self.state);
+        let state = self.hold();
         if state.closed.is_some() {
             tally.dropped += u64::from(run.publications);
             return;
@@ -285,7 +382,7 @@ impl Outbox {
             && (state.frames.is_empty() || state.bytes + frame.len <= self.capacity_bytes)
     }
 
-    fn enqueue(&self, mut state: std::sync::MutexGuard<'_, State>, frame: OutFrame) {
+    fn enqueue(&self, mut state: Held<'_>, frame: OutFrame) {
         let was_empty = state.frames.is_empty();
         state.queued += frame.frames();
         state.bytes += frame.len;
@@ -325,7 +422,7 @@ impl Outbox {
     /// Marks the outbox closed (the connection is ending) and returns how
     /// many publications were still queued, for the `dropped` counter.
     pub fn close(&self) -> u64 {
-        let mut state = lock(&self.state);
+        let mut state = self.hold();
         state.closed.get_or_insert(Closed::Gone);
         state.queued = 0;
         state.bytes = 0;
@@ -346,7 +443,7 @@ impl Outbox {
     /// Moves every queued frame into `into` and reports whether the outbox
     /// has closed.
     pub fn drain(&self, into: &mut VecDeque<OutFrame>) -> Option<Closed> {
-        let mut state = lock(&self.state);
+        let mut state = self.hold();
         into.append(&mut state.frames);
         into.extend(state.latest.drain(..).map(|(_, frame)| frame));
         state.queued = 0;
@@ -459,6 +556,28 @@ mod tests {
         let texts: Vec<_> = out.iter().flat_map(OutFrame::texts).collect();
         assert_eq!(texts, ["1", "2", "3"]);
         assert_eq!(outbox.push(publication("4")), Pushed::Queued);
+    }
+
+    #[test]
+    fn pacing_counts_outboxes_more_than_half_full() {
+        let pacing = Arc::new(Pacing::default());
+        let a = Outbox::new(4, usize::MAX).paced_by(&pacing);
+        let b = Outbox::new(4, 100).paced_by(&pacing);
+        a.push(publication("1"));
+        a.push(publication("2"));
+        assert_eq!(pacing.lagging(), 0);
+        a.push(publication("3"));
+        assert_eq!(pacing.lagging(), 1);
+        // Half the bytes is lagging too.
+        b.push(OutFrame::publication(
+            encode_text_frame("x".repeat(60)),
+            None,
+        ));
+        assert_eq!(pacing.lagging(), 2);
+        a.drain(&mut VecDeque::new());
+        assert_eq!(pacing.lagging(), 1);
+        b.close();
+        assert_eq!(pacing.lagging(), 0);
     }
 
     #[test]

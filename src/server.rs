@@ -132,7 +132,8 @@ impl Server {
         };
         let shared = Arc::new(Shared {
             hub: Hub::with_events(config.publish_queue, events)
-                .conflating(config.slow_client == SlowClientPolicy::Conflate),
+                .conflating(config.slow_client == SlowClientPolicy::Conflate)
+                .paced(config.send_queue, config.send_queue_bytes),
             config,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),

@@ -82,3 +82,49 @@ def test_slow_consumer_on_one_topic_does_not_affect_other_topics(make_hub, conne
                message=lambda: f"stats: {hub.stats()}")
     assert hub.broadcast("quiet", '"after"') == 1
     assert other.recv_json()["data"] == "after"
+
+
+def test_burst_many_times_the_queue_reaches_a_client_that_reads(make_hub, connect):
+    # One broadcast_many of 2,000 publications for a client whose queue
+    # holds 64: the fan-out hands them out in slices the queue can take,
+    # so a client that reads is never mistaken for a slow one.
+    hub = make_hub(send_queue=64)
+    client = connect(hub, ["t"])
+    items = [("t", json.dumps({"i": i})) for i in range(2000)]
+    assert hub.broadcast_many(items) == [1] * 2000
+    for seq, (_, data) in enumerate(items, start=1):
+        assert client.recv_text(timeout=10) == publication("t", seq, data)
+    stats = hub.stats()
+    assert stats["slow_consumer_closes"] == 0, stats
+    assert stats["dropped"] == 0, stats
+
+
+def test_burst_reaches_every_client_that_reads(make_hub, connect):
+    import threading
+
+    hub = make_hub(send_queue=32)
+    clients = [connect(hub, ["t"]) for _ in range(8)]
+    count = 3000
+    received = [0] * len(clients)
+    errors: list[str] = []
+
+    def read(k: int) -> None:
+        try:
+            for seq in range(1, count + 1):
+                message = json.loads(clients[k].recv_text(timeout=10))
+                if message["seq"] != seq:
+                    errors.append(f"client {k}: seq {message['seq']}, expected {seq}")
+                    return
+                received[k] += 1
+        except AssertionError as error:
+            errors.append(f"client {k}: {error}")
+
+    readers = [threading.Thread(target=read, args=(k,)) for k in range(len(clients))]
+    for reader in readers:
+        reader.start()
+    hub.broadcast_many([("t", json.dumps({"i": i})) for i in range(count)])
+    for reader in readers:
+        reader.join(timeout=60)
+    assert not errors, errors
+    assert received == [count] * len(clients)
+    assert hub.stats()["slow_consumer_closes"] == 0
