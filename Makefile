@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: demo test develop lint stubtest clean
+.PHONY: demo test develop develop-release lint stubtest clean
 .PHONY: cbindgen header header-check c-lib c-test
 
 $(STAMP): requirements-dev.txt requirements-examples.txt
@@ -20,6 +20,10 @@ $(STAMP): requirements-dev.txt requirements-examples.txt
 # it into .venv in editable mode.
 develop: $(STAMP)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --profile fast --quiet
+
+# Benchmarks measure what users install: the release profile (thin LTO).
+develop-release: $(STAMP)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
 
 # The main job: the FastAPI app with a hub on 127.0.0.1:8765, a simulated
 # scraper and the live page on http://127.0.0.1:8000/ (examples/fastapi_app).
@@ -78,13 +82,15 @@ clean:
 # `bench` is the quick set (about 10 minutes); `bench-full` adds 10,000
 # subscribers, 1 KiB payloads and more repeats.
 .PHONY: bench bench-full
-bench: develop
+bench: develop-release
 	bash benches/setup.sh
 	python3 benches/run.py --markdown BENCHMARKS.md
+	python3 benches/run.py --mode burst --count 10000 --subs 1000 --repeat 1 --markdown benches/results/burst.md
 	$(PY) benches/broadcast_cost.py
+	$(PY) benches/idle_memory.py --conns 10000 --json benches/results/idle_memory.json
 	benches/.venv/bin/python benches/chart.py
 
-bench-full: develop
+bench-full: develop-release
 	bash benches/setup.sh
 	python3 benches/run.py --subs 100,1000,10000 --repeat 3 --duration 10 --markdown BENCHMARKS.md
 	python3 benches/run.py --subs 100,1000 --payload 1024 --repeat 3 --duration 10 --out benches/results
