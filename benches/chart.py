@@ -19,10 +19,13 @@ REPO = os.path.dirname(HERE)
 
 
 def newest_results():
+    """The newest closed-loop run (burst and open-loop runs chart nothing here)."""
     files = sorted(glob.glob(os.path.join(HERE, "results", "run-*.json")))  # run-YYYYmmdd-HHMMSS.json
-    if not files:
-        raise SystemExit("no benches/results/run-*.json: run benches/run.py first")
-    return files[-1]
+    for path in reversed(files):
+        with open(path) as f:
+            if json.load(f).get("args", {}).get("mode", "closed") == "closed":
+                return path
+    raise SystemExit("no closed-loop benches/results/run-*.json: run benches/run.py first")
 
 
 def main():
