@@ -87,7 +87,7 @@ bench: develop-release
 	python3 benches/run.py --markdown BENCHMARKS.md
 	python3 benches/run.py --mode burst --count 10000 --subs 1000 --repeat 1 --out benches/results/extra --markdown benches/results/burst.md
 	$(PY) benches/broadcast_cost.py
-	$(PY) benches/idle_memory.py --conns 10000 --json benches/results/idle_memory.json
+	$(PY) benches/idle_memory.py --conns 10000 --servers wshub,wshub-rust,wse,socketify,node-ws,websockets,fastapi --json benches/results/idle_memory.json
 	benches/.venv/bin/python benches/chart.py
 
 bench-full: develop-release

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Idle memory per connection: RSS of a wshub server process (benches/servers/wshub_server.py,
-never told to publish) before and after N idle subscribers (loadgen connections) have
-connected and been acknowledged.
+"""Idle memory per connection: RSS of a server process (never told to publish) before and
+after N idle subscribers (loadgen connections) have connected and been acknowledged, for
+wshub and each peer of benches/run.py (same server scripts, same pinning).
 
-  .venv/bin/python benches/idle_memory.py --conns 10000 [--json out.json]
+  .venv/bin/python benches/idle_memory.py --conns 10000 [--servers wshub,node-ws] [--json out.json]
 
 Open files are limited per process on the benchmark machine (see benches/README.md), so
 N is capped below that limit; the per-connection figure is (RSS after - RSS before) / N.
@@ -21,9 +21,10 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import run  # noqa: E402  (the server table and helpers of benches/run.py)
+
 LOADGEN = os.path.join(HERE, "loadgen", "target", "release", "loadgen")
-WSHUB_PY = os.environ.get("WSHUB_PYTHON") or os.path.join(REPO, ".venv", "bin", "python")
 
 
 def _raise_nofile():
@@ -70,52 +71,69 @@ def rss_kib(pid):
     return None
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--conns", type=int, default=10000)
-    ap.add_argument("--settle", type=float, default=3.0, help="seconds to wait after all are ready")
-    ap.add_argument("--json")
-    args = ap.parse_args()
+def measure(name, argv, conns, settle):
+    """RSS per connection of one server; None when it could not be measured."""
     pin = (os.cpu_count() or 1) >= 2
-    srv = subprocess.Popen((["taskset", "-c", "0"] if pin else []) + [
-        WSHUB_PY, os.path.join(HERE, "servers", "wshub_server.py"), "--port", "0", "--topic", "idle"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_raise_nofile)
+    port = run.free_port()
+    srv = subprocess.Popen((["taskset", "-c", "0"] if pin else []) + argv + ["--port", str(port), "--topic", "idle"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_raise_nofile)
     lg = None
     try:
         sq = reader(srv)
         info = wait_event(sq, "listening", 60)
-        time.sleep(args.settle)
+        time.sleep(settle)
         before = rss_kib(srv.pid)
         lg = subprocess.Popen((["taskset", "-c", "1"] if pin else []) + [
-            LOADGEN, "--url", f"ws://127.0.0.1:{info['port']}/api/ws?topics=idle", "-c", str(args.conns),
+            LOADGEN, "--url", f"ws://127.0.0.1:{info['port']}/api/ws?topics=idle", "-c", str(conns),
             "--start", "stdin", "-d", "1", "--connect-concurrency", "256"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_raise_nofile)
         ready = wait_event(reader(lg), "ready", 300)
-        time.sleep(args.settle)
+        time.sleep(settle)
         after = rss_kib(srv.pid)
         n = ready["ready"]
-        res = {"wshub": info.get("version"), "connections": n, "failed": ready.get("failed"),
-               "rss_before_kib": before, "rss_after_kib": after,
-               "kib_per_connection": (after - before) / n if n else None,
-               "bytes_per_connection": 1024.0 * (after - before) / n if n else None}
-        print(json.dumps(res))
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(res, f, indent=1)
+        return {"server": name, "version": info.get("version"), "connections": n, "failed": ready.get("failed"),
+                "rss_before_kib": before, "rss_after_kib": after,
+                "kib_per_connection": (after - before) / n if n else None,
+                "bytes_per_connection": 1024.0 * (after - before) / n if n else None}
     finally:
-        if lg:
-            lg.stdin.close()
+        for p in (lg, srv):
+            if p is None:
+                continue
+            p.stdin.close()
             try:
-                lg.wait(10)
+                p.wait(10)
             except subprocess.TimeoutExpired:
-                lg.kill()
-                lg.wait()
-        srv.stdin.close()
+                p.kill()
+                p.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--conns", type=int, default=10000)
+    ap.add_argument("--servers", default="wshub", help="comma-separated, names as in benches/run.py")
+    ap.add_argument("--settle", type=float, default=3.0, help="seconds to wait after all are ready")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    results, skipped = [], {}
+    for name in [s.strip() for s in args.servers.split(",") if s.strip()]:
+        if name not in run.SERVERS or name == "reference":
+            sys.exit(f"unknown server {name}; known: {', '.join(k for k in run.SERVERS if k != 'reference')}")
+        why = run.available(name)
+        if why:
+            skipped[name] = why
+            print(f"[skip] {name}: {why}", file=sys.stderr)
+            continue
         try:
-            srv.wait(10)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            srv.wait()
+            res = measure(name, run.SERVERS[name][0], args.conns, args.settle)
+        except (RuntimeError, TimeoutError) as e:
+            skipped[name] = str(e)
+            print(f"[fail] {name}: {e}", file=sys.stderr)
+            continue
+        results.append(res)
+        print(json.dumps(res))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"conns": args.conns, "results": results, "skipped": skipped}, f, indent=1)
 
 
 if __name__ == "__main__":
