@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backplane::Outbound;
 use crate::error::Error;
-use crate::outbox::{encode_text_frame, lock, OutFrame, Outbox, Pacing, Tally};
-use crate::protocol::{is_valid_topic, publication_frame, validate_json};
+use crate::outbox::{encode_publication, lock, OutFrame, Outbox, Pacing, Tally};
+use crate::protocol::{is_valid_topic, validate_json};
 use crate::stats::{Counters, Stats};
 use crate::subscription_events::SubscriptionEvents;
 
@@ -347,7 +347,7 @@ impl Hub {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         let seq = entry.next_seq.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_text_frame(publication_frame(topic, seq, data));
+        let frame = encode_publication(topic, seq, data);
         let subscribers = entry.subscriber_count.load(Ordering::Relaxed);
         let was_empty = state.items.is_empty();
         state.items.push_back(Publication {
@@ -405,7 +405,7 @@ impl Hub {
     pub fn ingest(&self, topic: &str, seq: u64, data: &str) -> Result<Ingested, Error> {
         check_publication(topic, data)?;
         let entry = self.topic_entry(topic);
-        let frame = encode_text_frame(publication_frame(topic, seq, data));
+        let frame = encode_publication(topic, seq, data);
         let mut state = lock(&self.queue.state);
         if state.closed {
             return Err(Error::NotRunning);

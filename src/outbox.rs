@@ -20,7 +20,9 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+
+use crate::protocol;
 
 /// One or more text frames waiting to be written, already encoded for
 /// the wire.
@@ -140,6 +142,26 @@ impl Tally {
             }
         }
     }
+}
+
+/// A publication's whole WebSocket frame in one allocation: the header
+/// formatted by tungstenite's own [`FrameHeader`], then the JSON text of
+/// [`protocol::publication_frame`](crate::protocol::publication_frame)
+/// written right after it. Done once per publication, on the publisher's
+/// thread, so it is kept to one allocation and one pass over `data`.
+pub fn encode_publication(topic: &str, seq: u64, data: &str) -> Bytes {
+    let len = protocol::publication_len(topic, seq, data);
+    let header = FrameHeader {
+        is_final: true,
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    let mut wire = Vec::with_capacity(header.len(len as u64) + len);
+    // Writing into a Vec cannot fail.
+    let _ = header.format(len as u64, &mut wire);
+    protocol::write_publication(&mut wire, topic, seq, data);
+    debug_assert_eq!(wire.len(), header.len(len as u64) + len);
+    Bytes::from(wire)
 }
 
 /// Why an outbox stopped taking frames.
@@ -556,6 +578,27 @@ mod tests {
         let texts: Vec<_> = out.iter().flat_map(OutFrame::texts).collect();
         assert_eq!(texts, ["1", "2", "3"]);
         assert_eq!(outbox.push(publication("4")), Pushed::Queued);
+    }
+
+    #[test]
+    fn encoded_publication_is_the_frame_of_its_text() {
+        for (seq, data) in [(1, "1"), (9, "[]"), (10, "{}"), (123_456_789, "\"x\"")] {
+            let text = protocol::publication_frame("t", seq, data);
+            assert_eq!(
+                encode_publication("t", seq, data),
+                encode_text_frame(text),
+                "{seq}"
+            );
+        }
+        // Payloads past both short-length thresholds (126 and 65,536).
+        for size in [100, 200, 70_000] {
+            let data = format!("\"{}\"", "x".repeat(size));
+            let text = protocol::publication_frame("topic", u64::MAX, &data);
+            assert_eq!(
+                encode_publication("topic", u64::MAX, &data),
+                encode_text_frame(text)
+            );
+        }
     }
 
     #[test]

@@ -5,10 +5,9 @@
 //! structs: a publication frame is assembled once per `broadcast` around the
 //! publisher's JSON, which must go out byte for byte.
 
-use std::fmt::Write as _;
-
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::io::Write as _;
 
 /// Longest topic name: long enough for `tenant:feed:item` style names, short
 /// enough that a subscription list cannot be used to make us allocate a lot.
@@ -193,15 +192,38 @@ pub fn topics_from_query(query: Option<&str>) -> Vec<String> {
 /// publication and shared by all subscribers. `topic` must be valid (no
 /// escaping needed) and `data` valid JSON.
 pub fn publication_frame(topic: &str, seq: u64, data: &str) -> String {
-    let mut frame = String::with_capacity(48 + topic.len() + data.len());
-    frame.push_str(r#"{"type":"message","topic":""#);
-    frame.push_str(topic);
-    frame.push_str(r#"","seq":"#);
-    let _ = write!(frame, "{seq}");
-    frame.push_str(r#","data":"#);
-    frame.push_str(data);
-    frame.push('}');
-    frame
+    let mut frame = Vec::with_capacity(publication_len(topic, seq, data));
+    write_publication(&mut frame, topic, seq, data);
+    // Only UTF-8 went in: the fixed parts, a valid topic, digits, `data`.
+    String::from_utf8(frame).unwrap_or_default()
+}
+
+const PUBLICATION_HEAD: &str = r#"{"type":"message","topic":""#;
+const PUBLICATION_SEQ: &str = r#"","seq":"#;
+const PUBLICATION_DATA: &str = r#","data":"#;
+
+/// The length of [`publication_frame`]'s text, computed without building
+/// it, so the wire frame can be allocated once at its final size.
+pub fn publication_len(topic: &str, seq: u64, data: &str) -> usize {
+    let digits = seq.checked_ilog10().map_or(1, |d| d as usize + 1);
+    PUBLICATION_HEAD.len()
+        + topic.len()
+        + PUBLICATION_SEQ.len()
+        + digits
+        + PUBLICATION_DATA.len()
+        + data.len()
+        + 1
+}
+
+/// Appends [`publication_frame`]'s text to `out`.
+pub fn write_publication(out: &mut Vec<u8>, topic: &str, seq: u64, data: &str) {
+    out.extend_from_slice(PUBLICATION_HEAD.as_bytes());
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(PUBLICATION_SEQ.as_bytes());
+    let _ = write!(out, "{seq}");
+    out.extend_from_slice(PUBLICATION_DATA.as_bytes());
+    out.extend_from_slice(data.as_bytes());
+    out.push(b'}');
 }
 
 /// Why a requested topic was not subscribed.

@@ -57,6 +57,30 @@ impl Shared {
     }
 }
 
+/// Forks seen by this process's lineage: bumped in every child `fork()`
+/// makes (a `pthread_atfork` handler), so that a publication can tell it
+/// runs in a fork with one atomic load instead of a `getpid()` system call.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// The current fork count, with the handler that keeps it registered.
+fn forks() -> u64 {
+    static WATCH: std::sync::Once = std::sync::Once::new();
+    WATCH.call_once(|| {
+        #[cfg(unix)]
+        // SAFETY: registers a handler that only does an atomic add, which
+        // is async-signal-safe as a fork child handler must be.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(count_fork));
+        }
+    });
+    FORKS.load(Ordering::Acquire)
+}
+
+#[cfg(unix)]
+unsafe extern "C" fn count_fork() {
+    FORKS.fetch_add(1, Ordering::AcqRel);
+}
+
 /// Which process has live hubs, and how many: `(pid << 32) | count`, one
 /// atomic so that a `fork()` can never leave it locked in the child.
 static LIVE_HUBS: AtomicU64 = AtomicU64::new(0);
@@ -93,6 +117,8 @@ pub struct Server {
     local_addr: SocketAddr,
     /// The process that started the hub; its threads exist only there.
     pid: u32,
+    /// [`forks`] when it started: a different count means this is a child.
+    forks_at_start: u64,
 }
 
 impl Server {
@@ -161,6 +187,7 @@ impl Server {
             runtime: Mutex::new(Some(runtime)),
             local_addr,
             pid: std::process::id(),
+            forks_at_start: forks(),
         })
     }
 
@@ -221,13 +248,12 @@ impl Server {
     /// Fails in a forked child, where the hub's threads do not exist and a
     /// publication would wait for a fan-out that never comes.
     fn check_process(&self) -> Result<(), Error> {
-        let me = std::process::id();
-        if me == self.pid {
+        if FORKS.load(Ordering::Acquire) == self.forks_at_start {
             Ok(())
         } else {
             Err(Error::Forked {
                 parent: self.pid,
-                child: me,
+                child: std::process::id(),
             })
         }
     }
