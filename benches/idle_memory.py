@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
-import subprocess
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,42 +22,6 @@ sys.path.insert(0, HERE)
 import run  # noqa: E402  (the server table and helpers of benches/run.py)
 
 LOADGEN = os.path.join(HERE, "loadgen", "target", "release", "loadgen")
-
-
-def _raise_nofile():
-    import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def reader(p):
-    q: queue.Queue = queue.Queue()
-
-    def rd():
-        for line in p.stdout:
-            try:
-                q.put(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-        q.put({"event": "eof"})
-
-    threading.Thread(target=rd, daemon=True).start()
-    return q
-
-
-def wait_event(q, event, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            m = q.get(timeout=1)
-        except queue.Empty:
-            continue
-        if m.get("event") == event:
-            return m
-        if m.get("event") == "eof":
-            raise RuntimeError(f"process exited before {event!r}")
-    raise TimeoutError(event)
 
 
 def rss_kib(pid):
@@ -72,39 +33,31 @@ def rss_kib(pid):
 
 
 def measure(name, argv, conns, settle):
-    """RSS per connection of one server; None when it could not be measured."""
+    """RSS per connection of one server (run.py's process plumbing and pinning)."""
     pin = (os.cpu_count() or 1) >= 2
-    port = run.free_port()
-    srv = subprocess.Popen((["taskset", "-c", "0"] if pin else []) + argv + ["--port", str(port), "--topic", "idle"],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_raise_nofile)
+    srv = run.Proc(run.pin(0, argv + ["--port", str(run.free_port()), "--topic", "idle"], pin),
+                   name, "/dev/stderr")
     lg = None
     try:
-        sq = reader(srv)
-        info = wait_event(sq, "listening", 60)
+        info = srv.wait_event("listening", 60)
         time.sleep(settle)
-        before = rss_kib(srv.pid)
-        lg = subprocess.Popen((["taskset", "-c", "1"] if pin else []) + [
-            LOADGEN, "--url", f"ws://127.0.0.1:{info['port']}/api/ws?topics=idle", "-c", str(conns),
-            "--start", "stdin", "-d", "1", "--connect-concurrency", "256"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_raise_nofile)
-        ready = wait_event(reader(lg), "ready", 300)
+        before = rss_kib(srv.p.pid)
+        lg = run.Proc(run.pin(1, [LOADGEN, "--url", f"ws://127.0.0.1:{info['port']}/api/ws?topics=idle",
+                                  "-c", str(conns), "--start", "stdin", "-d", "1",
+                                  "--connect-concurrency", "256"], pin),
+                      f"{name}-loadgen", "/dev/stderr")
+        ready = lg.wait_event("ready", 300)
         time.sleep(settle)
-        after = rss_kib(srv.pid)
+        after = rss_kib(srv.p.pid)
         n = ready["ready"]
         return {"server": name, "version": info.get("version"), "connections": n, "failed": ready.get("failed"),
                 "rss_before_kib": before, "rss_after_kib": after,
                 "kib_per_connection": (after - before) / n if n else None,
                 "bytes_per_connection": 1024.0 * (after - before) / n if n else None}
     finally:
-        for p in (lg, srv):
-            if p is None:
-                continue
-            p.stdin.close()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        if lg:
+            lg.stop()
+        srv.stop()
 
 
 def main():
