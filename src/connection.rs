@@ -55,7 +55,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     // in, and the handshake's (HTTP parsing, authorize, tungstenite's
     // handshake machine) is several KiB. Boxed, it lives only while the
     // handshake runs, so an idle connection holds just what `run` needs.
-    let Some((mut conn, slot)) = Box::pin(open(&shared, stream, peer)).await else {
+    let Some((mut conn, slot)) = Box::pin(open(shared, stream, peer)).await else {
         return;
     };
     let reason = conn.run().await;
@@ -67,11 +67,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
 /// Routes and answers a plain HTTP request, or runs the WebSocket handshake
 /// and returns the open connection (ack queued, topics subscribed).
 async fn open(
-    shared: &Arc<Shared>,
+    shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
 ) -> Option<(Connection, ConnectionSlot)> {
-    let shared = Arc::clone(shared);
     // One deadline for the whole handshake (routing, authorize, upgrade),
     // and every phase gives up at once when the hub stops.
     let deadline = Instant::now() + shared.config.handshake_timeout;

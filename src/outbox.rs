@@ -20,7 +20,7 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 use crate::protocol;
 
@@ -104,14 +104,27 @@ impl OutFrame {
     }
 }
 
-/// Encodes JSON text as one final, unmasked WebSocket text frame, using
-/// tungstenite's own frame type: done once per publication, not per client.
+/// Encodes JSON text as one final, unmasked WebSocket text frame (a reply
+/// to one client).
 pub fn encode_text_frame(text: String) -> Bytes {
-    let payload = Bytes::from(text);
-    let frame = Frame::message(payload, OpCode::Data(Data::Text), true);
-    let mut wire = Vec::with_capacity(frame.len());
+    text_frame(text.len(), |wire| wire.extend_from_slice(text.as_bytes()))
+}
+
+/// One final, unmasked text frame of `len` payload bytes in one
+/// allocation: the header formatted by tungstenite's own [`FrameHeader`],
+/// then the payload, which `payload` appends.
+fn text_frame(len: usize, payload: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let header = FrameHeader {
+        is_final: true,
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    let size = header.len(len as u64) + len;
+    let mut wire = Vec::with_capacity(size);
     // Writing into a Vec cannot fail.
-    let _ = frame.format(&mut wire);
+    let _ = header.format(len as u64, &mut wire);
+    payload(&mut wire);
+    debug_assert_eq!(wire.len(), size);
     Bytes::from(wire)
 }
 
@@ -144,24 +157,16 @@ impl Tally {
     }
 }
 
-/// A publication's whole WebSocket frame in one allocation: the header
-/// formatted by tungstenite's own [`FrameHeader`], then the JSON text of
+/// A publication's whole WebSocket frame, with the JSON text of
 /// [`protocol::publication_frame`](crate::protocol::publication_frame)
-/// written right after it. Done once per publication, on the publisher's
-/// thread, so it is kept to one allocation and one pass over `data`.
+/// written straight after the header. Done once per publication, on the
+/// publisher's thread, so it is kept to one allocation and one pass over
+/// `data`.
 pub fn encode_publication(topic: &str, seq: u64, data: &str) -> Bytes {
     let len = protocol::publication_len(topic, seq, data);
-    let header = FrameHeader {
-        is_final: true,
-        opcode: OpCode::Data(Data::Text),
-        ..FrameHeader::default()
-    };
-    let mut wire = Vec::with_capacity(header.len(len as u64) + len);
-    // Writing into a Vec cannot fail.
-    let _ = header.format(len as u64, &mut wire);
-    protocol::write_publication(&mut wire, topic, seq, data);
-    debug_assert_eq!(wire.len(), header.len(len as u64) + len);
-    Bytes::from(wire)
+    text_frame(len, |wire| {
+        protocol::write_publication(wire, topic, seq, data)
+    })
 }
 
 /// Why an outbox stopped taking frames.
@@ -580,13 +585,22 @@ mod tests {
         assert_eq!(outbox.push(publication("4")), Pushed::Queued);
     }
 
+    /// The frame tungstenite itself makes of `text`.
+    fn tungstenite_frame(text: String) -> Vec<u8> {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        let frame = Frame::message(Bytes::from(text), OpCode::Data(Data::Text), true);
+        let mut wire = Vec::new();
+        frame.format(&mut wire).unwrap();
+        wire
+    }
+
     #[test]
-    fn encoded_publication_is_the_frame_of_its_text() {
+    fn encoded_frames_are_tungstenites_frames_of_their_text() {
         for (seq, data) in [(1, "1"), (9, "[]"), (10, "{}"), (123_456_789, "\"x\"")] {
             let text = protocol::publication_frame("t", seq, data);
             assert_eq!(
                 encode_publication("t", seq, data),
-                encode_text_frame(text),
+                tungstenite_frame(text),
                 "{seq}"
             );
         }
@@ -596,8 +610,9 @@ mod tests {
             let text = protocol::publication_frame("topic", u64::MAX, &data);
             assert_eq!(
                 encode_publication("topic", u64::MAX, &data),
-                encode_text_frame(text)
+                tungstenite_frame(text.clone())
             );
+            assert_eq!(encode_text_frame(text.clone()), tungstenite_frame(text));
         }
     }
 
