@@ -45,7 +45,7 @@ pub struct OutFrame {
 }
 
 impl OutFrame {
-    /// A publication frame, encoded by [`encode_text_frame`].
+    /// A publication frame, encoded by [`encode_publication`].
     pub fn publication(wire: Bytes, key: Option<Arc<str>>) -> Self {
         OutFrame {
             len: wire.len(),
