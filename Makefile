@@ -79,22 +79,38 @@ clean:
 	rm -rf $(VENV) target
 
 # Benchmarks (benches/README.md): peers are installed by benches/setup.sh.
-# `bench` is the quick set (about 10 minutes); `bench-full` adds 10,000
-# subscribers, 1 KiB payloads and more repeats.
+# `bench` is the quick set: every scenario once, short windows, into
+# benches/results/quick/ (BENCHMARKS.md and fanout.png there). `bench-full`
+# is what BENCHMARKS.md and docs/img/fanout.png publish: 3 runs of each,
+# 10,000 subscribers and 19,000 idle connections as well.
 .PHONY: bench bench-full
+BENCH_SERVERS := wshub,wshub-rust,wse,socketify,node-ws,websockets,fastapi
+COST_SERVERS := wshub,wse,socketify,node-ws,websockets,fastapi
+QUICK := benches/results/quick
+QUICK_RUN := python3 benches/run.py --repeat 1 --warmup 0.5 --duration 2 --out $(QUICK) --markdown $(QUICK)/BENCHMARKS.md
 bench: develop-release
 	bash benches/setup.sh
-	python3 benches/run.py --markdown BENCHMARKS.md
-	python3 benches/run.py --mode burst --count 10000 --subs 1000 --repeat 1 --out benches/results/extra --markdown benches/results/burst.md
-	$(PY) benches/broadcast_cost.py
-	$(PY) benches/idle_memory.py --conns 10000 --servers wshub,wshub-rust,wse,socketify,node-ws,websockets,fastapi --json benches/results/idle_memory.json
-	benches/.venv/bin/python benches/chart.py
+	rm -f $(QUICK)/BENCHMARKS.md
+	$(QUICK_RUN) --subs 100,1000
+	$(QUICK_RUN) --subs 1000 --payload 1024 --section "Closed loop, 1 KiB payload"
+	$(QUICK_RUN) --subs 10000 --section "Closed loop, 10,000 subscribers"
+	$(QUICK_RUN) --servers $(BENCH_SERVERS) --subs 1000 --mode rate --loads 10,50,80 --section "Open loop, 1,000 subscribers"
+	$(QUICK_RUN) --servers $(BENCH_SERVERS) --subs 1000 --mode burst --count 10000 --duration 8 --section "Burst of 10,000 publications, 1,000 subscribers"
+	$(PY) benches/broadcast_cost.py --runs 5 --server-runs 3 --budget 50000 --servers $(COST_SERVERS) --json $(QUICK)/broadcast_cost.json --markdown $(QUICK)/BENCHMARKS.md
+	$(PY) benches/idle_memory.py --conns 10000 --settle 2 --servers $(BENCH_SERVERS) --json $(QUICK)/idle_memory.json --markdown $(QUICK)/BENCHMARKS.md
+	python3 benches/write_cost.py --repeat 1 --json $(QUICK)/write_cost.json --markdown $(QUICK)/BENCHMARKS.md
+	benches/.venv/bin/python benches/chart.py --results-dir $(QUICK) --out $(QUICK)/fanout.png
 
+FULL_RUN := python3 benches/run.py --markdown BENCHMARKS.md
 bench-full: develop-release
 	bash benches/setup.sh
-	python3 benches/run.py --subs 100,1000,10000 --repeat 3 --duration 10 --markdown BENCHMARKS.md
-	python3 benches/run.py --subs 100,1000 --payload 1024 --repeat 3 --duration 10 --out benches/results
-	$(PY) benches/broadcast_cost.py
+	$(FULL_RUN) --subs 100,1000,10000
+	$(FULL_RUN) --subs 100,1000 --payload 1024 --section "Closed loop, 1 KiB payload"
+	$(FULL_RUN) --servers $(BENCH_SERVERS) --subs 1000 --mode rate --loads 10,50,80 --section "Open loop, 1,000 subscribers"
+	$(FULL_RUN) --servers $(BENCH_SERVERS) --subs 1000 --mode burst --count 10000 --duration 8 --section "Burst of 10,000 publications, 1,000 subscribers"
+	$(PY) benches/broadcast_cost.py --servers $(COST_SERVERS) --markdown BENCHMARKS.md
+	$(PY) benches/idle_memory.py --conns 10000,19000 --servers $(BENCH_SERVERS) --markdown BENCHMARKS.md
+	python3 benches/write_cost.py --markdown BENCHMARKS.md
 	benches/.venv/bin/python benches/chart.py
 
 # Fuzzing the client-input parsers (fuzz/, cargo-fuzz on nightly Rust):

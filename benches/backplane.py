@@ -281,25 +281,7 @@ def render(machine, rows, args, results_path):
 
 
 def write_section(path, text):
-    """Replace the BEGIN..END block in `path`; if absent, insert it before '## Targets' (below run.py's
-    keep marker, so run.py --markdown keeps it), else append."""
-    block = f"{BEGIN}\n\n{text}\n{END}\n"
-    try:
-        with open(path) as f:
-            old = f.read()
-    except OSError:
-        old = ""
-    i, j = old.find(BEGIN), old.find(END)
-    if i >= 0 and j > i:
-        new = old[:i] + block + "\n" + old[j + len(END):].lstrip("\n")
-    else:
-        k = old.find("\n## Targets", max(0, old.find(R.KEEP_MARKER)))
-        if k >= 0:
-            new = old[:k + 1] + block + "\n" + old[k + 1:]
-        else:
-            new = old.rstrip("\n") + "\n\n" + block
-    with open(path, "w") as f:
-        f.write(new)
+    R.write_section(path, BEGIN, END, text)
 
 
 def main():

@@ -18,20 +18,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 
-def newest_results():
-    """The newest closed-loop run (burst and open-loop runs chart nothing here)."""
-    files = sorted(glob.glob(os.path.join(HERE, "results", "run-*.json")))  # run-YYYYmmdd-HHMMSS.json
+def newest_results(results_dir, payload):
+    """The newest closed-loop run with this payload (burst and open-loop runs chart nothing here)."""
+    files = sorted(glob.glob(os.path.join(results_dir, "run-*.json")))  # run-YYYYmmdd-HHMMSS.json
     for path in reversed(files):
         with open(path) as f:
-            if json.load(f).get("args", {}).get("mode", "closed") == "closed":
-                return path
-    raise SystemExit("no closed-loop benches/results/run-*.json: run benches/run.py first")
+            a = json.load(f).get("args", {})
+        if a.get("mode", "closed") == "closed" and a.get("payload", 100) == payload and not a.get("section"):
+            return path
+    raise SystemExit(f"no closed-loop benches/results/run-*.json with payload {payload}: run benches/run.py first")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="results file (default: newest benches/results/run-*.json)")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "img", "fanout.png"))
+    ap.add_argument("--payload", type=int, default=100, help="without --json: the newest run with this payload")
+    ap.add_argument("--results-dir", default=os.path.join(HERE, "results"), help="without --json: where to look")
     args = ap.parse_args()
 
     import matplotlib
@@ -39,7 +42,7 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = args.json or newest_results()
+    path = args.json or newest_results(args.results_dir, args.payload)
     with open(path) as f:
         data = json.load(f)
     rows = [r for r in data["rows"] if r["runs"]]

@@ -18,6 +18,10 @@ Publish modes:
   rate    open loop at --rate publications/s; "t" is the scheduled send time, so
           publisher lag shows up as latency (no coordinated omission).
   burst   --count publications back to back, then idle.
+  cost    the publisher's own cost (benches/broadcast_cost.py): --runs times,
+          time --calls back-to-back calls of the publish function with one
+          prebuilt payload, then let the server drain for --settle seconds;
+          prints {"event":"cost","ns_per_call":[one figure per run]}.
 --count limits the total in every mode (0 = unlimited, except burst where it is required).
 """
 
@@ -42,10 +46,13 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--topic", default="bench")
     p.add_argument("--payload", type=int, default=100, help="bytes of the published JSON (approx.)")
-    p.add_argument("--mode", choices=["closed", "rate", "burst"], default="closed")
+    p.add_argument("--mode", choices=["closed", "rate", "burst", "cost"], default="closed")
     p.add_argument("--window", type=int, default=64, help="closed mode: publications in flight")
     p.add_argument("--rate", type=float, default=1000.0, help="rate mode: publications/s")
     p.add_argument("--count", type=int, default=0, help="stop after this many publications (0 = no limit)")
+    p.add_argument("--calls", type=int, default=500, help="cost mode: publish calls per run")
+    p.add_argument("--runs", type=int, default=11, help="cost mode: runs")
+    p.add_argument("--settle", type=float, default=0.3, help="cost mode: seconds to let the server drain after a run")
     if extra:
         extra(p)
     a = p.parse_args()
@@ -138,6 +145,17 @@ def run_thread_publisher(args, ctl: Control, publish) -> threading.Thread:
 
     def loop():
         ctl.go.wait()
+        if args.mode == "cost":
+            text = pl.build(1, time.time_ns())
+            per_call = []
+            for _ in range(args.runs):
+                t0 = time.perf_counter_ns()
+                for _ in range(args.calls):
+                    publish(text)
+                per_call.append((time.perf_counter_ns() - t0) / args.calls)
+                time.sleep(args.settle)
+            emit(event="cost", ns_per_call=per_call, calls=args.calls)
+            return
         delivered = 0
         seq = 0
         limit = args.count or float("inf")
@@ -202,6 +220,20 @@ async def run_async_publisher(args, ctl: Control, publish, is_coro: bool) -> Non
         go.set()
     await go.wait()
     pl = Payload(args.payload)
+    if args.mode == "cost":
+        text = pl.build(1, time.time_ns())
+        per_call = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter_ns()
+            for _ in range(args.calls):
+                if is_coro:
+                    await publish(text)
+                else:
+                    publish(text)
+            per_call.append((time.perf_counter_ns() - t0) / args.calls)
+            await asyncio.sleep(args.settle)
+        emit(event="cost", ns_per_call=per_call, calls=args.calls)
+        return
     seq = 0
     limit = args.count or float("inf")
     t0 = time.time_ns()

@@ -14,7 +14,8 @@ try {
 }
 
 function parseArgs(argv) {
-  const a = { port: 0, topic: 'bench', payload: 100, mode: 'closed', window: 64, rate: 1000, count: 0 };
+  const a = { port: 0, topic: 'bench', payload: 100, mode: 'closed', window: 64, rate: 1000, count: 0,
+    calls: 500, runs: 11, settle: 0.3 };
   for (let i = 2; i < argv.length; i++) {
     const k = argv[i].replace(/^--/, '');
     const v = argv[++i];
@@ -64,7 +65,23 @@ function publishOne(t) {
   if (s) for (const ws of s) if (ws.readyState === 1) ws.send(text);
 }
 
+// cost mode (see _common.py): time --calls publish calls, --runs times
+async function measureCost() {
+  const text = build(1, nowNs());
+  const s = subs.get(args.topic) || new Set();
+  const publish = () => { for (const ws of s) if (ws.readyState === 1) ws.send(text); };
+  const perCall = [];
+  for (let r = 0; r < args.runs; r++) {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < args.calls; i++) publish();
+    perCall.push(Number(process.hrtime.bigint() - t0) / args.calls);
+    await new Promise((res) => setTimeout(res, args.settle * 1000));
+  }
+  emit({ event: 'cost', ns_per_call: perCall, calls: args.calls });
+}
+
 function startPublishing() {
+  if (args.mode === 'cost') { measureCost(); return; }
   const limit = args.count > 0 ? args.count : Infinity;
   const t0 = nowNs();
   if (args.mode === 'rate') {

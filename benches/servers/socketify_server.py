@@ -3,7 +3,6 @@ ws.subscribe(topic) and the publisher calls app.publish(topic, text, OpCode.TEXT
 from an asyncio task on socketify's loop. Every subscriber is put on --topic
 (the query string is not parsed). Needs Debian's libuv1."""
 
-import asyncio
 import os
 import sys
 

@@ -92,6 +92,13 @@ struct Args {
     /// per syscall, at the price of up to this much added latency. 0 = off.
     #[arg(long, default_value_t = 0)]
     coalesce_us: u64,
+    /// Never sleep in epoll_wait: each shard polls its sockets in a loop
+    /// (100% of its core). On loopback a server's write also pays for waking a
+    /// sleeping reader (on a VM an inter-processor interrupt); with this flag
+    /// the server's figures show what it costs without that wake-up, as with
+    /// clients on other machines.
+    #[arg(long)]
+    busy_poll: bool,
 }
 
 const PH_CONNECT: u8 = 0;
@@ -762,6 +769,16 @@ fn main() {
                 }
                 let rt = b.build().unwrap();
                 rt.block_on(async move {
+                    if sh2.args.busy_poll {
+                        // yield_now defers its wake-up until the I/O driver has
+                        // been polled, so the runtime polls epoll with a zero
+                        // timeout instead of parking.
+                        tokio::spawn(async {
+                            loop {
+                                tokio::task::yield_now().await;
+                            }
+                        });
+                    }
                     let sem = Arc::new(tokio::sync::Semaphore::new(sh2.args.connect_concurrency.max(1)));
                     let mut hs = Vec::new();
                     for (i, &g) in ids.iter().enumerate() {
