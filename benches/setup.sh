@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the benchmark peers and builds the loadgen and the Rust publisher.
 # Idempotent.
-#   benches/.venv      Python 3.11 venv: fastapi, uvicorn, websockets, wsproto, socketify
+#   benches/.venv      Python 3.11 venv: fastapi, uvicorn, websockets, wsproto, socketify, matplotlib
 #   benches/.venv312   Python 3.12 venv: wse-server (wheels only for >= 3.12); skipped
 #                      when no 3.12 interpreter is found (pyenv's, or PYTHON312=/path)
 #   benches/node_modules   npm `ws`
@@ -14,12 +14,18 @@ PY="${PYTHON:-python3}"
 
 log() { echo "[setup] $*" >&2; }
 
+# The loadgen (its own workspace and target dir) compiles while the peers
+# download; the Rust publisher waits for the repository's target dir.
+log "building loadgen (in the background)"
+(cd loadgen && cargo build --release -q) &
+loadgen_build=$!
+
 if [ ! -x .venv/bin/python ]; then
   log "creating benches/.venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q "fastapi" "uvicorn" "websockets" "wsproto"
+.venv/bin/python -m pip install -q "fastapi" "uvicorn" "websockets" "wsproto" "matplotlib"
 if ! .venv/bin/python -m pip install -q "socketify"; then
   log "socketify install failed (continuing without it)"
 fi
@@ -59,11 +65,10 @@ else
   log "npm not found: node_ws_server skipped"
 fi
 
-log "building loadgen"
-(cd loadgen && cargo build --release -j"${CARGO_JOBS:-1}" -q)
 
 # The ceiling line (run.py --servers wshub-rust): the core with a Rust
 # publisher thread, from the repository's own crate.
 log "building the Rust publisher (wshub-rust)"
 (cd .. && cargo build --release -q --example rust_publisher)
+wait "$loadgen_build" || { log "loadgen build failed"; exit 1; }
 log "done"
