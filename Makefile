@@ -81,35 +81,37 @@ clean:
 
 # Benchmarks (benches/README.md): peers are installed by benches/setup.sh,
 # which runs while the extension builds. `bench` is the quick set, under 10
-# minutes on a clean 2-core machine: one short run of each scenario (no 10,000
-# subscribers; 5,000 idle connections) into benches/results/quick/
+# minutes on a clean 2-core machine: one short run of each scenario, built
+# with the quicker `fast` profile, into benches/results/quick/
 # (BENCHMARKS.md, fanout.png, the JSON). `bench-full` is what BENCHMARKS.md
-# and docs/img/fanout.png publish: 3 runs of each, 10,000 subscribers, open
-# loop at 10/50/80%, 10,000 and 19,000 idle connections.
+# and docs/img/fanout.png publish: the `release` build users install, 3 runs
+# of each, 10,000 subscribers, open loop at 10/50/80%, 10,000 and 19,000 idle
+# connections.
 .PHONY: bench bench-full bench-prepare
 BENCH_SERVERS := wshub,wshub-rust,wse,socketify,node-ws,websockets,fastapi
 COST_SERVERS := wshub,wse,socketify,node-ws,websockets,fastapi
 QUICK := benches/results/quick
 QUICK_RUN := python3 benches/run.py --repeat 1 --warmup 0.5 --duration 2 --out $(QUICK) --markdown $(QUICK)/BENCHMARKS.md
-# The Rust publisher (wshub-rust) compiles the shared dependencies while pip
-# installs maturin; the extension then only adds its own crates.
-bench-prepare:
-	cargo build --release --quiet --example rust_publisher & publisher=$$!; \
-	bash benches/setup.sh & setup=$$!; \
-	$(MAKE) --no-print-directory develop-release && wait $$publisher && wait $$setup
+bench-prepare: $(STAMP)
+	export WSHUB_BENCH_PROFILE=$(BENCH_PROFILE); bash benches/setup.sh & setup=$$!; \
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --profile $(BENCH_PROFILE) --quiet && wait $$setup
 
+bench: export WSHUB_BENCH_PROFILE := fast
+bench: BENCH_PROFILE := fast
 bench: bench-prepare
 	rm -f $(QUICK)/BENCHMARKS.md
 	$(QUICK_RUN) --subs 100,1000
 	$(QUICK_RUN) --subs 1000 --payload 1024 --section "Closed loop, 1 KiB payload"
 	$(QUICK_RUN) --servers $(BENCH_SERVERS) --subs 1000 --mode rate --loads 50 --section "Open loop, 1,000 subscribers"
 	$(QUICK_RUN) --servers $(BENCH_SERVERS) --subs 1000 --mode burst --count 10000 --duration 3 --section "Burst of 10,000 publications, 1,000 subscribers"
-	$(PY) benches/broadcast_cost.py --subs 0,1000 --runs 5 --server-runs 3 --budget 20000 --settle 0.2 --servers $(COST_SERVERS) --json $(QUICK)/broadcast_cost.json --markdown $(QUICK)/BENCHMARKS.md
-	$(PY) benches/idle_memory.py --conns 5000 --settle 1 --servers $(BENCH_SERVERS) --json $(QUICK)/idle_memory.json --markdown $(QUICK)/BENCHMARKS.md
+	$(PY) benches/broadcast_cost.py --subs 0,1000 --server-subs 1000 --runs 5 --server-runs 3 --budget 20000 --settle 0.2 --servers $(COST_SERVERS) --json $(QUICK)/broadcast_cost.json --markdown $(QUICK)/BENCHMARKS.md
+	$(PY) benches/idle_memory.py --conns 3000 --settle 1 --servers $(BENCH_SERVERS) --json $(QUICK)/idle_memory.json --markdown $(QUICK)/BENCHMARKS.md
 	python3 benches/write_cost.py --repeat 1 --json $(QUICK)/write_cost.json --markdown $(QUICK)/BENCHMARKS.md
 	benches/.venv/bin/python benches/chart.py --results-dir $(QUICK) --out $(QUICK)/fanout.png
 
 FULL_RUN := python3 benches/run.py --markdown BENCHMARKS.md
+bench-full: export WSHUB_BENCH_PROFILE := release
+bench-full: BENCH_PROFILE := release
 bench-full: bench-prepare
 	$(FULL_RUN) --subs 100,1000,10000
 	$(FULL_RUN) --subs 100,1000 --payload 1024 --section "Closed loop, 1 KiB payload"

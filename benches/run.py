@@ -36,7 +36,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 LOADGEN = os.path.join(HERE, "loadgen", "target", "release", "loadgen")
 REFSERVER = os.path.join(HERE, "loadgen", "target", "release", "refserver")
-RUST_PUBLISHER = os.path.join(REPO, "target", "release", "examples", "rust_publisher")
+# The Cargo profile wshub and the Rust publisher were built with (make bench:
+# `fast`, make bench-full: `release`); recorded with every run.
+PROFILE = os.environ.get("WSHUB_BENCH_PROFILE", "release")
+RUST_PUBLISHER = os.path.join(REPO, "target", PROFILE, "examples", "rust_publisher")
 VENV_PY = os.path.join(HERE, ".venv", "bin", "python")
 VENV312_PY = os.path.join(HERE, ".venv312", "bin", "python")
 WSHUB_PY = os.environ.get("WSHUB_PYTHON") or os.path.join(REPO, ".venv", "bin", "python")
@@ -285,6 +288,7 @@ def machine_info():
         "python": platform.python_version(),
         "rustc": ver(["rustc", "--version"]),
         "node": ver(["node", "--version"]),
+        "wshub_profile": PROFILE,
     }
 
 
@@ -303,6 +307,10 @@ def write_markdown(path, machine, rows, args, skipped, results_path=None):
         out.append(f"* Machine: {machine['host']}, {machine['cpus']} CPUs, {machine['cpu']}")
         out.append(f"* Kernel: {machine['kernel']} ({machine['os']})")
         out.append(f"* Toolchains: Python {machine['python']}, {machine['rustc']}, Node {machine['node']}")
+        out.append(f"* wshub and `wshub-rust` built with Cargo's `{machine.get('wshub_profile', 'release')}` profile"
+                   + (" (what users install: thin LTO, one codegen unit)"
+                      if machine.get("wshub_profile", "release") == "release"
+                      else " (no LTO, 16 codegen units: quicker to build than the `release` build users install)"))
     versions = sorted({f"{r['server']} {r['version']}" for r in rows if r.get("version")})
     if versions:
         out.append(f"* Servers: {', '.join(versions)}")

@@ -69,6 +69,7 @@ fi
 # The ceiling line (run.py --servers wshub-rust): the core with a Rust
 # publisher thread, from the repository's own crate.
 log "building the Rust publisher (wshub-rust)"
-(cd .. && cargo build --release -q --example rust_publisher)
+# WSHUB_BENCH_PROFILE: the Cargo profile (make bench: fast, make bench-full: release).
+(cd .. && cargo build --profile "${WSHUB_BENCH_PROFILE:-release}" -q --example rust_publisher)
 wait "$loadgen_build" || { log "loadgen build failed"; exit 1; }
 log "done"
