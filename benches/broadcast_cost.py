@@ -157,6 +157,8 @@ def main():
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--servers", default="", help=f"also measure these servers' publish call, of {','.join(COST_SERVERS)}")
     ap.add_argument("--no-inproc", dest="inproc", action="store_false", help="skip the in-process wshub measurement")
+    ap.add_argument("--pause", type=float, default=0.0,
+                    help="in-process: also sleep this long between runs, so each burst starts with the hub idle")
     ap.add_argument("--server-runs", type=int, default=5)
     ap.add_argument("--server-subs", help="subscriber counts for --servers (default: --subs)")
     ap.add_argument("--budget", type=int, default=200_000, help="deliveries per run at most, for --servers")
@@ -224,10 +226,11 @@ def inproc(args, pin, wshub, logdir):
             try:
                 bc = hub.broadcast
                 topic = "cost"
-                # warm up
+                # warm up (the count of frames written is read before, as the
+                # hub may write some of them before the loop ends)
+                sent_target = hub.stats().get("sent", 0) + 50 * n
                 for _ in range(50):
                     bc(topic, data)
-                sent_target = hub.stats().get("sent", 0) + 50 * n
                 wait_sent(hub, sent_target)
                 per_call = []
                 # CPU used by anything but this process and the loadgen while measuring
@@ -242,6 +245,8 @@ def inproc(args, pin, wshub, logdir):
                     per_call.append((t1 - t0) / args.calls)
                     if n and not wait_sent(hub, base + args.calls * n):
                         print(f"warning: hub did not write all frames for n={n}", file=sys.stderr)
+                    if args.pause:
+                        time.sleep(args.pause)
                 m1, o1, w1 = machine_busy_s(), sum(proc_cpu_s(p) for p in pids), time.monotonic()
                 other_pct = max(0.0, 100.0 * ((m1 - m0) - (o1 - o0)) / (w1 - w0))
                 st = hub.stats()

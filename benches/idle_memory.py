@@ -33,11 +33,11 @@ def rss_kib(pid):
     return None
 
 
-def measure(name, argv, conns, settle):
+def measure(name, argv, conns, settle, logdir):
     """RSS per connection of one server (run.py's process plumbing and pinning)."""
     pin = (os.cpu_count() or 1) >= 2
     srv = run.Proc(run.pin(0, argv + ["--port", str(run.free_port()), "--topic", "idle"], pin),
-                   name, "/dev/stderr")
+                   name, os.path.join(logdir, f"{name}-{conns}.server.err"))
     lg = None
     try:
         info = srv.wait_event("listening", 60)
@@ -46,7 +46,7 @@ def measure(name, argv, conns, settle):
         lg = run.Proc(run.pin(1, [LOADGEN, "--url", f"ws://127.0.0.1:{info['port']}/api/ws?topics=idle",
                                   "-c", str(conns), "--start", "stdin", "-d", "1",
                                   "--connect-concurrency", "256"], pin),
-                      f"{name}-loadgen", "/dev/stderr")
+                      f"{name}-loadgen", os.path.join(logdir, f"{name}-{conns}.loadgen.err"))
         ready = lg.wait_event("ready", 300)
         time.sleep(settle)
         after = rss_kib(srv.p.pid)
@@ -70,6 +70,10 @@ def main():
     ap.add_argument("--markdown", help="write the table as a section of this file (e.g. BENCHMARKS.md)")
     args = ap.parse_args()
     counts = [int(x) for x in args.conns.split(",")]
+    # Each child's stderr goes to a file here (not to ours: opening /dev/stderr
+    # for writing would truncate a log that our stderr is redirected to).
+    logdir = os.path.join(HERE, "results", "logs", "idle-" + time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(logdir, exist_ok=True)
     results, skipped = [], {}
     for name in [s.strip() for s in args.servers.split(",") if s.strip()]:
         if name not in run.SERVERS or name == "reference":
@@ -81,7 +85,7 @@ def main():
             continue
         for n in counts:
             try:
-                res = measure(name, run.SERVERS[name][0], n, args.settle)
+                res = measure(name, run.SERVERS[name][0], n, args.settle, logdir)
             except (RuntimeError, TimeoutError) as e:
                 skipped[f"{name} at {n:,}"] = str(e)[:200]
                 print(f"[fail] {name} at {n}: {e}", file=sys.stderr)
