@@ -98,6 +98,8 @@ bench-prepare: $(STAMP)
 
 bench: export WSHUB_BENCH_PROFILE := fast
 bench: BENCH_PROFILE := fast
+# A clean build gains nothing from incremental compilation, only its cost.
+bench: export CARGO_INCREMENTAL := 0
 bench: bench-prepare
 	rm -f $(QUICK)/BENCHMARKS.md
 	$(QUICK_RUN) --subs 100,1000
