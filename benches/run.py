@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import glob
 import json
 import os
 import platform
@@ -112,7 +113,8 @@ class Proc:
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=self.err, text=True, bufsize=1, preexec_fn=_raise_nofile)
         self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self):
         for line in self.p.stdout:
@@ -169,6 +171,9 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait()
+        # The child is gone, so the reader reaches end of file.
+        self.reader.join(5)
+        self.p.stdout.close()
         self.err.close()
 
 
@@ -621,7 +626,6 @@ def scenarios(name, args, maxima):
 
 def newest_closed_run(outdir, payload, subs):
     """The newest closed-loop results/run-*.json in `outdir` with this payload and these subscriber counts."""
-    import glob
     for path in sorted(glob.glob(os.path.join(outdir, "run-*.json")), reverse=True):
         with open(path) as f:
             data = json.load(f)

@@ -14,8 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import queue
 
 import pytest
 
@@ -23,6 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN_DIR = os.path.join(REPO, "benches", "loadgen")
 LOADGEN = os.path.join(LOADGEN_DIR, "target", "release", "loadgen")
 SERVER = os.path.join(REPO, "benches", "servers", "wshub_server.py")
+sys.path.insert(0, os.path.join(REPO, "benches"))
+from run import Proc  # noqa: E402  (benches/run.py's child process with JSON lines on stdout)
 
 
 @pytest.fixture(scope="module")
@@ -32,70 +32,27 @@ def loadgen():
     return LOADGEN
 
 
-class Lines:
-    """A child process whose stdout JSON lines are read on a thread."""
-
-    def __init__(self, argv):
-        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.q: queue.Queue = queue.Queue()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.p.stdout:
-            try:
-                self.q.put(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-        self.q.put({"event": "eof"})
-
-    def wait(self, event, timeout):
-        while True:
-            msg = self.q.get(timeout=timeout)
-            if msg.get("event") == event:
-                return msg
-            assert msg.get("event") != "eof", f"exited before {event!r}: {self.p.stderr.read()[-2000:]}"
-
-    def send(self, line):
-        self.p.stdin.write(line + "\n")
-        self.p.stdin.flush()
-
-    def close(self):
-        try:
-            self.p.stdin.close()
-        except OSError:
-            pass
-        if self.p.poll() is None:
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.reader.join(10)
-        self.p.stdout.close()
-        self.p.stderr.close()
-
-
 @pytest.mark.timeout(960)
-def test_raw_frame_parser_agrees_with_tungstenite_clients(loadgen):
+def test_raw_frame_parser_agrees_with_tungstenite_clients(loadgen, tmp_path):
     count, raw, verify = 2000, 20, 3
-    server = Lines([sys.executable, SERVER, "--port", "0", "--topic", "bench", "--payload", "100",
-                    "--mode", "rate", "--rate", "1000", "--count", str(count)])
+    server = Proc([sys.executable, SERVER, "--port", "0", "--topic", "bench", "--payload", "100",
+                   "--mode", "rate", "--rate", "1000", "--count", str(count)],
+                  "server", str(tmp_path / "server.err"))
     lg = None
     try:
-        port = server.wait("listening", 30)["port"]
-        lg = Lines([loadgen, "--url", f"ws://127.0.0.1:{port}/api/ws?topics=bench", "-c", str(raw),
-                    "--verify", str(verify), "--start", "stdin", "-d", "3", "--drain", "2"])
-        ready = lg.wait("ready", 60)
+        port = server.wait_event("listening", 30)["port"]
+        lg = Proc([loadgen, "--url", f"ws://127.0.0.1:{port}/api/ws?topics=bench", "-c", str(raw),
+                   "--verify", str(verify), "--start", "stdin", "-d", "3", "--drain", "2"],
+                  "loadgen", str(tmp_path / "loadgen.err"))
+        ready = lg.wait_event("ready", 60)
         assert ready["ready"] == raw + verify, ready
         server.send("go")
         lg.send("go")
-        result = lg.wait("result", 60)
+        result = lg.wait_event("result", 60)
     finally:
         if lg:
-            lg.close()
-        server.close()
+            lg.stop()
+        server.stop()
     assert result["verify"]["ok"], json.dumps(result["verify"], indent=1)
     # Every raw client got every publication, in order, with its timestamp.
     assert result["received_total"] == count * raw, result["received_total"]

@@ -131,6 +131,17 @@ class Control:
         os._exit(0)
 
 
+# ---------------------------------------------------------------- cost mode
+
+
+def time_calls(publish, text: str, calls: int) -> float:
+    """ns per call of `calls` back-to-back synchronous publish(text) calls."""
+    t0 = time.perf_counter_ns()
+    for _ in range(calls):
+        publish(text)
+    return (time.perf_counter_ns() - t0) / calls
+
+
 # ---------------------------------------------------------------- threaded publisher
 
 
@@ -149,10 +160,7 @@ def run_thread_publisher(args, ctl: Control, publish) -> threading.Thread:
             text = pl.build(1, time.time_ns())
             per_call = []
             for _ in range(args.runs):
-                t0 = time.perf_counter_ns()
-                for _ in range(args.calls):
-                    publish(text)
-                per_call.append((time.perf_counter_ns() - t0) / args.calls)
+                per_call.append(time_calls(publish, text, args.calls))
                 time.sleep(args.settle)
             emit(event="cost", ns_per_call=per_call, calls=args.calls)
             return
@@ -224,13 +232,13 @@ async def run_async_publisher(args, ctl: Control, publish, is_coro: bool) -> Non
         text = pl.build(1, time.time_ns())
         per_call = []
         for _ in range(args.runs):
-            t0 = time.perf_counter_ns()
-            for _ in range(args.calls):
-                if is_coro:
+            if is_coro:
+                t0 = time.perf_counter_ns()
+                for _ in range(args.calls):
                     await publish(text)
-                else:
-                    publish(text)
-            per_call.append((time.perf_counter_ns() - t0) / args.calls)
+                per_call.append((time.perf_counter_ns() - t0) / args.calls)
+            else:
+                per_call.append(time_calls(publish, text, args.calls))
             await asyncio.sleep(args.settle)
         emit(event="cost", ns_per_call=per_call, calls=args.calls)
         return
