@@ -352,7 +352,7 @@ def main():
             rows.append(row)
     out_json = os.path.join(args.out, f"backplane-{stamp}.json")
     with open(out_json, "w") as f:
-        json.dump({"machine": machine, "args": vars(args), "rows": rows}, f, indent=1)
+        json.dump({"machine": machine, "args": R.recorded_args(args), "rows": rows}, f, indent=1)
     text = render(machine, rows, args, out_json)
     if args.markdown:
         write_section(args.markdown, text)

@@ -206,7 +206,7 @@ def main():
                   f"{row['calls_per_run']} calls x {row['runs']} runs)", flush=True)
     out_json = args.json or os.path.join(HERE, "results", "broadcast_cost-" + time.strftime("%Y%m%d-%H%M%S") + ".json")
     with open(out_json, "w") as f:
-        json.dump({"wshub": getattr(wshub, "__version__", None), "pinned": pin, "args": vars(args),
+        json.dump({"wshub": getattr(wshub, "__version__", None), "pinned": pin, "args": run.recorded_args(args),
                    "results": results, "servers": server_rows, "skipped": skipped}, f, indent=1)
     if args.markdown:
         b, e = run.section_markers("publish call cost")

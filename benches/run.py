@@ -323,7 +323,7 @@ def write_markdown(path, machine, rows, args, skipped, results_path=None):
                f"{'' if args.taskset else ' (taskset disabled!)'}; "
                + {"closed": f"closed loop with at most {args.window} publications in flight (feedback from the loadgen)",
                   "rate": (f"open loop at {args.loads}% of each server's closed-loop deliveries/s at the same "
-                           f"subscriber count (from `{args.max_from}`); the publisher stamps each payload with its "
+                           f"subscriber count (from `{shown_path(args.max_from)}`); the publisher stamps each payload with its "
                            "scheduled send time, so publisher lag counts as latency (no coordinated omission)"
                            if getattr(args, "loads", None) else f"open loop at {args.rate:g} publications/s"),
                   "burst": f"a burst of {getattr(args, 'count', 0):,} publications back to back"}[args.mode]
@@ -604,7 +604,7 @@ def main():
             skipped[name] = "no closed-loop figure to take a rate from"
     out_json = os.path.join(args.out, f"run-{stamp}.json")
     with open(out_json, "w") as f:
-        json.dump({"machine": machine, "args": vars(args), "rows": rows, "skipped": skipped}, f, indent=1)
+        json.dump({"machine": machine, "args": recorded_args(args), "rows": rows, "skipped": skipped}, f, indent=1)
     write_markdown(args.markdown, machine, rows, args, skipped, out_json)
     print(f"wrote {out_json} and {args.markdown}", file=sys.stderr)
 
@@ -622,6 +622,21 @@ def scenarios(name, args, maxima):
         for pct in [float(x) for x in args.loads.split(",")]:
             rate = max(1.0, round(best * pct / 100.0 / subs))
             yield subs, f"{name} ({pct:g}%: {rate:,.0f} pub/s)", argparse.Namespace(**{**vars(args), "rate": rate})
+
+
+def shown_path(path):
+    """`path` as a report may name it: relative to the repository when inside
+    it, otherwise only its last component (a machine's layout is no reader's
+    business)."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        return path
+    rel = os.path.relpath(path, REPO)
+    return rel if not rel.startswith("..") else os.path.join("...", os.path.basename(path))
+
+
+def recorded_args(args):
+    """The command line as a results file records it, its paths made portable."""
+    return {k: shown_path(v) for k, v in vars(args).items()}
 
 
 def newest_closed_run(outdir, payload, subs):
