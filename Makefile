@@ -71,10 +71,18 @@ c-lib:
 c-test: $(STAMP) header-check c-lib
 	$(PY) -m pytest -q tests/test_c_abi.py
 
+# Every crate of the repository: the library, the benchmarks' loadgen and
+# the fuzz targets' helpers; docs build without warnings (broken or private
+# intra-doc links fail here, not in a reader's browser).
+LOADGEN_MANIFEST := benches/loadgen/Cargo.toml
 lint:
 	cargo fmt --check
+	cargo fmt --check --manifest-path $(LOADGEN_MANIFEST)
+	cargo fmt --check --manifest-path fuzz/Cargo.toml
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
+	cargo clippy --release --all-targets --manifest-path $(LOADGEN_MANIFEST) -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 
 clean:
 	rm -rf $(VENV) target
@@ -146,6 +154,15 @@ cargo-fuzz:
 	@cargo fuzz --version >/dev/null 2>&1 || \
 		cargo +nightly install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
 
+# fuzz/ is its own workspace with its own Cargo.lock, which depends on this
+# crate's dependencies: it is committed, and a stale one fails here (instead
+# of being rewritten by every `make test`). Refresh it with
+# `cargo update --workspace --manifest-path fuzz/Cargo.toml` and commit it.
+.PHONY: fuzz-lock-check
+fuzz-lock-check:
+	@cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null || \
+		{ echo "fuzz/Cargo.lock is stale: cargo update --workspace --manifest-path fuzz/Cargo.toml, then commit it" >&2; exit 1; }
+
 ifeq ($(HAVE_NIGHTLY),yes)
 fuzz: cargo-fuzz
 	@set -e; for t in $(FUZZ_TARGETS); do \
@@ -153,7 +170,7 @@ fuzz: cargo-fuzz
 		$(call FUZZ_RUN,$$t) -max_total_time=$(FUZZ_SECONDS); \
 	done
 
-fuzz-smoke: cargo-fuzz
+fuzz-smoke: cargo-fuzz fuzz-lock-check
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		mkdir -p fuzz/target/corpus/$$t fuzz/corpus/$$t fuzz/regressions/$$t; \
 		log=fuzz/target/smoke-$$t.log; \
@@ -167,9 +184,9 @@ else
 fuzz:
 	@echo "make fuzz needs a nightly Rust toolchain (cargo +nightly)" >&2; exit 1
 
-fuzz-smoke:
+fuzz-smoke: fuzz-lock-check
 	@echo "fuzz-smoke: no nightly toolchain; replaying seeds and regressions on stable"
-	cargo test --quiet --lib --manifest-path fuzz/Cargo.toml
+	cargo test --locked --quiet --lib --manifest-path fuzz/Cargo.toml
 endif
 
 # A 60 s soak (benches/soak/soak.py): churn against one hub, then checks

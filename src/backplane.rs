@@ -5,10 +5,10 @@
 //! With a backplane, [`crate::hub::Hub::publish`] does not fan out locally:
 //! it validates the publication, notes the topic's last known `seq` and
 //! appends it to this module's bounded [`Outbound`] queue, then returns.
-//! One task per hub ([`Backplane::run`]) owns two connections to Redis:
+//! One task per hub (`Backplane::run`) owns two connections to Redis:
 //!
 //! - a publisher, over which it sends the queued publications in pipelined
-//!   batches of `EVALSHA` calls of [`SCRIPT`], which increments the topic's
+//!   batches of `EVALSHA` calls of `SCRIPT`, which increments the topic's
 //!   counter and publishes `"<seq> <data>"` on the topic's channel in one
 //!   atomic step, so a channel's order is its `seq` order;
 //! - a subscriber holding one pattern subscription (`<prefix>*`), whose

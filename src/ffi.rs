@@ -10,7 +10,7 @@
 //! crash the host:
 //! - every pointer is checked for NULL and every string for UTF-8 before
 //!   use, and lengths are checked before a slice is formed;
-//! - every body runs inside `catch_unwind` ([`guard`]), so a panic becomes
+//! - every body runs inside `catch_unwind` (`guard`), so a panic becomes
 //!   [`wshub_code::WSHUB_ERR_PANIC`] instead of unwinding into C;
 //! - a hub is an opaque `wshub_server *` owned by the caller from
 //!   [`wshub_start`] until [`wshub_stop`], which stops and frees it.

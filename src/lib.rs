@@ -32,7 +32,6 @@ pub mod backplane;
 pub mod config;
 mod connection;
 pub mod error;
-/// The C ABI (`include/wshub.h`): `extern "C"` functions over the core.
 pub mod ffi;
 mod http;
 pub mod hub;

@@ -158,8 +158,7 @@ impl Tally {
 }
 
 /// A publication's whole WebSocket frame, with the JSON text of
-/// [`protocol::publication_frame`](crate::protocol::publication_frame)
-/// written straight after the header. Done once per publication, on the
+/// [`protocol::write_publication`] written straight after the header. Done once per publication, on the
 /// publisher's thread, so it is kept to one allocation and one pass over
 /// `data`.
 pub fn encode_publication(topic: &str, seq: u64, data: &str) -> Bytes {

@@ -188,9 +188,11 @@ pub fn topics_from_query(query: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-/// `{"type":"message","topic":T,"seq":N,"data":D}`: the one frame built per
-/// publication and shared by all subscribers. `topic` must be valid (no
-/// escaping needed) and `data` valid JSON.
+/// `{"type":"message","topic":T,"seq":N,"data":D}` as a string: what
+/// [`write_publication`] writes, for tests that compare frames with it.
+/// Production builds the wire frame directly
+/// (`outbox::encode_publication`).
+#[cfg(test)]
 pub fn publication_frame(topic: &str, seq: u64, data: &str) -> String {
     let mut frame = Vec::with_capacity(publication_len(topic, seq, data));
     write_publication(&mut frame, topic, seq, data);
@@ -202,7 +204,7 @@ const PUBLICATION_HEAD: &str = r#"{"type":"message","topic":""#;
 const PUBLICATION_SEQ: &str = r#"","seq":"#;
 const PUBLICATION_DATA: &str = r#","data":"#;
 
-/// The length of [`publication_frame`]'s text, computed without building
+/// The length of a publication's text (see [`write_publication`]), computed without building
 /// it, so the wire frame can be allocated once at its final size.
 pub fn publication_len(topic: &str, seq: u64, data: &str) -> usize {
     let digits = seq.checked_ilog10().map_or(1, |d| d as usize + 1);
@@ -215,7 +217,10 @@ pub fn publication_len(topic: &str, seq: u64, data: &str) -> usize {
         + 1
 }
 
-/// Appends [`publication_frame`]'s text to `out`.
+/// Appends a publication's text, `{"type":"message","topic":T,"seq":N,"data":D}`,
+/// to `out`: the one text built per publication and shared by all
+/// subscribers. `topic` must be valid (no escaping needed) and `data` valid
+/// JSON.
 pub fn write_publication(out: &mut Vec<u8>, topic: &str, seq: u64, data: &str) {
     out.extend_from_slice(PUBLICATION_HEAD.as_bytes());
     out.extend_from_slice(topic.as_bytes());

@@ -49,12 +49,6 @@ impl FrameWriter {
         self.pending.is_empty()
     }
 
-    /// Whether a frame is half written: the stream is then only usable to
-    /// finish it.
-    pub fn mid_frame(&self) -> bool {
-        self.front_started
-    }
-
     /// Publications still waiting (for the `dropped` counter when the
     /// connection ends).
     pub fn pending_publications(&self) -> u64 {

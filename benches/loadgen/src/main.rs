@@ -26,15 +26,18 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use frame::{Scanner, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "loadgen", about = "WebSocket fan-out load generator and latency meter")]
+#[command(
+    name = "loadgen",
+    about = "WebSocket fan-out load generator and latency meter"
+)]
 struct Args {
     /// ws://HOST:PORT/PATH?QUERY
     #[arg(long, default_value = "ws://127.0.0.1:8000/api/ws?topics=bench")]
@@ -255,7 +258,10 @@ struct Shared {
 }
 
 fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -277,7 +283,10 @@ fn raise_nofile(want: u64) -> u64 {
         }
         if (rl.rlim_max as u64) < want {
             // needs CAP_SYS_RESOURCE; fine if it fails
-            let hi = libc::rlimit { rlim_cur: want as libc::rlim_t, rlim_max: want as libc::rlim_t };
+            let hi = libc::rlimit {
+                rlim_cur: want as libc::rlim_t,
+                rlim_max: want as libc::rlim_t,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &hi) == 0 {
                 return want;
             }
@@ -292,7 +301,9 @@ fn raise_nofile(want: u64) -> u64 {
 }
 
 fn parse_url(url: &str) -> Result<(String, u16, String), String> {
-    let rest = url.strip_prefix("ws://").ok_or("url must start with ws://")?;
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or("url must start with ws://")?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/".to_string()),
@@ -328,7 +339,11 @@ fn accept_key(key: &str) -> String {
 
 /// Connect (from `src` if given) and perform the client side of the upgrade.
 /// Returns the stream and any bytes that followed the HTTP response.
-async fn connect_ws(sh: &Shared, src: Option<IpAddr>, seed: u64) -> Result<(TcpStream, Vec<u8>), String> {
+async fn connect_ws(
+    sh: &Shared,
+    src: Option<IpAddr>,
+    seed: u64,
+) -> Result<(TcpStream, Vec<u8>), String> {
     let addr: SocketAddr = tokio::net::lookup_host((sh.host.as_str(), sh.port))
         .await
         .map_err(|e| format!("resolve: {e}"))?
@@ -349,9 +364,13 @@ async fn connect_ws(sh: &Shared, src: Option<IpAddr>, seed: u64) -> Result<(TcpS
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
         }
-        sock.bind(SocketAddr::new(ip, 0)).map_err(|e| format!("bind {ip}: {e}"))?;
+        sock.bind(SocketAddr::new(ip, 0))
+            .map_err(|e| format!("bind {ip}: {e}"))?;
     }
-    let mut stream = sock.connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let mut stream = sock
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).ok();
     let mut rng = Rng(seed | 1);
     let mut keyb = [0u8; 16];
@@ -363,11 +382,17 @@ async fn connect_ws(sh: &Shared, src: Option<IpAddr>, seed: u64) -> Result<(TcpS
          Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
         sh.path, sh.host, sh.port, key
     );
-    stream.write_all(req.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::with_capacity(1024);
     let mut tmp = [0u8; 4096];
     loop {
-        let n = stream.read(&mut tmp).await.map_err(|e| format!("read: {e}"))?;
+        let n = stream
+            .read(&mut tmp)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("closed during handshake".into());
         }
@@ -430,14 +455,15 @@ async fn run_conn(
     sem: Arc<tokio::sync::Semaphore>,
 ) {
     let permit = sem.acquire_owned().await.unwrap();
-    let (stream, mut carry) = match connect_ws(&sh, src, 0x9E37_79B9_7F4A_7C15 ^ (gid as u64 + 1) * 7919).await {
-        Ok(x) => x,
-        Err(e) => {
-            state.lock().unwrap().conns[idx].error = Some(e);
-            sh.failed.fetch_add(1, SeqCst);
-            return;
-        }
-    };
+    let (stream, mut carry) =
+        match connect_ws(&sh, src, 0x9E37_79B9_7F4A_7C15 ^ ((gid as u64 + 1) * 7919)).await {
+            Ok(x) => x,
+            Err(e) => {
+                state.lock().unwrap().conns[idx].error = Some(e);
+                sh.failed.fetch_add(1, SeqCst);
+                return;
+            }
+        };
     // Own readiness handling: after a short read the socket is drained, so clear
     // readiness ourselves instead of paying for a second read() that returns EAGAIN
     // (tokio's edge-triggered registration re-arms on the next arrival).
@@ -492,7 +518,7 @@ async fn run_conn(
                 pending_initial = false;
                 0
             } else {
-                match (&*afd.get_ref()).read(&mut w[cl..cl + chunk]) {
+                match afd.get_ref().read(&mut w[cl..cl + chunk]) {
                     Ok(0) => return Step::Eof,
                     Ok(n) => {
                         drained = n < chunk;
@@ -551,7 +577,12 @@ async fn run_conn(
                     }
                     OP_PING => {
                         let m = rng.next().to_le_bytes();
-                        frame::encode_client_frame(&mut out, 0xA, f.payload, [m[0], m[1], m[2], m[3]]);
+                        frame::encode_client_frame(
+                            &mut out,
+                            0xA,
+                            f.payload,
+                            [m[0], m[1], m[2], m[3]],
+                        );
                     }
                     OP_CLOSE => {
                         let code = if f.payload.len() >= 2 {
@@ -560,8 +591,17 @@ async fn run_conn(
                             1005
                         };
                         let m = rng.next().to_le_bytes();
-                        let body = if f.payload.len() >= 2 { &f.payload[..2] } else { &[][..] };
-                        frame::encode_client_frame(&mut out, OP_CLOSE, body, [m[0], m[1], m[2], m[3]]);
+                        let body = if f.payload.len() >= 2 {
+                            &f.payload[..2]
+                        } else {
+                            &[][..]
+                        };
+                        frame::encode_client_frame(
+                            &mut out,
+                            OP_CLOSE,
+                            body,
+                            [m[0], m[1], m[2], m[3]],
+                        );
                         close = Some(code);
                         return false;
                     }
@@ -598,13 +638,15 @@ async fn run_conn(
         }
         if !out.is_empty() {
             // pong / close replies: a few bytes, the send buffer has room
-            let _ = (&*afd.get_ref()).write_all(&out);
+            let _ = afd.get_ref().write_all(&out);
             out.clear();
         }
         match step {
             Step::Continue => {}
             Step::Eof => {
-                state.lock().unwrap().conns[idx].error.get_or_insert_with(|| "eof".into());
+                state.lock().unwrap().conns[idx]
+                    .error
+                    .get_or_insert_with(|| "eof".into());
                 break;
             }
             Step::Closed => break,
@@ -647,7 +689,11 @@ async fn run_verify_conn(sh: Arc<Shared>, stats: Arc<Mutex<Vec<ConnStats>>>, idx
         sh.ready.fetch_add(1, SeqCst);
     }
     let get = |v: &serde_json::Value, k: &str| -> Option<u64> {
-        v.get(k).and_then(|x| x.as_u64()).or_else(|| v.get("data").and_then(|d| d.get(k)).and_then(|x| x.as_u64()))
+        v.get(k).and_then(|x| x.as_u64()).or_else(|| {
+            v.get("data")
+                .and_then(|d| d.get(k))
+                .and_then(|x| x.as_u64())
+        })
     };
     while let Some(msg) = ws.next().await {
         match msg {
@@ -669,7 +715,8 @@ async fn run_verify_conn(sh: Arc<Shared>, stats: Arc<Mutex<Vec<ConnStats>>>, idx
                 stats.lock().unwrap()[idx].on_message(get(&v, "seq"), s.len(), get(&v, "t"));
             }
             Ok(Message::Close(c)) => {
-                stats.lock().unwrap()[idx].close_code = Some(c.map(|c| u16::from(c.code)).unwrap_or(1005));
+                stats.lock().unwrap()[idx].close_code =
+                    Some(c.map(|c| u16::from(c.code)).unwrap_or(1005));
                 break;
             }
             Ok(_) => {}
@@ -689,10 +736,17 @@ fn source_ip(args: &Args, list: &[Ipv4Addr], gid: usize) -> Option<IpAddr> {
             if k == 0 {
                 None
             } else {
-                Some(IpAddr::V4(Ipv4Addr::new(127, 0, (k / 254) as u8, (k % 254) as u8 + 1)))
+                Some(IpAddr::V4(Ipv4Addr::new(
+                    127,
+                    0,
+                    (k / 254) as u8,
+                    (k % 254) as u8 + 1,
+                )))
             }
         }
-        _ => Some(IpAddr::V4(list[(gid / args.conns_per_ip.max(1)) % list.len()])),
+        _ => Some(IpAddr::V4(
+            list[(gid / args.conns_per_ip.max(1)) % list.len()],
+        )),
     }
 }
 
@@ -726,11 +780,16 @@ fn main() {
         }
     };
     let src_list: Vec<Ipv4Addr> = if args.src_ips != "auto" && args.src_ips != "none" {
-        args.src_ips.split(',').map(|s| s.trim().parse().expect("bad --src-ips entry")).collect()
+        args.src_ips
+            .split(',')
+            .map(|s| s.trim().parse().expect("bad --src-ips entry"))
+            .collect()
     } else {
         vec![]
     };
-    let tracker = args.feedback.map(|a| Tracker::new(a).expect("feedback socket"));
+    let tracker = args
+        .feedback
+        .map(|a| Tracker::new(a).expect("feedback socket"));
     let threads = args.threads.max(1);
     let sh = Arc::new(Shared {
         args: args.clone(),
@@ -748,7 +807,9 @@ fn main() {
     // shards
     let mut states = Vec::new();
     for shard in 0..threads {
-        let ids: Vec<usize> = (0..args.connections).filter(|g| g % threads == shard).collect();
+        let ids: Vec<usize> = (0..args.connections)
+            .filter(|g| g % threads == shard)
+            .collect();
         let st = Arc::new(Mutex::new(ShardState {
             hist: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).unwrap(),
             negative_latency: 0,
@@ -757,7 +818,10 @@ fn main() {
         }));
         states.push(st.clone());
         let sh2 = sh.clone();
-        let src: Vec<Option<IpAddr>> = ids.iter().map(|&g| source_ip(&args, &src_list, g)).collect();
+        let src: Vec<Option<IpAddr>> = ids
+            .iter()
+            .map(|&g| source_ip(&args, &src_list, g))
+            .collect();
         std::thread::Builder::new()
             .name(format!("shard{shard}"))
             .spawn(move || {
@@ -779,10 +843,19 @@ fn main() {
                             }
                         });
                     }
-                    let sem = Arc::new(tokio::sync::Semaphore::new(sh2.args.connect_concurrency.max(1)));
+                    let sem = Arc::new(tokio::sync::Semaphore::new(
+                        sh2.args.connect_concurrency.max(1),
+                    ));
                     let mut hs = Vec::new();
                     for (i, &g) in ids.iter().enumerate() {
-                        hs.push(tokio::spawn(run_conn(sh2.clone(), st.clone(), i, g, src[i], sem.clone())));
+                        hs.push(tokio::spawn(run_conn(
+                            sh2.clone(),
+                            st.clone(),
+                            i,
+                            g,
+                            src[i],
+                            sem.clone(),
+                        )));
                     }
                     for h in hs {
                         let _ = h.await;
@@ -799,7 +872,10 @@ fn main() {
         let sh2 = sh.clone();
         let vs = vstats.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 for i in 0..sh2.args.verify {
                     tokio::spawn(run_verify_conn(sh2.clone(), vs.clone(), i));
@@ -826,19 +902,31 @@ fn main() {
     let connect_s = t_conn.elapsed().as_secs_f64();
     let first_error = states
         .iter()
-        .flat_map(|s| s.lock().unwrap().conns.iter().filter_map(|c| c.error.clone()).next())
+        .flat_map(|s| {
+            s.lock()
+                .unwrap()
+                .conns
+                .iter()
+                .filter_map(|c| c.error.clone())
+                .next()
+        })
         .next();
     if let Some(tr) = &sh.tracker {
-        tr.expected.store(ready.saturating_sub(args.verify.min(ready)) as u32, SeqCst);
+        tr.expected
+            .store(ready.saturating_sub(args.verify.min(ready)) as u32, SeqCst);
     }
-    emit(json!({"event":"ready","connections":args.connections,"verify":args.verify,
+    emit(
+        json!({"event":"ready","connections":args.connections,"verify":args.verify,
         "ready":ready,"failed":failed,"pending":total.saturating_sub(ready+failed),
-        "connect_s":connect_s,"first_error":first_error,"nofile_limit":nofile}));
+        "connect_s":connect_s,"first_error":first_error,"nofile_limit":nofile}),
+    );
     if let Some(p) = &args.ready_file {
         let _ = std::fs::write(p, format!("{ready}\n"));
     }
     if ready == 0 {
-        emit(json!({"event":"result","error":"no connection became ready","first_error":first_error}));
+        emit(
+            json!({"event":"result","error":"no connection became ready","first_error":first_error}),
+        );
         std::process::exit(1);
     }
 
@@ -897,7 +985,10 @@ fn main() {
     }
     sh.stop.store(true, SeqCst);
     let received: u64 = all.iter().map(|c| c.window).sum();
-    let live: Vec<&ConnStats> = all.iter().filter(|c| c.first_seq.is_some() || c.total > 0).collect();
+    let live: Vec<&ConnStats> = all
+        .iter()
+        .filter(|c| c.first_seq.is_some() || c.total > 0)
+        .collect();
     let per_min = all.iter().map(|c| c.window).min().unwrap_or(0);
     let per_max = all.iter().map(|c| c.window).max().unwrap_or(0);
     let mut closes: BTreeMap<String, u64> = BTreeMap::new();
@@ -951,7 +1042,17 @@ fn main() {
     });
     if args.verify > 0 {
         let vs = vstats.lock().unwrap().clone();
-        let key = |c: &ConnStats| (c.total, c.bytes, c.seq_sum, c.t_sum, c.gaps, c.first_seq, c.last_seq);
+        let key = |c: &ConnStats| {
+            (
+                c.total,
+                c.bytes,
+                c.seq_sum,
+                c.t_sum,
+                c.gaps,
+                c.first_seq,
+                c.last_seq,
+            )
+        };
         let mut distinct: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         for c in &all {
             distinct.entry(format!("{:?}", key(c))).or_default().0 += 1;

@@ -44,7 +44,10 @@ struct Args {
 }
 
 fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -68,7 +71,11 @@ fn template(payload: usize) -> Template {
     let mut frame = Vec::new();
     frame::encode_frame(&mut frame, true, frame::OP_TEXT, text.as_bytes());
     let hdr = frame.len() - text.len();
-    Template { seq_off: hdr + head.len(), t_off: hdr + head.len() + SEQ_W + mid.len(), frame }
+    Template {
+        seq_off: hdr + head.len(),
+        t_off: hdr + head.len() + SEQ_W + mid.len(),
+        frame,
+    }
 }
 
 fn put_num(dst: &mut [u8], mut v: u64, pad: u8) {
@@ -100,7 +107,9 @@ async fn handshake(s: &mut TcpStream) -> std::io::Result<()> {
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case("sec-websocket-key").then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim().to_string())
         })
         .ok_or_else(|| std::io::Error::other("no key"))?;
     let mut h = Sha1::new();
@@ -120,7 +129,12 @@ async fn handshake(s: &mut TcpStream) -> std::io::Result<()> {
     s.write_all(&resp).await
 }
 
-async fn serve(mut s: TcpStream, args: Arc<Args>, go: tokio::sync::watch::Receiver<Option<(Instant, u64)>>, sent: Arc<AtomicU64>) {
+async fn serve(
+    mut s: TcpStream,
+    args: Arc<Args>,
+    go: tokio::sync::watch::Receiver<Option<(Instant, u64)>>,
+    sent: Arc<AtomicU64>,
+) {
     s.set_nodelay(true).ok();
     if handshake(&mut s).await.is_err() {
         return;
@@ -153,7 +167,11 @@ async fn serve(mut s: TcpStream, args: Arc<Args>, go: tokio::sync::watch::Receiv
     });
     let mut seq: u64 = 0;
     loop {
-        let n = if args.count > 0 { (args.count - seq).min(batch as u64) as usize } else { batch };
+        let n = if args.count > 0 {
+            (args.count - seq).min(batch as u64) as usize
+        } else {
+            batch
+        };
         if n == 0 {
             break;
         }
@@ -191,17 +209,31 @@ fn main() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let sock = tokio::net::TcpSocket::new_v4().expect("socket");
         sock.set_reuseaddr(true).ok();
-        sock.bind(("127.0.0.1".parse::<std::net::Ipv4Addr>().unwrap(), args.port).into()).expect("bind");
+        sock.bind(
+            (
+                "127.0.0.1".parse::<std::net::Ipv4Addr>().unwrap(),
+                args.port,
+            )
+                .into(),
+        )
+        .expect("bind");
         let l = sock.listen(4096).expect("listen");
         let port = l.local_addr().unwrap().port();
         println!("{{\"event\":\"listening\",\"port\":{port}}}");
         std::io::stdout().flush().ok();
         let now = || Some((Instant::now(), now_ns()));
-        let (tx, rx) = tokio::sync::watch::channel(if args.start == "immediate" { now() } else { None });
+        let (tx, rx) = tokio::sync::watch::channel(if args.start == "immediate" {
+            now()
+        } else {
+            None
+        });
         let sent = Arc::new(AtomicU64::new(0));
         let sent2 = sent.clone();
         std::thread::spawn(move || {
@@ -219,7 +251,10 @@ fn main() {
                     _ => {}
                 }
             }
-            println!("{{\"event\":\"stopped\",\"published\":{}}}", sent2.load(Relaxed));
+            println!(
+                "{{\"event\":\"stopped\",\"published\":{}}}",
+                sent2.load(Relaxed)
+            );
             std::io::stdout().flush().ok();
             std::process::exit(0);
         });
@@ -246,7 +281,11 @@ mod tests {
         let hdr = t.frame.len() - f.payload.len();
         let _ = hdr;
         super::put_num(&mut t.frame[t.seq_off..t.seq_off + super::SEQ_W], 42, b' ');
-        super::put_num(&mut t.frame[t.t_off..t.t_off + 19], 1_700_000_000_000_000_001, b'0');
+        super::put_num(
+            &mut t.frame[t.t_off..t.t_off + 19],
+            1_700_000_000_000_000_001,
+            b'0',
+        );
         let (f, _) = super::frame::parse_one(&t.frame).unwrap().unwrap();
         let v: serde_json::Value = serde_json::from_slice(f.payload).unwrap();
         assert_eq!(v["seq"], 42);
