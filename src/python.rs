@@ -301,6 +301,22 @@ impl PyServer {
     }
 }
 
+impl Drop for PyServer {
+    /// Python drops a server (garbage, a second `wshub.start()`, exit)
+    /// with the GIL held, and stopping waits for threads that may need it
+    /// (the events thread calling `on_subscription`, logging): release it.
+    fn drop(&mut self) {
+        if self.server.is_stopped() {
+            return;
+        }
+        // Dropped on a thread that is not attached (not expected from
+        // Python), there is no GIL to release.
+        if Python::try_attach(|py| py.detach(|| self.server.stop())).is_none() {
+            self.server.stop();
+        }
+    }
+}
+
 /// Wraps a Python callable `(topic: str, subscribers: int) -> None` for
 /// the hub's event thread, which attaches to the interpreter for each call.
 fn subscription_listener(callback: Py<PyAny>) -> PyResult<SubscriptionListener> {

@@ -206,6 +206,11 @@ impl Server {
         !self.shared.hub.is_closed()
     }
 
+    /// Whether [`Server::stop`] has run (or begun): nothing is left to stop.
+    pub fn is_stopped(&self) -> bool {
+        lock(&self.runtime).is_none()
+    }
+
     /// Publishes `data` (JSON text) on `topic`; see [`Hub::publish`].
     ///
     /// # Errors
