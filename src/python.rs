@@ -432,9 +432,10 @@ static LOG_BRIDGE: std::sync::OnceLock<Option<pyo3_log::ResetHandle>> = std::syn
 
 /// reset_log_cache() -> None
 ///
-/// Makes the hub re-read the levels of the `wshub` loggers. Call it after
-/// changing them at run time (levels are cached so that events below them
-/// cost nothing).
+/// Makes the hub re-read the levels of the `wshub` loggers (levels are
+/// cached so that events below them cost nothing). `import wshub` calls it
+/// on every `setLevel`; it is needed only after assigning `logger.level`
+/// directly.
 #[pyfunction]
 fn reset_log_cache() {
     if let Some(Some(handle)) = LOG_BRIDGE.get() {
