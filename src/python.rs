@@ -301,6 +301,22 @@ impl PyServer {
     }
 }
 
+impl Drop for PyServer {
+    /// Python drops a server (garbage, a second `wshub.start()`, exit)
+    /// with the GIL held, and stopping waits for threads that may need it
+    /// (the events thread calling `on_subscription`, logging): release it.
+    fn drop(&mut self) {
+        if self.server.is_stopped() {
+            return;
+        }
+        // Dropped on a thread that is not attached (not expected from
+        // Python), there is no GIL to release.
+        if Python::try_attach(|py| py.detach(|| self.server.stop())).is_none() {
+            self.server.stop();
+        }
+    }
+}
+
 /// Wraps a Python callable `(topic: str, subscribers: int) -> None` for
 /// the hub's event thread, which attaches to the interpreter for each call.
 fn subscription_listener(callback: Py<PyAny>) -> PyResult<SubscriptionListener> {
@@ -416,9 +432,10 @@ static LOG_BRIDGE: std::sync::OnceLock<Option<pyo3_log::ResetHandle>> = std::syn
 
 /// reset_log_cache() -> None
 ///
-/// Makes the hub re-read the levels of the `wshub` loggers. Call it after
-/// changing them at run time (levels are cached so that events below them
-/// cost nothing).
+/// Makes the hub re-read the levels of the `wshub` loggers (levels are
+/// cached so that events below them cost nothing). `import wshub` calls it
+/// on every `setLevel`; it is needed only after assigning `logger.level`
+/// directly.
 #[pyfunction]
 fn reset_log_cache() {
     if let Some(Some(handle)) = LOG_BRIDGE.get() {

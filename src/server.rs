@@ -206,6 +206,11 @@ impl Server {
         !self.shared.hub.is_closed()
     }
 
+    /// Whether [`Server::stop`] has run (or begun): nothing is left to stop.
+    pub fn is_stopped(&self) -> bool {
+        lock(&self.runtime).is_none()
+    }
+
     /// Publishes `data` (JSON text) on `topic`; see [`Hub::publish`].
     ///
     /// # Errors
@@ -266,7 +271,10 @@ impl Server {
     /// Stops the hub: refuses new publications, delivers the ones already
     /// accepted, sends close 1001 to every client, waits up to
     /// `shutdown_timeout` for all that, then shuts the runtime down and
-    /// joins its threads. Calling it again does nothing.
+    /// joins its threads, the subscription-events thread included. Called
+    /// from async code it does the same (the waiting on a thread of its
+    /// own), so it blocks its caller there too. Calling it again does
+    /// nothing.
     pub fn stop(&self) {
         let Some(runtime) = lock(&self.runtime).take() else {
             return;
@@ -282,32 +290,75 @@ impl Server {
         // `shutdown`; the connections flush their queues and close.
         self.shared.hub.close();
         self.shared.tracker.close();
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // Called from async code (or a runtime thread): blocking here
-            // could deadlock, so tear down without waiting.
-            self.shared.shutdown.cancel();
-            runtime.shutdown_background();
-            return;
+        if tokio::runtime::Handle::try_current().is_err() {
+            shut_down(&self.shared, runtime);
+        } else {
+            // Called from async code or from a runtime thread (the hub's
+            // own blocking threads run `authorize`): waiting on a runtime
+            // or dropping one panics there, so a thread of its own does the
+            // waiting and this one waits for that thread. Called on this
+            // hub's own runtime, the runtime's shutdown gives up on the
+            // calling thread after `RUNTIME_SHUTDOWN_GRACE`, so this ends.
+            self.stop_on_a_thread(runtime);
         }
-        let tracker = self.shared.tracker.clone();
-        let deadline = self.shared.config.shutdown_timeout;
-        let shutdown = self.shared.shutdown.clone();
-        runtime.block_on(async move {
-            if tokio::time::timeout(deadline, tracker.wait())
-                .await
-                .is_err()
-            {
-                // Clients that did not take their queue and close frame in
-                // time are dropped with the runtime.
-                shutdown.cancel();
-            }
-        });
-        runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
-        // Every connection has left its topics by now; their "last
-        // subscriber gone" events are delivered before stop() returns.
-        self.shared.hub.stop_events();
         tracing::info!(addr = %self.local_addr, "wshub stopped");
     }
+
+    /// [`shut_down`] on a new thread, joined. The runtime is handed over
+    /// after the thread started, so that if it cannot be spawned (or dies
+    /// first) the runtime is still here to be shut down without waiting.
+    fn stop_on_a_thread(&self, runtime: Runtime) {
+        let (hand_over, take) = std::sync::mpsc::channel::<Runtime>();
+        let shared = Arc::clone(&self.shared);
+        let stopper = std::thread::Builder::new()
+            .name("wshub-stop".to_owned())
+            .spawn(move || {
+                if let Ok(runtime) = take.recv() {
+                    shut_down(&shared, runtime);
+                }
+            });
+        let runtime = match stopper {
+            Ok(stopper) => match hand_over.send(runtime) {
+                Ok(()) => {
+                    let _ = stopper.join();
+                    return;
+                }
+                Err(std::sync::mpsc::SendError(runtime)) => runtime,
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot spawn the thread that stops the hub");
+                runtime
+            }
+        };
+        // No thread to wait on: tear down without waiting for clients, but
+        // still end the events thread (its queue is dropped, so it ends).
+        self.shared.shutdown.cancel();
+        runtime.shutdown_background();
+        self.shared.hub.stop_events();
+    }
+}
+
+/// The blocking part of [`Server::stop`], once the hub is closed: waits up
+/// to `shutdown_timeout` for the connections, shuts the runtime down and
+/// ends the subscription-events thread. Must not run inside a runtime.
+fn shut_down(shared: &Shared, runtime: Runtime) {
+    let tracker = shared.tracker.clone();
+    let deadline = shared.config.shutdown_timeout;
+    let shutdown = shared.shutdown.clone();
+    runtime.block_on(async move {
+        if tokio::time::timeout(deadline, tracker.wait())
+            .await
+            .is_err()
+        {
+            // Clients that did not take their queue and close frame in
+            // time are dropped with the runtime.
+            shutdown.cancel();
+        }
+    });
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    // Every connection has left its topics by now; their "last subscriber
+    // gone" events are delivered before stop() returns.
+    shared.hub.stop_events();
 }
 
 impl Drop for Server {

@@ -134,3 +134,54 @@ fn broadcast_after_stop_is_refused() {
         Err(wshub::Error::NotRunning)
     ));
 }
+
+/// `stop()` called from async code (inside a tokio runtime, where it cannot
+/// wait on the hub's runtime directly) still stops everything it started:
+/// the "last subscriber gone" event is delivered and the events thread has
+/// ended when it returns.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_inside_a_runtime_ends_the_events_thread() {
+    use std::sync::{Arc, Mutex};
+    use wshub::subscription_events::SubscriptionListener;
+
+    // (topic, subscribers, the listener thread's kernel id)
+    let seen: Arc<Mutex<Vec<(String, u64, i64)>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    let listener = SubscriptionListener(Arc::new(move |topic: &str, subscribers: u64| {
+        // SAFETY: gettid has no preconditions.
+        let tid = i64::from(unsafe { libc::gettid() });
+        sink.lock()
+            .unwrap()
+            .push((topic.to_owned(), subscribers, tid));
+    }));
+    let server = start(Config {
+        on_subscription: Some(listener),
+        ..Config::default()
+    });
+    let mut ws = connect(&server, "?topics=t").await;
+    next_text(&mut ws).await;
+    // The client reads until the hub closes it, on another worker thread.
+    let reader = tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no subscription event"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.stop();
+    let seen = seen.lock().unwrap().clone();
+    let tid = seen[0].2;
+    assert!(
+        !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists(),
+        "the subscription-events thread still runs after stop()"
+    );
+    let events: Vec<(&str, u64)> = seen.iter().map(|(t, n, _)| (t.as_str(), *n)).collect();
+    assert_eq!(events, [("t", 1), ("t", 0)]);
+    tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("the client was not closed")
+        .unwrap();
+}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -337,3 +339,54 @@ def test_module_stop_only_stops_the_latest_started_server(make_hub, connect):
     assert client.recv_text() == publication("t", 1, "1")
     with pytest.raises(RuntimeError):
         wshub.broadcast("t", "2")
+
+
+# --------------------------------------------------------------------------
+# the GIL on every path that stops a hub
+# --------------------------------------------------------------------------
+
+# A hub with on_subscription and connected clients, dropped by a second
+# wshub.start() (the module let go of the only reference): its stop() must
+# not hold the GIL while it waits for the events thread, which needs the
+# GIL to report "t" losing its subscribers. Then interpreter exit with a
+# hub in the same state (atexit stops it).
+_DROP_SCRIPT = r"""
+import sys, threading
+from websockets.sync.client import connect
+import wshub
+
+events = []
+gained = threading.Event()
+
+def on_subscription(topic, subscribers):
+    events.append((topic, subscribers))
+    if subscribers:
+        gained.set()
+
+def start_with_clients():
+    hub = wshub.start(0, on_subscription=on_subscription, shutdown_timeout=0.5)
+    clients = [connect(f"ws://127.0.0.1:{hub.port}/api/ws?topics=t", open_timeout=5)
+               for _ in range(3)]
+    for ws in clients:
+        ws.recv(timeout=5)
+    assert gained.wait(5), "no subscription event"
+    gained.clear()
+    return clients
+
+clients = start_with_clients()
+wshub.start(0)  # drops the first hub: nothing else refers to it
+assert events == [("t", 1), ("t", 0)], events
+print("dropped", flush=True)
+clients += start_with_clients()
+print("exiting", flush=True)
+"""
+
+
+def test_dropping_or_exiting_with_a_busy_on_subscription_hub_does_not_deadlock():
+    try:
+        done = subprocess.run([sys.executable, "-c", _DROP_SCRIPT], capture_output=True,
+                              text=True, timeout=60)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"deadlock: the process did not finish in 60 s; stdout: {exc.stdout!r}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["dropped", "exiting"]

@@ -14,11 +14,11 @@ never waits on a client. The protocol is described in docs/protocol.md.
 
 from __future__ import annotations
 
-import threading
-from typing import Any, Callable, Iterable
-
 import atexit
+import logging
+import threading
 import weakref
+from typing import Any, Callable, Iterable
 
 from wshub._native import Server, __version__, reset_log_cache
 
@@ -29,6 +29,33 @@ _default: Server | None = None
 # Every hub start() made, so that interpreter exit stops them (closing
 # clients with 1001) before Python tears down what their logging needs.
 _started: weakref.WeakSet[Server] = weakref.WeakSet()
+
+
+def _follow_log_levels() -> None:
+    """Make level changes reach the hub at once.
+
+    The hub caches the effective level of each ``wshub`` logger, so that an
+    event below it costs no GIL and no Python call. ``Logger.setLevel``,
+    ``logging.disable`` and ``logging.config`` all clear the logging
+    manager's level cache (``Manager._clear_cache``); clearing the hub's
+    cache with it keeps the two in step (pytest's ``caplog.set_level``
+    included). Only assigning ``logger.level`` directly bypasses it: then
+    call :func:`reset_log_cache`.
+    """
+    manager = logging.Logger.manager
+    clear = getattr(manager, "_clear_cache", None)
+    if clear is None or getattr(clear, "_wshub_follows", False):
+        return  # another Python's logging, or already installed
+
+    def _clear_cache() -> None:
+        clear()
+        reset_log_cache()
+
+    setattr(_clear_cache, "_wshub_follows", True)
+    setattr(manager, "_clear_cache", _clear_cache)
+
+
+_follow_log_levels()
 
 
 @atexit.register

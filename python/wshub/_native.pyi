@@ -7,7 +7,9 @@ __all__ = ["Server", "__version__", "reset_log_cache"]
 __version__: str
 
 def reset_log_cache() -> None:
-    """Make the hub re-read the levels of the ``wshub`` loggers."""
+    """Make the hub re-read the levels of the ``wshub`` loggers (``import
+    wshub`` does it on every ``setLevel``; needed only after assigning
+    ``logger.level`` directly)."""
 
 @final
 class Server:

@@ -21,7 +21,9 @@ Two parts:
   ``wshub_client``
       A factory: ``wshub_client(server, topics=["a"])`` returns a connected
       :class:`Client` (its ``ack`` already read), closed after the test.
-      ``server`` defaults to the ``wshub_server`` fixture.
+      ``server`` is any :class:`wshub.Server` (e.g. the one an app's
+      lifespan started: ``app.state.ws_manager``), a port or a ``ws://``
+      URL, and defaults to the ``wshub_server`` fixture.
 
 Importing ``wshub`` does not import this module (nor pytest).
 """
