@@ -31,7 +31,7 @@ use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError, RejectReaso
 use crate::rate_limit::{TokenBucket, Verdict};
 use crate::server::Shared;
 use crate::stats::Counters;
-use crate::writer::FrameWriter;
+use crate::writer::{watched, FrameWriter};
 
 /// Bytes tungstenite reserves up front for reading. Clients send little
 /// (pings, subscribe lists), and this is paid by every idle connection;
@@ -415,11 +415,14 @@ impl Connection {
         let counters = &self.shared.hub.counters;
         let ws = &mut self.ws;
         let writer = &mut self.writer;
+        let outbox = &*self.outbox;
         let write_all = async move {
             // Control frames tungstenite still holds (pongs) go first, so
             // they never end up in the middle of one of our frames.
-            ws.flush().await.map_err(std::io::Error::other)?;
-            writer.write_all(ws.get_mut(), counters).await
+            watched(outbox.progress(), ws.flush())
+                .await
+                .map_err(std::io::Error::other)?;
+            writer.write_all(ws.get_mut(), outbox, counters).await
         };
         tokio::select! {
             r = write_all => r.is_ok(),
@@ -542,11 +545,12 @@ impl Connection {
         };
         let ws = &mut self.ws;
         let writer = &mut self.writer;
+        let outbox = &*self.outbox;
         let counters = &self.shared.hub.counters;
         let handshake = async move {
             // A frame cut short by a slow-consumer close is finished first,
             // or the close frame would land inside it.
-            writer.finish_frame(ws.get_mut(), counters).await?;
+            writer.finish_frame(ws.get_mut(), outbox, counters).await?;
             ws.send(Message::Close(Some(frame))).await?;
             while ws.next().await.is_some_and(|m| m.is_ok()) {}
             Ok::<(), WsError>(())

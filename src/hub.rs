@@ -45,10 +45,10 @@ const DEFAULT_PUBLICATIONS_PER_SLICE: usize = 256;
 
 /// The longest the fan-out waits for lagging clients (more than half a
 /// queue behind) before it goes on regardless. A client that reads catches
-/// up within it; one that stopped reading keeps lagging, and its bounded
-/// queue then decides (it is closed as a slow consumer, or conflated)
-/// instead of everybody waiting for it: such a client delays the others
-/// by at most a few of these pauses, once.
+/// up within it. One that stopped reading is not waited for at all once
+/// its socket has taken nothing for [`crate::outbox::STUCK_AFTER`] (see
+/// [`Pacing`]): its bounded queue then decides (it is closed as a slow
+/// consumer, or conflated), and the others never wait for it.
 const MAX_PACING_PAUSE: Duration = Duration::from_millis(50);
 
 /// Checks a publication's topic name and JSON, before anything is queued.
@@ -473,14 +473,15 @@ impl Hub {
 
     /// Lets the writers send what the last slice queued before the next
     /// one, and waits (at most [`MAX_PACING_PAUSE`]; not at all once the
-    /// hub is stopping) while some client is more than half a queue
-    /// behind: a burst then flows through at the speed clients read
-    /// instead of piling up in every client's queue and closing them as
-    /// slow consumers while their writers wait for this task.
+    /// hub is stopping) while some client that still reads is more than
+    /// half a queue behind: a burst then flows through at the speed clients
+    /// read instead of piling up in every client's queue and closing them
+    /// as slow consumers while their writers wait for this task. Clients
+    /// that do not read are not waited for (see [`Pacing`]).
     async fn pace(&self) {
         tokio::task::yield_now().await;
         if self.pacing.lagging() > 0 && !self.is_closed() {
-            let _ = tokio::time::timeout(MAX_PACING_PAUSE, self.pacing.caught_up()).await;
+            self.pacing.settled(MAX_PACING_PAUSE).await;
         }
     }
 

@@ -11,8 +11,9 @@
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
@@ -77,7 +78,7 @@ impl OutFrame {
     }
 
     /// How many places in the queue this takes: one per frame.
-    fn frames(&self) -> usize {
+    pub fn frames(&self) -> usize {
         self.publications.max(1) as usize
     }
 
@@ -213,46 +214,141 @@ struct State {
     latest: IndexMap<Arc<str>, OutFrame>,
     /// Bytes in `latest`.
     latest_bytes: usize,
+    /// Frames drained by the writer and not yet fully written: they still
+    /// count against the bounds, so that the bounds are what the client
+    /// holds in all, not only what waits in `frames`.
+    in_flight: usize,
+    /// Bytes of those frames.
+    in_flight_bytes: usize,
     closed: Option<Closed>,
 }
 
-/// How many of a hub's outboxes are lagging, i.e. more than half full,
-/// so that the fan-out can pace itself to its clients: it hands out the
-/// next slice of a burst only once no client is that far behind (or a
-/// short pause has passed). A burst then reaches clients at the speed they
-/// read instead of landing in their queues at once and closing healthy
-/// clients as slow consumers; a client that stops reading for good still
-/// fills its queue and is closed (or conflated) as before.
+/// How long a writer may find its socket full (no byte accepted) before
+/// its client counts as not reading: the pacing then stops waiting for it.
+/// A client that reads empties its kernel buffers within a few
+/// milliseconds of falling that far behind; one that stopped reading never
+/// does. This is the most a client that stops reading can delay the
+/// others, once (and only if its queue fills to half within it).
+pub const STUCK_AFTER: Duration = Duration::from_millis(10);
+
+/// Whether a connection's writer is waiting for its socket to take bytes,
+/// and since when: set by the writer (see [`crate::writer`]), read by the
+/// pacing.
+#[derive(Debug, Default)]
+pub struct WriteProgress {
+    /// Nanoseconds since [`epoch`] (at least 1) at which the socket last
+    /// went from accepting bytes to refusing them; 0 while it accepts them
+    /// (or nothing is being written).
+    blocked_since: AtomicU64,
+}
+
+/// The reference point of [`WriteProgress`]'s timestamps.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl WriteProgress {
+    /// The socket refused bytes (a write returned `Pending`). Keeps the
+    /// first such moment: the client is as stuck as the longest it has
+    /// not read.
+    pub fn blocked(&self) {
+        if self.blocked_since.load(Ordering::Relaxed) == 0 {
+            let nanos = u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.blocked_since.store(nanos.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// The socket took bytes (or the write ended).
+    pub fn progressed(&self) {
+        if self.blocked_since.load(Ordering::Relaxed) != 0 {
+            self.blocked_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Since when the socket refuses bytes, if it does.
+    fn blocked_at(&self) -> Option<Instant> {
+        match self.blocked_since.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(epoch() + Duration::from_nanos(nanos)),
+        }
+    }
+}
+
+/// The hub's outboxes that are lagging, i.e. more than half full
+/// (counting what their writer is still writing), so that the fan-out can
+/// pace itself to its clients: it hands out the next slice of a burst only
+/// once no client that is still reading is that far behind (or a short
+/// pause has passed). A burst then reaches clients at the speed they read
+/// instead of landing in their queues at once and closing healthy clients
+/// as slow consumers.
+///
+/// A lagging client whose socket has taken no byte for [`STUCK_AFTER`] is
+/// not waited for: it is not reading, waiting cannot help it, and it must
+/// not delay anybody else. Its queue fills and it is closed (or conflated)
+/// as before; should it read again, it is waited for again.
 #[derive(Debug, Default)]
 pub struct Pacing {
-    lagging: AtomicUsize,
-    caught_up: Notify,
+    /// The write progress of each lagging outbox (a few at a time, so a
+    /// Vec searched by pointer).
+    lagging: Mutex<Vec<Arc<WriteProgress>>>,
+    /// Notified when an outbox stops lagging.
+    changed: Notify,
 }
 
 impl Pacing {
     /// Outboxes more than half full.
     pub fn lagging(&self) -> usize {
-        self.lagging.load(Ordering::Acquire)
+        lock(&self.lagging).len()
     }
 
-    /// Resolves once no outbox is lagging.
-    pub async fn caught_up(&self) {
+    /// When the lagging clients that are still reading must be looked at
+    /// again (the earliest moment one of them may have become stuck), or
+    /// `None` when no lagging client is worth waiting for.
+    fn recheck_at(&self, now: Instant) -> Option<Instant> {
+        lock(&self.lagging)
+            .iter()
+            .filter_map(|progress| match progress.blocked_at() {
+                // Writing (or about to): worth waiting for; it may still
+                // get stuck, so look again within `STUCK_AFTER`.
+                None => Some(now + STUCK_AFTER),
+                Some(since) => Some(since + STUCK_AFTER).filter(|stuck| *stuck > now),
+            })
+            .min()
+    }
+
+    /// Resolves once no lagging client is worth waiting for (every lagging
+    /// one caught up or is stuck), or after `longest`.
+    pub async fn settled(&self, longest: Duration) {
+        let deadline = Instant::now() + longest;
         loop {
-            // `notify_one` keeps a permit, so a catch-up between the check
-            // and the wait is not lost.
-            let notified = self.caught_up.notified();
-            if self.lagging() == 0 {
+            // Registered before the check, so a catch-up between the two
+            // still wakes this (`notify_waiters` keeps no permit).
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            let now = Instant::now();
+            let Some(recheck) = self.recheck_at(now) else {
+                return;
+            };
+            if now >= deadline {
                 return;
             }
-            notified.await;
+            let until = tokio::time::Instant::from_std(recheck.min(deadline));
+            let _ = tokio::time::timeout_at(until, changed).await;
         }
     }
 
-    fn update(&self, was: bool, is: bool) {
+    fn update(&self, was: bool, is: bool, progress: &Arc<WriteProgress>) {
         if !was && is {
-            self.lagging.fetch_add(1, Ordering::AcqRel);
-        } else if was && !is && self.lagging.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.caught_up.notify_one();
+            lock(&self.lagging).push(Arc::clone(progress));
+        } else if was && !is {
+            let mut lagging = lock(&self.lagging);
+            if let Some(at) = lagging.iter().position(|p| Arc::ptr_eq(p, progress)) {
+                lagging.swap_remove(at);
+            }
+            drop(lagging);
+            self.changed.notify_waiters();
         }
     }
 }
@@ -281,7 +377,9 @@ impl DerefMut for Held<'_> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         let is_lagging = self.outbox.is_lagging(&self.state);
-        self.outbox.pacing.update(self.was_lagging, is_lagging);
+        self.outbox
+            .pacing
+            .update(self.was_lagging, is_lagging, &self.outbox.progress);
     }
 }
 
@@ -291,6 +389,8 @@ pub struct Outbox {
     state: Mutex<State>,
     /// Shared with the hub's other outboxes (see [`Pacing`]).
     pacing: Arc<Pacing>,
+    /// Whether this client's writer gets its frames out (see [`Pacing`]).
+    progress: Arc<WriteProgress>,
     /// Wakes the writer when the queue goes from empty to non-empty or
     /// closes. `notify_one` keeps a permit, so a wake-up between the
     /// writer's drain and its next wait is never lost.
@@ -307,13 +407,17 @@ pub struct Outbox {
 
 impl Outbox {
     /// An empty outbox holding at most `capacity` frames and
-    /// `capacity_bytes` bytes (but always at least one frame, however big).
-    /// Publications with a conflation key (conflate policy) never close
-    /// it: past the bounds, the newest value per key is kept instead.
+    /// `capacity_bytes` bytes, counting both what is queued and what the
+    /// writer took and has not finished writing (but always at least one
+    /// frame, however big, when it holds nothing else). Publications with
+    /// a conflation key (conflate policy) never close it: past the bounds,
+    /// the newest value per key is kept instead, in a map of its own
+    /// bounded by `capacity` values and `capacity_bytes` bytes.
     pub fn new(capacity: usize, capacity_bytes: usize) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
             pacing: Arc::default(),
+            progress: Arc::default(),
             ready: Notify::new(),
             is_closed: AtomicBool::new(false),
             closing: Notify::new(),
@@ -339,11 +443,16 @@ impl Outbox {
         }
     }
 
-    /// More than half full, in frames or in bytes (a closed outbox holds
-    /// nothing, so it never lags).
+    /// The writer's progress, which it reports as it writes.
+    pub fn progress(&self) -> &WriteProgress {
+        &self.progress
+    }
+
+    /// More than half full, in frames or in bytes, counting what is being
+    /// written (a closed outbox holds nothing, so it never lags).
     fn is_lagging(&self, state: &State) -> bool {
-        state.queued + state.latest.len() > self.capacity / 2
-            || state.bytes + state.latest_bytes > self.capacity_bytes / 2
+        state.queued + state.in_flight + state.latest.len() > self.capacity / 2
+            || state.bytes + state.in_flight_bytes + state.latest_bytes > self.capacity_bytes / 2
     }
 
     /// Queues a frame, or closes the outbox if it is full.
@@ -364,6 +473,8 @@ impl Outbox {
             state.frames.clear();
             state.queued = 0;
             state.bytes = 0;
+            state.in_flight = 0;
+            state.in_flight_bytes = 0;
             state.closed = Some(Closed::SlowConsumer);
             drop(state);
             self.signal_closed();
@@ -402,10 +513,12 @@ impl Outbox {
         }
     }
 
-    /// Whether `frame` fits within both bounds (a lone frame always does).
+    /// Whether `frame` fits within both bounds, next to what is queued and
+    /// what is being written (a lone frame always does).
     fn fits(&self, state: &State, frame: &OutFrame) -> bool {
-        state.queued + frame.frames() <= self.capacity
-            && (state.frames.is_empty() || state.bytes + frame.len <= self.capacity_bytes)
+        let alone = state.frames.is_empty() && state.in_flight == 0;
+        state.queued + state.in_flight + frame.frames() <= self.capacity
+            && (alone || state.bytes + state.in_flight_bytes + frame.len <= self.capacity_bytes)
     }
 
     fn enqueue(&self, mut state: Held<'_>, frame: OutFrame) {
@@ -453,6 +566,8 @@ impl Outbox {
         state.queued = 0;
         state.bytes = 0;
         state.latest_bytes = 0;
+        state.in_flight = 0;
+        state.in_flight_bytes = 0;
         let latest = state.latest.drain(..).count() as u64;
         let pending = latest + publications_in(&state.frames);
         state.frames.clear();
@@ -467,15 +582,28 @@ impl Outbox {
     }
 
     /// Moves every queued frame into `into` and reports whether the outbox
-    /// has closed.
+    /// has closed. The frames still count against the bounds until the
+    /// writer reports them [`written`](Outbox::written).
     pub fn drain(&self, into: &mut VecDeque<OutFrame>) -> Option<Closed> {
         let mut state = self.hold();
+        if state.closed.is_none() {
+            state.in_flight += state.queued + state.latest.len();
+            state.in_flight_bytes += state.bytes + state.latest_bytes;
+        }
         into.append(&mut state.frames);
         into.extend(state.latest.drain(..).map(|(_, frame)| frame));
         state.queued = 0;
         state.bytes = 0;
         state.latest_bytes = 0;
         state.closed
+    }
+
+    /// The writer finished writing drained frames: `frames` places
+    /// ([`OutFrame::frames`]) and `bytes` ([`OutFrame::len`]) are free again.
+    pub fn written(&self, frames: usize, bytes: usize) {
+        let mut state = self.hold();
+        state.in_flight = state.in_flight.saturating_sub(frames);
+        state.in_flight_bytes = state.in_flight_bytes.saturating_sub(bytes);
     }
 
     /// Resolves once frames are waiting or the outbox closed.
@@ -514,6 +642,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    /// Drains `outbox` as its writer does and reports everything written.
+    fn write_out(outbox: &Outbox) -> VecDeque<OutFrame> {
+        let mut out = VecDeque::new();
+        outbox.drain(&mut out);
+        let frames = out.iter().map(OutFrame::frames).sum();
+        outbox.written(frames, out.iter().map(|f| f.len).sum());
+        out
+    }
+
     fn keyed(s: &str, key: &str) -> OutFrame {
         OutFrame::publication(encode_text_frame(s.to_owned()), Some(Arc::from(key)))
     }
@@ -529,8 +666,7 @@ mod tests {
         assert_eq!(outbox.push(keyed("a3", "a")), conflated(1, 0));
         // A third key beyond the bound of 2 evicts the oldest key's value.
         assert_eq!(outbox.push(keyed("c1", "c")), conflated(0, 1));
-        let mut out = VecDeque::new();
-        assert_eq!(outbox.drain(&mut out), None);
+        let out = write_out(&outbox);
         let texts: Vec<_> = out.iter().flat_map(OutFrame::texts).collect();
         assert_eq!(texts, ["a1", "b1", "a3", "c1"]);
         assert_eq!(outbox.push(keyed("a4", "a")), Pushed::Queued);
@@ -547,8 +683,7 @@ mod tests {
         let outbox = Outbox::new(100, 8);
         assert_eq!(outbox.push(publication("ab")), Pushed::Queued);
         assert_eq!(outbox.push(publication("cd")), Pushed::Queued);
-        let mut out = VecDeque::new();
-        outbox.drain(&mut out);
+        write_out(&outbox);
         assert_eq!(outbox.push(publication("efg")), Pushed::Queued);
     }
 
@@ -631,9 +766,116 @@ mod tests {
             None,
         ));
         assert_eq!(pacing.lagging(), 2);
-        a.drain(&mut VecDeque::new());
+        // Taken by the writer but not yet written: still behind.
+        let mut taken = VecDeque::new();
+        a.drain(&mut taken);
+        assert_eq!(pacing.lagging(), 2);
+        a.written(taken.len(), taken.iter().map(|f| f.len).sum());
         assert_eq!(pacing.lagging(), 1);
         b.close();
+        assert_eq!(pacing.lagging(), 0);
+    }
+
+    #[test]
+    fn bounds_count_what_the_writer_took_and_has_not_written() {
+        // 4 frames or 40 bytes per client in all: a frame of 12 bytes
+        // ("x" * 10 and a 2-byte header).
+        let frame = || OutFrame::publication(encode_text_frame("x".repeat(10)), None);
+        let outbox = Outbox::new(4, 40);
+        for _ in 0..3 {
+            assert_eq!(outbox.push(frame()), Pushed::Queued);
+        }
+        // The writer takes all three and is stuck writing them: the queue
+        // is empty, but the client still holds 36 bytes, so a fourth frame
+        // (48 bytes in all) is over the bound.
+        let mut taken = VecDeque::new();
+        outbox.drain(&mut taken);
+        assert_eq!(outbox.push(frame()), Pushed::Overflowed { dropped: 1 });
+
+        // By frames too: 4 in all.
+        let outbox = Outbox::new(4, usize::MAX);
+        for _ in 0..3 {
+            outbox.push(frame());
+        }
+        outbox.drain(&mut VecDeque::new());
+        assert_eq!(outbox.push(frame()), Pushed::Queued);
+        assert_eq!(outbox.push(frame()), Pushed::Overflowed { dropped: 2 });
+
+        // Once written, the room is back.
+        let outbox = Outbox::new(4, 40);
+        for _ in 0..3 {
+            outbox.push(frame());
+        }
+        let taken = write_out(&outbox);
+        assert_eq!(taken.len(), 3);
+        for _ in 0..3 {
+            assert_eq!(outbox.push(frame()), Pushed::Queued);
+        }
+
+        // A lone frame over the bound is taken only when the client holds
+        // nothing else.
+        let big = || OutFrame::publication(encode_text_frame("y".repeat(100)), None);
+        let outbox = Outbox::new(4, 40);
+        assert_eq!(outbox.push(big()), Pushed::Queued);
+        let mut taken = VecDeque::new();
+        outbox.drain(&mut taken);
+        assert_eq!(outbox.push(frame()), Pushed::Overflowed { dropped: 1 });
+    }
+
+    #[test]
+    fn pacing_stops_waiting_for_a_client_whose_socket_takes_nothing() {
+        let pacing = Arc::new(Pacing::default());
+        let outbox = Outbox::new(2, usize::MAX).paced_by(&pacing);
+        outbox.push(publication("1"));
+        outbox.push(publication("2"));
+        assert_eq!(pacing.lagging(), 1);
+        let now = Instant::now();
+        // Writing, or about to: waited for, looked at again soon.
+        assert_eq!(pacing.recheck_at(now), Some(now + STUCK_AFTER));
+        outbox.progress().blocked();
+        let blocked = outbox.progress().blocked_at().unwrap();
+        assert!(blocked <= Instant::now());
+        // Blocked for less than STUCK_AFTER: waited for until then.
+        assert_eq!(pacing.recheck_at(blocked), Some(blocked + STUCK_AFTER));
+        // Blocked longer: not waited for, although it still lags.
+        assert_eq!(pacing.recheck_at(blocked + STUCK_AFTER), None);
+        assert_eq!(pacing.lagging(), 1);
+        // A later refusal keeps the first moment.
+        outbox.progress().blocked();
+        assert_eq!(outbox.progress().blocked_at(), Some(blocked));
+        // Reading again: waited for again.
+        outbox.progress().progressed();
+        let later = blocked + 2 * STUCK_AFTER;
+        assert_eq!(pacing.recheck_at(later), Some(later + STUCK_AFTER));
+    }
+
+    #[tokio::test]
+    async fn settled_waits_for_clients_that_read_and_not_for_stuck_ones() {
+        let pacing = Arc::new(Pacing::default());
+        let outbox = Outbox::new(2, usize::MAX).paced_by(&pacing);
+        outbox.push(publication("1"));
+        outbox.push(publication("2"));
+        // A lagging client that writes: waited for, up to the pause.
+        let pause = Duration::from_millis(200);
+        let start = Instant::now();
+        pacing.settled(pause).await;
+        assert!(start.elapsed() >= pause);
+        // Stuck: not waited for (beyond STUCK_AFTER), however long the
+        // pause may be.
+        outbox.progress().blocked();
+        let start = Instant::now();
+        pacing.settled(Duration::from_secs(30)).await;
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // A client that catches up ends the wait at once.
+        outbox.progress().progressed();
+        let waiting = pacing.settled(Duration::from_secs(30));
+        let catch_up = async {
+            tokio::task::yield_now().await;
+            write_out(&outbox);
+        };
+        let start = Instant::now();
+        tokio::join!(waiting, catch_up);
+        assert!(start.elapsed() < Duration::from_secs(5));
         assert_eq!(pacing.lagging(), 0);
     }
 

@@ -8,17 +8,23 @@
 //! connection flushes tungstenite before it writes here, and a frame
 //! started here is finished before tungstenite writes again (or the
 //! connection is dropped).
+//!
+//! The writer also tells the client's [`Outbox`] what it finished writing
+//! (its bounds count frames being written) and whether the socket takes
+//! bytes at all, so that the fan-out's pacing never waits for a client
+//! that does not read.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
+use std::task::Poll;
 
 use bytes::Buf;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::outbox::{publications_in, OutFrame};
+use crate::outbox::{publications_in, OutFrame, Outbox, WriteProgress};
 use crate::stats::Counters;
 
 /// Queue entries handed to one `writev`: a run of publications is one
@@ -63,24 +69,28 @@ impl FrameWriter {
     pub async fn write_all(
         &mut self,
         stream: &mut TcpStream,
+        outbox: &Outbox,
         counters: &Counters,
     ) -> io::Result<()> {
         while !self.pending.is_empty() {
             let pending = &self.pending;
-            let written = poll_fn(|cx| {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut count = 0;
-                for (slice, frame) in slices.iter_mut().zip(pending) {
-                    *slice = IoSlice::new(&frame.wire);
-                    count += 1;
-                }
-                Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count])
-            })
+            let written = watched(
+                outbox.progress(),
+                poll_fn(|cx| {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                    let mut count = 0;
+                    for (slice, frame) in slices.iter_mut().zip(pending) {
+                        *slice = IoSlice::new(&frame.wire);
+                        count += 1;
+                    }
+                    Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count])
+                }),
+            )
             .await?;
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            self.consume(written, counters);
+            self.consume(written, outbox, counters);
         }
         Ok(())
     }
@@ -92,6 +102,7 @@ impl FrameWriter {
     pub async fn finish_frame(
         &mut self,
         stream: &mut TcpStream,
+        outbox: &Outbox,
         counters: &Counters,
     ) -> io::Result<()> {
         while self.front_started {
@@ -102,15 +113,18 @@ impl FrameWriter {
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            self.consume(written, counters);
+            self.consume(written, outbox, counters);
         }
         Ok(())
     }
 
-    /// Drops `written` bytes from the front, counting finished frames.
-    fn consume(&mut self, mut written: usize, counters: &Counters) {
+    /// Drops `written` bytes from the front, counting finished frames and
+    /// handing their places in the bounds back to `outbox`.
+    fn consume(&mut self, mut written: usize, outbox: &Outbox, counters: &Counters) {
         let mut publications = 0;
         let mut bytes = 0;
+        let mut frames = 0;
+        let mut frame_bytes = 0;
         while written > 0 {
             let Some(front) = self.pending.front_mut() else {
                 break;
@@ -121,6 +135,8 @@ impl FrameWriter {
                 break;
             }
             written -= front.wire.len();
+            frames += front.frames();
+            frame_bytes += front.len;
             if front.publications > 0 {
                 publications += u64::from(front.publications);
                 bytes += front.len as u64;
@@ -128,7 +144,27 @@ impl FrameWriter {
             self.pending.pop_front();
             self.front_started = false;
         }
+        if frames > 0 {
+            outbox.written(frames, frame_bytes);
+        }
         Counters::add(&counters.sent, publications);
         Counters::add(&counters.sent_bytes, bytes);
     }
+}
+
+/// Polls `write` (one write to the client's socket), telling `progress`
+/// whether the socket refused bytes (`Pending`) or took them.
+pub async fn watched<F: Future>(progress: &WriteProgress, write: F) -> F::Output {
+    let mut write = pin!(write);
+    poll_fn(|cx| match write.as_mut().poll(cx) {
+        Poll::Pending => {
+            progress.blocked();
+            Poll::Pending
+        }
+        ready => {
+            progress.progressed();
+            ready
+        }
+    })
+    .await
 }

@@ -128,3 +128,84 @@ def test_burst_reaches_every_client_that_reads(make_hub, connect):
     assert not errors, errors
     assert received == [count] * len(clients)
     assert hub.stats()["slow_consumer_closes"] == 0
+
+
+def test_clients_that_never_read_delay_nobody_else(make_hub, connect, raw_ws):
+    # Issue 11's scenario: while the host publishes steadily, a new client
+    # that never reads arrives every 100 ms, on another topic or on the
+    # healthy client's own topic. Each fills its queue and is closed; the
+    # healthy client's latency and every broadcast() call stay short, and
+    # the publishing takes the time it is meant to. (Before the fix the
+    # fan-out paused for every lagging client anywhere: latency grew by
+    # seconds and broadcast() blocked on the full publish queue.)
+    import threading
+
+    # A publish queue of a second's publications: a fan-out that falls
+    # behind shows as blocking broadcast() calls, not only as latency.
+    hub = make_hub(publish_queue=8192)
+    good = connect(hub, ["feed"])
+    rate, seconds = 4000, 4.0
+    count = int(rate * seconds)
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    def read() -> None:
+        try:
+            for seq in range(1, count + 1):
+                message = json.loads(good.recv_text(timeout=30))
+                if message["seq"] != seq:
+                    errors.append(f"seq {message['seq']}, expected {seq}")
+                    return
+                latencies.append(time.monotonic() - message["data"]["t"])
+        except AssertionError as error:
+            errors.append(str(error))
+
+    stop = threading.Event()
+    opened: list[str] = []
+
+    def churn() -> None:
+        # Never read; a small receive buffer fills their kernel buffers fast.
+        while not stop.wait(0.1):
+            topic = ("other", "feed")[len(opened) % 2]
+            try:
+                raw_ws(hub, query=f"topics={topic}", rcvbuf=4096)
+            except (AssertionError, OSError) as error:
+                errors.append(f"non-reader: {error!r}")
+                return
+            opened.append(topic)
+
+    reader = threading.Thread(target=read)
+    churner = threading.Thread(target=churn)
+    reader.start()
+    churner.start()
+    pad = "x" * 500
+    calls: list[float] = []
+    start = time.monotonic()
+    try:
+        for i in range(count):
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+            t0 = time.monotonic()
+            hub.broadcast("feed", {"t": t0, "pad": pad})
+            hub.broadcast("other", {"i": i, "pad": pad})
+            calls.append(time.monotonic() - t0)
+        took = time.monotonic() - start
+    finally:
+        stop.set()
+        churner.join(10)
+        reader.join(60)
+    assert not errors, errors[:5]
+    assert len(latencies) == count
+    latencies.sort()
+    p99 = latencies[int(0.99 * count)]
+    stats = hub.stats()
+    summary = (f"p50 {latencies[count // 2] * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+               f"max {latencies[-1] * 1000:.0f} ms, slowest broadcast pair "
+               f"{max(calls) * 1000:.0f} ms, publishing took {took:.1f} s, "
+               f"{len(opened)} non-readers, {stats['slow_consumer_closes']} closed")
+    # The non-readers really did fall behind (on both topics).
+    assert stats["slow_consumer_closes"] >= 10, summary
+    assert p99 < 1.0, summary
+    assert max(calls) < 0.2, summary
+    assert took < seconds + 2.0, summary

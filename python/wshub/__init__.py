@@ -126,12 +126,13 @@ def start(
         Largest message a client may send, in bytes; over it the client is
         closed with code 1009.
     send_queue (int, default 1024):
-        Frames waiting to be written to one client, at most. A client whose
-        queue is full is closed with code 1008 "slow consumer"; nobody else
-        waits for it.
+        Frames waiting to be written to one client (or being written), at
+        most. A client whose queue is full is closed with code 1008 "slow
+        consumer"; nobody else waits for it.
     send_queue_bytes (int, default 16777216):
-        Bytes queued for one client, at most; over it, the same 1008 close.
-        (A single frame larger than this is still delivered on its own.)
+        Bytes queued for one client (or being written), at most; over it,
+        the same 1008 close. (A single frame larger than this is still
+        delivered on its own.)
     max_topics_per_connection (int, default 1024):
         Topics one client may be subscribed to at once; further names are
         answered in "rejected" with reason "too_many_topics".
