@@ -14,7 +14,14 @@
  *   reported as codes, and internal panics as WSHUB_ERR_PANIC.
  * - Threads: every function may be called from any thread, and one hub
  *   from several threads at once, except that wshub_stop() must not race
- *   with other calls on the same hub.
+ *   with other calls on the same hub. Callbacks run on wshub's threads:
+ *   on_subscription on one thread, one call at a time; authorize on
+ *   blocking threads, possibly several calls at once, so it and its
+ *   authorize_data must be thread-safe. wshub_stop() returns only after
+ *   every callback has returned.
+ * - Versions: wshub_options starts with struct_size, set by
+ *   wshub_options_default(); wshub_start() refuses a struct of another
+ *   size (a host built against another version of this header).
  * - Ownership: strings and buffers passed in are borrowed for the call
  *   only. A wshub_server belongs to the caller until wshub_stop(). Strings
  *   returned by wshub_last_error() and wshub_version() belong to wshub.
@@ -29,6 +36,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+/**
+ * Fills `*(out)` with the defaults: `wshub_options_init(out, sizeof *(out))`,
+ * so that `struct_size` is the size of the struct as this code was compiled.
+ * Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` when the library was
+ * built with another `wshub_options` (nothing is written then).
+ */
+#define wshub_options_default(out) wshub_options_init((out), sizeof *(out))
+
 
 /**
  * Result codes. `WSHUB_OK` is 0 and every error is negative, so a function
@@ -108,6 +123,33 @@ typedef enum wshub_slow_client {
 } wshub_slow_client;
 
 /**
+ * What `authorize` returns to accept a handshake (any other value is the
+ * HTTP status to refuse it with: 401, 403...; anything outside 400-499 is
+ * sent as 403).
+ */
+typedef enum wshub_authorize_answer {
+    /**
+     * Accept. The client may subscribe to every topic the server allows,
+     * unless `wshub_grant_topic()` was called: then only to the granted
+     * ones.
+     */
+    WSHUB_AUTHORIZE_ALLOW = 0,
+    /**
+     * Accept with only the granted topics, none if none was granted. Use
+     * it when the grants are computed, so that granting nothing never
+     * means everything.
+     */
+    WSHUB_AUTHORIZE_GRANTED = 1,
+} wshub_authorize_answer;
+
+/**
+ * Where `authorize` lists the topics it allows, with
+ * `wshub_grant_topic()`. Opaque; owned by wshub and valid only during the
+ * `authorize` call it was passed to.
+ */
+typedef struct wshub_grant wshub_grant;
+
+/**
  * A running hub. Opaque: created by `wshub_start()`, owned by the caller,
  * freed by `wshub_stop()`.
  */
@@ -119,9 +161,90 @@ typedef struct wshub_server wshub_server;
 typedef void (*wshub_subscription_fn)(void *user_data, const char *topic, uint64_t subscribers);
 
 /**
- * The type of `wshub_options.authorize`.
+ * One name and value of a handshake (a header, a query parameter or a
+ * cookie), NUL-terminated UTF-8, owned by wshub.
  */
-typedef int (*wshub_authorize_fn)(void *user_data, const char *path, const char *query, const char *headers_json);
+typedef struct wshub_pair {
+    /**
+     * The name (header names are lower-case).
+     */
+    const char *name;
+    /**
+     * The value.
+     */
+    const char *value;
+} wshub_pair;
+
+/**
+ * What `authorize` sees of a WebSocket handshake. All of it (the struct,
+ * its arrays and strings) is owned by wshub and valid only during the
+ * call; copy what you keep. Arrays are never NULL, even when empty.
+ */
+typedef struct wshub_request {
+    /**
+     * The request path, e.g. `"/api/ws"`.
+     */
+    const char *path;
+    /**
+     * The raw query, without `?` (`""` when absent).
+     */
+    const char *query;
+    /**
+     * The query's parameters, percent-decoded, in order (a repeated name
+     * appears once per occurrence). Parameters whose decoded name or value
+     * holds a NUL byte are left out; `query` has everything.
+     */
+    const struct wshub_pair *query_params;
+    /**
+     * The number of `query_params`.
+     */
+    size_t query_params_len;
+    /**
+     * The headers in request order, names lower-case; headers whose value
+     * is not UTF-8 are left out.
+     */
+    const struct wshub_pair *headers;
+    /**
+     * The number of `headers`.
+     */
+    size_t headers_len;
+    /**
+     * The cookies of the `Cookie` header(s), in order; a value in double
+     * quotes loses them, pieces that are not `name=value` are skipped.
+     */
+    const struct wshub_pair *cookies;
+    /**
+     * The number of `cookies`.
+     */
+    size_t cookies_len;
+    /**
+     * The client's IP address (the TCP peer), e.g. `"127.0.0.1"` or
+     * `"::1"`.
+     */
+    const char *client_host;
+    /**
+     * The client's TCP port.
+     */
+    uint16_t client_port;
+    /**
+     * The topics the client asks for in its query (`topics=a,b`), as the
+     * hub reads them, before any check: a NULL-terminated array.
+     */
+    const char *const *topics;
+    /**
+     * The number of `topics` (not counting the NULL).
+     */
+    size_t topics_len;
+} wshub_request;
+
+/**
+ * The type of `wshub_options.authorize`: decides on one handshake
+ * (`request`, see `wshub_request`) and returns a `wshub_authorize_answer`
+ * to accept it or an HTTP status to refuse it; `grant` is for
+ * `wshub_grant_topic()`. Called on wshub's blocking threads, possibly
+ * several at once: it must be thread-safe.
+ */
+typedef int (*wshub_authorize_fn)(void *user_data, const struct wshub_request *request, struct wshub_grant *grant);
 
 /**
  * Options of `wshub_start()`. Fill it with `wshub_options_default()`, then
@@ -130,6 +253,16 @@ typedef int (*wshub_authorize_fn)(void *user_data, const char *path, const char 
  * into it, so all of it may be freed as soon as `wshub_start()` returns.
  */
 typedef struct wshub_options {
+    /**
+     * `sizeof(wshub_options)` as the host was compiled: the struct's
+     * version. `wshub_options_default()` sets it; a host that fills the
+     * struct by hand must set it too. `wshub_start()` refuses any size but
+     * the one of the header this library was built with
+     * (`WSHUB_ERR_INVALID_ARGUMENT`), so that a host built against another
+     * version of the header fails cleanly instead of having its fields
+     * misread: rebuild it against the library's header.
+     */
+    size_t struct_size;
     /**
      * Address to listen on, NUL-terminated UTF-8. Default `"127.0.0.1"`
      * (loopback, so a hub is never exposed by accident); `"0.0.0.0"`
@@ -248,17 +381,21 @@ typedef struct wshub_options {
     void *on_subscription_data;
     /**
      * Checks each WebSocket handshake before it is accepted: called with
-     * the path, the query (without `?`, "" when absent) and the headers
-     * as a JSON array of `[name, value]` pairs (names lower-case), all
-     * valid only during the call. Return 0 to accept, or the HTTP status to
-     * refuse with (401, 403...; anything outside 400-499 is sent as 403).
-     * Called on wshub's blocking threads, possibly several at once, so it
-     * must be thread-safe. NULL (the default): everybody is accepted.
+     * the request (path, raw and parsed query, headers, cookies, client
+     * address, requested topics: see `wshub_request`), valid only during
+     * the call, and a grant for `wshub_grant_topic()`. Return
+     * `WSHUB_AUTHORIZE_ALLOW` (0) to accept, `WSHUB_AUTHORIZE_GRANTED` to
+     * accept with only the granted topics, or the HTTP status to refuse
+     * with (401, 403...; anything outside 400-499 is sent as 403). Called
+     * on wshub's blocking threads, possibly several at once with the same
+     * `authorize_data`, so it must be thread-safe. NULL (the default):
+     * everybody is accepted.
      */
     wshub_authorize_fn authorize;
     /**
-     * Passed to `authorize` as is. Must stay valid, and usable from other
-     * threads, until `wshub_stop()` returns.
+     * Passed to `authorize` as is, from several threads at once. Must
+     * stay valid, and be safe to use concurrently, until `wshub_stop()`
+     * returns.
      */
     void *authorize_data;
     /**
@@ -311,15 +448,38 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Fills `*out` with the defaults (see each field of `wshub_options`).
- * Its `host` and `path` then point to static strings owned by wshub.
+ * Within an `authorize` call, allows the client to subscribe to `topic`
+ * (a NUL-terminated name, borrowed for the call); once any topic was
+ * granted, the client may subscribe only to granted topics (and only to
+ * those the server's own rules allow). Call it only during the `authorize`
+ * call that received `grant`.
  *
- * Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` when `out` is NULL.
+ * Returns `WSHUB_OK`, `WSHUB_ERR_INVALID_ARGUMENT` (`grant` or `topic`
+ * NULL) or `WSHUB_ERR_INVALID_TOPIC` (not 1-128 characters of
+ * `[A-Za-z0-9_.:-]`, or not UTF-8); nothing is granted on error.
  *
  * # Safety
- * `out` must be NULL or point to writable memory for a `wshub_options`.
+ * `grant` must be NULL or the grant of an `authorize` call still running;
+ * `topic` must be NULL or NUL-terminated.
  */
-int wshub_options_default(struct wshub_options *out);
+int wshub_grant_topic(struct wshub_grant *grant, const char *topic);
+
+/**
+ * Fills `*out` with the defaults (see each field of `wshub_options`) and
+ * sets `out->struct_size`. Its `host` and `path` then point to static
+ * strings owned by wshub. Call it as `wshub_options_default(&opts)`, the
+ * macro that passes `sizeof opts`: `struct_size` must be the size of the
+ * caller's struct, so that a library newer than the header the host was
+ * compiled with never writes past the host's struct.
+ *
+ * Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` when `out` is NULL
+ * or `struct_size` is not the `sizeof(wshub_options)` of this library
+ * (then nothing is written).
+ *
+ * # Safety
+ * `out` must be NULL or point to `struct_size` writable bytes.
+ */
+int wshub_options_init(struct wshub_options *out, size_t struct_size);
 
 /**
  * Starts a hub: checks the options, starts its threads and binds the
@@ -330,12 +490,14 @@ int wshub_options_default(struct wshub_options *out);
  * NULL on failure: then `wshub_last_error()` says why and
  * `wshub_last_error_code()` is one of `WSHUB_ERR_INVALID_ARGUMENT`,
  * `WSHUB_ERR_INVALID_CONFIG`, `WSHUB_ERR_BIND`, `WSHUB_ERR_ADDR_IN_USE`,
- * `WSHUB_ERR_RUNTIME`, `WSHUB_ERR_BACKPLANE`.
+ * `WSHUB_ERR_RUNTIME`, `WSHUB_ERR_BACKPLANE`. An `opts->struct_size`
+ * other than this library's `sizeof(wshub_options)` is
+ * `WSHUB_ERR_INVALID_ARGUMENT`, and nothing after it is read.
  *
  * # Safety
  * `opts` must be NULL or point to a readable `wshub_options` whose string
  * pointers are NULL or NUL-terminated, and whose `topics` is NULL or a
- * NULL-terminated array.
+ * NULL-terminated array (at least its `struct_size` must be readable).
  */
 struct wshub_server *wshub_start(const struct wshub_options *opts);
 
@@ -420,9 +582,11 @@ int wshub_stats_json(const struct wshub_server *server, char *buf, size_t cap);
 
 /**
  * Stops the hub and frees it: refuses further publications, sends close
- * code 1001 to every client, waits up to `shutdown_timeout` for them, and
- * joins the hub's threads. `server` is invalid afterwards. NULL does
- * nothing.
+ * code 1001 to every client, waits up to `shutdown_timeout` for them,
+ * joins the hub's threads, and waits for callbacks still running (an
+ * `authorize` that outlived `authorize_timeout`), so no callback runs
+ * once it returns and their data may be freed. `server` is invalid
+ * afterwards. NULL does nothing.
  *
  * # Safety
  * `server` must be NULL or a hub from `wshub_start()` not yet stopped,

@@ -1,6 +1,10 @@
 //! The host's say on who may connect: an optional check that sees each
-//! handshake's path, query and headers (cookies, tokens) and answers allow,
+//! handshake's path, query (raw and parsed), headers, cookies, client
+//! address and requested topics, and answers allow,
 //! allow-only-these-topics, or deny with an HTTP status.
+//!
+//! The parsing is done here once, so that the Python and the C bindings
+//! hand their hosts the same query parameters and cookies.
 //!
 //! The check is host code (Python, C) that may block or fail, so it runs on
 //! the runtime's blocking pool with a timeout, never on an I/O thread, and a
@@ -8,7 +12,10 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use crate::protocol;
 
 /// What the check sees of a handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +27,35 @@ pub struct HandshakeRequest {
     /// Header names (lower-case) and values, in request order; values that
     /// are not UTF-8 are left out.
     pub headers: Vec<(String, String)>,
+    /// The client's address (the TCP peer: a proxy's, behind one).
+    pub peer: SocketAddr,
+    /// The topics the client asks for in its query, as the hub reads them
+    /// (`topics=a,b`, possibly repeated), before any check.
+    pub topics: Vec<String>,
+}
+
+impl HandshakeRequest {
+    /// The query's parameters, percent-decoded, in order; a repeated name
+    /// appears once per occurrence.
+    pub fn query_params(&self) -> Vec<(String, String)> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    /// The cookies of every `Cookie` header, in order, as (name, value);
+    /// a value in double quotes loses them, and pieces that are not
+    /// `name=value` are skipped. Values are not percent-decoded (browsers
+    /// send what the server set).
+    pub fn cookies(&self) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .filter(|(name, _)| name == "cookie")
+            .flat_map(|(_, value)| cookie::Cookie::split_parse(value.as_str()))
+            .filter_map(Result::ok)
+            .map(|c| (c.name().to_owned(), c.value_trimmed().to_owned()))
+            .collect()
+    }
 }
 
 /// The check's answer.
@@ -59,9 +95,10 @@ impl Authorization {
     }
 }
 
-/// Parses a complete request head (up to and including the blank line).
-/// Returns `None` when it is not a well-formed HTTP/1.x request.
-pub fn parse_request(head: &[u8]) -> Option<HandshakeRequest> {
+/// Parses a complete request head (up to and including the blank line)
+/// from `peer`. Returns `None` when it is not a well-formed HTTP/1.x
+/// request.
+pub fn parse_request(head: &[u8], peer: SocketAddr) -> Option<HandshakeRequest> {
     // Enough for real browsers; a request with more is refused.
     const MAX_HEADERS: usize = 64;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -75,6 +112,8 @@ pub fn parse_request(head: &[u8]) -> Option<HandshakeRequest> {
     Some(HandshakeRequest {
         path: path.to_owned(),
         query: query.to_owned(),
+        peer,
+        topics: protocol::topics_from_query(Some(query)),
         headers: request
             .headers
             .iter()
@@ -90,18 +129,52 @@ pub fn parse_request(head: &[u8]) -> Option<HandshakeRequest> {
 mod tests {
     use super::*;
 
+    fn peer() -> SocketAddr {
+        "127.0.0.1:4242".parse().unwrap()
+    }
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
     #[test]
     fn request_head_is_split_into_path_query_and_headers() {
         let head = b"GET /api/ws?topics=a&token=x HTTP/1.1\r\nHost: h\r\nCookie: s=1\r\n\r\n";
-        let request = parse_request(head).unwrap();
+        let request = parse_request(head, peer()).unwrap();
         assert_eq!(request.path, "/api/ws");
         assert_eq!(request.query, "topics=a&token=x");
+        assert_eq!(request.headers, pairs(&[("host", "h"), ("cookie", "s=1")]));
+        assert_eq!(request.peer, peer());
+        assert!(parse_request(b"garbage\r\n\r\n", peer()).is_none());
+        assert!(parse_request(b"GET / HTTP/1.1\r\nHost: h\r\n", peer()).is_none());
+    }
+
+    #[test]
+    fn query_params_cookies_and_topics_are_parsed() {
+        let head = b"GET /ws?topics=a,b&topics=c&t=x%20y&t=2&flag HTTP/1.1\r\n\
+            Cookie: session=abc; theme=\"dark\"; junk\r\nCookie: late=1\r\n\r\n";
+        let request = parse_request(head, peer()).unwrap();
+        assert_eq!(request.topics, ["a", "b", "c"]);
         assert_eq!(
-            request.headers,
-            [("host".into(), "h".into()), ("cookie".into(), "s=1".into())]
+            request.query_params(),
+            pairs(&[
+                ("topics", "a,b"),
+                ("topics", "c"),
+                ("t", "x y"),
+                ("t", "2"),
+                ("flag", "")
+            ])
         );
-        assert!(parse_request(b"garbage\r\n\r\n").is_none());
-        assert!(parse_request(b"GET / HTTP/1.1\r\nHost: h\r\n").is_none());
+        assert_eq!(
+            request.cookies(),
+            pairs(&[("session", "abc"), ("theme", "dark"), ("late", "1")])
+        );
+        let bare = parse_request(b"GET /ws HTTP/1.1\r\n\r\n", peer()).unwrap();
+        assert!(bare.topics.is_empty() && bare.query_params().is_empty());
+        assert!(bare.cookies().is_empty());
     }
 
     #[test]

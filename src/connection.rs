@@ -93,7 +93,8 @@ async fn open(
     let granted = match &shared.config.authorize {
         None => None,
         Some(authorizer) => {
-            match before(&shared, deadline, authorize(&shared, &stream, authorizer)).await {
+            let check = authorize(&shared, &stream, peer, authorizer);
+            match before(&shared, deadline, check).await {
                 Some(Ok(granted)) => granted,
                 Some(Err((status, why))) => {
                     Counters::add(&shared.hub.counters.rejected_auth, 1);
@@ -168,13 +169,14 @@ async fn before<F: std::future::Future>(
 async fn authorize(
     shared: &Shared,
     stream: &TcpStream,
+    peer: SocketAddr,
     authorizer: &Authorizer,
 ) -> Result<Option<BTreeSet<String>>, (u16, &'static str)> {
     // The caller bounds this by the handshake deadline.
     let head = http::peek_head(stream)
         .await
         .map_err(|_| (400, "incomplete request"))?;
-    let request = parse_request(&head).ok_or((400, "malformed request"))?;
+    let request = parse_request(&head, peer).ok_or((400, "malformed request"))?;
     let check = Arc::clone(&authorizer.0);
     let decision = tokio::task::spawn_blocking(move || check(&request));
     match tokio::time::timeout(shared.config.authorize_timeout, decision).await {

@@ -29,11 +29,13 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::authorize::{Authorization, Authorizer, HandshakeRequest};
 use crate::config::{seconds, Config, SlowClientPolicy, TopicPolicy};
 use crate::error::Error;
+use crate::outbox::lock;
+use crate::protocol;
 use crate::server::Server;
 use crate::subscription_events::SubscriptionListener;
 
@@ -80,6 +82,8 @@ use wshub_code::*;
 /// freed by `wshub_stop()`.
 pub struct wshub_server {
     server: Server,
+    /// The host's callbacks running now; `wshub_stop` waits for them.
+    callbacks: Arc<CallbackGate>,
 }
 
 // The header promises that every function is thread-safe, i.e. that one
@@ -96,6 +100,14 @@ const _: fn() = || {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct wshub_options {
+    /// `sizeof(wshub_options)` as the host was compiled: the struct's
+    /// version. `wshub_options_default()` sets it; a host that fills the
+    /// struct by hand must set it too. `wshub_start()` refuses any size but
+    /// the one of the header this library was built with
+    /// (`WSHUB_ERR_INVALID_ARGUMENT`), so that a host built against another
+    /// version of the header fails cleanly instead of having its fields
+    /// misread: rebuild it against the library's header.
+    pub struct_size: usize,
     /// Address to listen on, NUL-terminated UTF-8. Default `"127.0.0.1"`
     /// (loopback, so a hub is never exposed by accident); `"0.0.0.0"`
     /// serves other hosts. Must not be NULL. Borrowed.
@@ -171,15 +183,19 @@ pub struct wshub_options {
     /// another thread, until `wshub_stop()` returns.
     pub on_subscription_data: *mut c_void,
     /// Checks each WebSocket handshake before it is accepted: called with
-    /// the path, the query (without `?`, "" when absent) and the headers
-    /// as a JSON array of `[name, value]` pairs (names lower-case), all
-    /// valid only during the call. Return 0 to accept, or the HTTP status to
-    /// refuse with (401, 403...; anything outside 400-499 is sent as 403).
-    /// Called on wshub's blocking threads, possibly several at once, so it
-    /// must be thread-safe. NULL (the default): everybody is accepted.
+    /// the request (path, raw and parsed query, headers, cookies, client
+    /// address, requested topics: see `wshub_request`), valid only during
+    /// the call, and a grant for `wshub_grant_topic()`. Return
+    /// `WSHUB_AUTHORIZE_ALLOW` (0) to accept, `WSHUB_AUTHORIZE_GRANTED` to
+    /// accept with only the granted topics, or the HTTP status to refuse
+    /// with (401, 403...; anything outside 400-499 is sent as 403). Called
+    /// on wshub's blocking threads, possibly several at once with the same
+    /// `authorize_data`, so it must be thread-safe. NULL (the default):
+    /// everybody is accepted.
     pub authorize: wshub_authorize_fn,
-    /// Passed to `authorize` as is. Must stay valid, and usable from other
-    /// threads, until `wshub_stop()` returns.
+    /// Passed to `authorize` as is, from several threads at once. Must
+    /// stay valid, and be safe to use concurrently, until `wshub_stop()`
+    /// returns.
     pub authorize_data: *mut c_void,
     /// Seconds `authorize` may take; a slower answer refuses the handshake
     /// with 503. Default 5.
@@ -241,14 +257,20 @@ fn slow_client_policy(raw: c_int) -> Result<SlowClientPolicy, Failure> {
 pub type wshub_subscription_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, topic: *const c_char, subscribers: u64)>;
 
-/// The host's `on_subscription_data`, which the header makes the host
-/// promise is usable from wshub's event thread.
+/// The host's `on_subscription_data` or `authorize_data`: a pointer wshub
+/// never dereferences, only hands back to the callback it came with.
 struct UserData(*mut c_void);
 
-// SAFETY: the header requires the pointer to be usable from another thread
-// until `wshub_stop()` returns; wshub only passes it back to the callback.
+// SAFETY: wshub never reads or writes through the pointer; it only passes
+// it to the host's callback on wshub's threads, which the header requires
+// the host to allow (the data must be usable from other threads until
+// `wshub_stop()` returns, and `wshub_stop()` waits for running callbacks).
 unsafe impl Send for UserData {}
-// SAFETY: as above; the callback is called from one thread at a time.
+// SAFETY: shared between threads it is still only passed on, never
+// dereferenced by wshub. `on_subscription` is called from one thread at a
+// time, but `authorize` runs on the runtime's blocking threads and may be
+// called from several at once with the same pointer: the header requires
+// `authorize` and its data to be thread-safe for that.
 unsafe impl Sync for UserData {}
 
 impl UserData {
@@ -259,13 +281,71 @@ impl UserData {
     }
 }
 
+/// The host's callbacks running now. `wshub_stop` closes the gate once
+/// the hub is stopped and waits for the callbacks still running (an
+/// `authorize` that outlived `authorize_timeout` keeps running on its
+/// blocking thread, which the runtime does not wait for), so the host may
+/// free the callbacks' data as soon as `wshub_stop` returns.
+#[derive(Default)]
+struct CallbackGate {
+    state: Mutex<GateState>,
+    idle: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    running: usize,
+    closed: bool,
+}
+
+/// One callback running; leaving the gate when dropped.
+struct GatePass<'a>(&'a CallbackGate);
+
+impl CallbackGate {
+    /// `None` once the hub was stopped: the callback must not be called.
+    fn enter(&self) -> Option<GatePass<'_>> {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return None;
+        }
+        state.running += 1;
+        Some(GatePass(self))
+    }
+
+    /// Lets no callback start any more and waits for the running ones.
+    fn close_and_wait(&self) {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        while state.running > 0 {
+            state = self
+                .idle
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+impl Drop for GatePass<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        state.running -= 1;
+        if state.running == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
 fn subscription_listener(
     callback: unsafe extern "C" fn(*mut c_void, *const c_char, u64),
     data: UserData,
+    gate: Arc<CallbackGate>,
 ) -> SubscriptionListener {
     SubscriptionListener(Arc::new(move |topic: &str, subscribers: u64| {
         // Topic names are `[A-Za-z0-9_.:-]`, never containing NUL.
         let Ok(topic) = CString::new(topic) else {
+            return;
+        };
+        let Some(_running) = gate.enter() else {
             return;
         };
         // SAFETY: the host gave us this callback and data for this purpose.
@@ -273,74 +353,264 @@ fn subscription_listener(
     }))
 }
 
-/// The type of `wshub_options.authorize`.
+/// One name and value of a handshake (a header, a query parameter or a
+/// cookie), NUL-terminated UTF-8, owned by wshub.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct wshub_pair {
+    /// The name (header names are lower-case).
+    pub name: *const c_char,
+    /// The value.
+    pub value: *const c_char,
+}
+
+/// What `authorize` sees of a WebSocket handshake. All of it (the struct,
+/// its arrays and strings) is owned by wshub and valid only during the
+/// call; copy what you keep. Arrays are never NULL, even when empty.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct wshub_request {
+    /// The request path, e.g. `"/api/ws"`.
+    pub path: *const c_char,
+    /// The raw query, without `?` (`""` when absent).
+    pub query: *const c_char,
+    /// The query's parameters, percent-decoded, in order (a repeated name
+    /// appears once per occurrence). Parameters whose decoded name or value
+    /// holds a NUL byte are left out; `query` has everything.
+    pub query_params: *const wshub_pair,
+    /// The number of `query_params`.
+    pub query_params_len: usize,
+    /// The headers in request order, names lower-case; headers whose value
+    /// is not UTF-8 are left out.
+    pub headers: *const wshub_pair,
+    /// The number of `headers`.
+    pub headers_len: usize,
+    /// The cookies of the `Cookie` header(s), in order; a value in double
+    /// quotes loses them, pieces that are not `name=value` are skipped.
+    pub cookies: *const wshub_pair,
+    /// The number of `cookies`.
+    pub cookies_len: usize,
+    /// The client's IP address (the TCP peer), e.g. `"127.0.0.1"` or
+    /// `"::1"`.
+    pub client_host: *const c_char,
+    /// The client's TCP port.
+    pub client_port: u16,
+    /// The topics the client asks for in its query (`topics=a,b`), as the
+    /// hub reads them, before any check: a NULL-terminated array.
+    pub topics: *const *const c_char,
+    /// The number of `topics` (not counting the NULL).
+    pub topics_len: usize,
+}
+
+/// Where `authorize` lists the topics it allows, with
+/// `wshub_grant_topic()`. Opaque; owned by wshub and valid only during the
+/// `authorize` call it was passed to.
+pub struct wshub_grant {
+    /// `None` until a topic is granted.
+    topics: Mutex<Option<BTreeSet<String>>>,
+}
+
+/// What `authorize` returns to accept a handshake (any other value is the
+/// HTTP status to refuse it with: 401, 403...; anything outside 400-499 is
+/// sent as 403).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum wshub_authorize_answer {
+    /// Accept. The client may subscribe to every topic the server allows,
+    /// unless `wshub_grant_topic()` was called: then only to the granted
+    /// ones.
+    WSHUB_AUTHORIZE_ALLOW = 0,
+    /// Accept with only the granted topics, none if none was granted. Use
+    /// it when the grants are computed, so that granting nothing never
+    /// means everything.
+    WSHUB_AUTHORIZE_GRANTED = 1,
+}
+
+/// The type of `wshub_options.authorize`: decides on one handshake
+/// (`request`, see `wshub_request`) and returns a `wshub_authorize_answer`
+/// to accept it or an HTTP status to refuse it; `grant` is for
+/// `wshub_grant_topic()`. Called on wshub's blocking threads, possibly
+/// several at once: it must be thread-safe.
 pub type wshub_authorize_fn = Option<
     unsafe extern "C" fn(
         user_data: *mut c_void,
-        path: *const c_char,
-        query: *const c_char,
-        headers_json: *const c_char,
+        request: *const wshub_request,
+        grant: *mut wshub_grant,
     ) -> c_int,
 >;
 
+/// Within an `authorize` call, allows the client to subscribe to `topic`
+/// (a NUL-terminated name, borrowed for the call); once any topic was
+/// granted, the client may subscribe only to granted topics (and only to
+/// those the server's own rules allow). Call it only during the `authorize`
+/// call that received `grant`.
+///
+/// Returns `WSHUB_OK`, `WSHUB_ERR_INVALID_ARGUMENT` (`grant` or `topic`
+/// NULL) or `WSHUB_ERR_INVALID_TOPIC` (not 1-128 characters of
+/// `[A-Za-z0-9_.:-]`, or not UTF-8); nothing is granted on error.
+///
+/// # Safety
+/// `grant` must be NULL or the grant of an `authorize` call still running;
+/// `topic` must be NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn wshub_grant_topic(grant: *mut wshub_grant, topic: *const c_char) -> c_int {
+    guard(code_as_int, || {
+        // SAFETY: NULL or live during the call by the caller's contract;
+        // only shared access (the set is behind a mutex).
+        let grant = unsafe { grant.cast_const().as_ref() }
+            .ok_or_else(|| Failure::invalid_argument("grant is NULL"))?;
+        // SAFETY: NULL or NUL-terminated by the caller's contract.
+        let topic = unsafe { c_str(topic, "topic", WSHUB_ERR_INVALID_TOPIC) }?;
+        if !protocol::is_valid_topic(topic) {
+            return Err(Error::InvalidTopic(topic.to_owned()).into());
+        }
+        lock(&grant.topics)
+            .get_or_insert_with(BTreeSet::new)
+            .insert(topic.to_owned());
+        Ok(WSHUB_OK as c_int)
+    })
+}
+
 fn authorizer(
-    callback: unsafe extern "C" fn(
-        *mut c_void,
-        *const c_char,
-        *const c_char,
-        *const c_char,
-    ) -> c_int,
+    callback: unsafe extern "C" fn(*mut c_void, *const wshub_request, *mut wshub_grant) -> c_int,
     data: UserData,
+    gate: Arc<CallbackGate>,
 ) -> Authorizer {
     Authorizer(Arc::new(move |request: &HandshakeRequest| {
-        let headers = serde_json::to_string(&request.headers).unwrap_or_default();
-        // A NUL inside a request line or header cannot be passed to C.
-        let (Ok(path), Ok(query), Ok(headers)) = (
-            CString::new(request.path.as_str()),
-            CString::new(request.query.as_str()),
-            CString::new(headers),
-        ) else {
+        let Some(_running) = gate.enter() else {
+            // The hub is stopping: nobody is admitted any more.
+            return Authorization::Deny(503);
+        };
+        let grant = wshub_grant {
+            topics: Mutex::new(None),
+        };
+        let grant_ptr = ptr::from_ref(&grant).cast_mut();
+        // SAFETY: the host gave us this callback and data for this purpose;
+        // the request and the grant outlive the call, and the grant is only
+        // used through shared references (`wshub_grant_topic`).
+        let answer = with_c_request(request, |c_request| unsafe {
+            callback(data.pointer(), c_request, grant_ptr)
+        });
+        // A NUL inside the request line or a header cannot be passed to C.
+        let Some(answer) = answer else {
             return Authorization::Deny(400);
         };
-        // SAFETY: the host gave us this callback and data for this purpose;
-        // the strings outlive the call.
-        let status = unsafe {
-            callback(
-                data.pointer(),
-                path.as_ptr(),
-                query.as_ptr(),
-                headers.as_ptr(),
-            )
-        };
-        match status {
-            0 => Authorization::Allow,
+        let granted = grant
+            .topics
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match answer {
+            0 => granted.map_or(Authorization::Allow, Authorization::AllowTopics),
+            1 => Authorization::AllowTopics(granted.unwrap_or_default()),
             other => Authorization::Deny(u16::try_from(other).unwrap_or(403)),
         }
     }))
+}
+
+/// Builds the C view of `request` and runs `call` with it; `None` when
+/// the path, the query or a header holds a NUL byte.
+fn with_c_request<R>(
+    request: &HandshakeRequest,
+    call: impl FnOnce(&wshub_request) -> R,
+) -> Option<R> {
+    let path = CString::new(request.path.as_str()).ok()?;
+    let query = CString::new(request.query.as_str()).ok()?;
+    let strict = |(name, value): &(String, String)| {
+        Some((
+            CString::new(name.as_str()).ok()?,
+            CString::new(value.as_str()).ok()?,
+        ))
+    };
+    let headers = request
+        .headers
+        .iter()
+        .map(strict)
+        .collect::<Option<Vec<_>>>()?;
+    // Decoded parameters may hold `%00`; they are left out, not fatal.
+    let params: Vec<_> = request.query_params().iter().filter_map(strict).collect();
+    let cookies: Vec<_> = request.cookies().iter().filter_map(strict).collect();
+    let topics: Vec<CString> = request
+        .topics
+        .iter()
+        .filter_map(|t| CString::new(t.as_str()).ok())
+        .collect();
+    let host = CString::new(request.peer.ip().to_string()).ok()?;
+
+    let view = |pairs: &[(CString, CString)]| -> Vec<wshub_pair> {
+        pairs
+            .iter()
+            .map(|(name, value)| wshub_pair {
+                name: name.as_ptr(),
+                value: value.as_ptr(),
+            })
+            .collect()
+    };
+    let (headers, params, cookies) = (view(&headers), view(&params), view(&cookies));
+    let mut topic_ptrs: Vec<*const c_char> = topics.iter().map(|t| t.as_ptr()).collect();
+    topic_ptrs.push(ptr::null());
+    let c_request = wshub_request {
+        path: path.as_ptr(),
+        query: query.as_ptr(),
+        query_params: params.as_ptr(),
+        query_params_len: params.len(),
+        headers: headers.as_ptr(),
+        headers_len: headers.len(),
+        cookies: cookies.as_ptr(),
+        cookies_len: cookies.len(),
+        client_host: host.as_ptr(),
+        client_port: request.peer.port(),
+        topics: topic_ptrs.as_ptr(),
+        topics_len: topics.len(),
+    };
+    Some(call(&c_request))
 }
 
 /// A list of allowed topics longer than this is taken for a list that
 /// lacks its NULL terminator, rather than read on until something breaks.
 const MAX_TOPIC_LIST_LEN: usize = 1 << 20;
 
+/// The one `wshub_options` layout this library reads: its size is its
+/// version. (To append a field, accept the previous size too, reading only
+/// that prefix and defaulting the rest, and say so in the header.)
+const OPTIONS_SIZE: usize = std::mem::size_of::<wshub_options>();
+
+fn check_struct_size(size: usize, name: &str) -> Result<(), Failure> {
+    if size == OPTIONS_SIZE {
+        return Ok(());
+    }
+    Err(Failure::invalid_argument(format!(
+        "{name} is {size}, but this wshub {} has a wshub_options of {OPTIONS_SIZE} bytes: \
+         fill it with wshub_options_default() and build against the library's wshub.h",
+        env!("CARGO_PKG_VERSION")
+    )))
+}
+
 /// Defaults of the string options, owned by the library for ever.
 const DEFAULT_HOST: &CStr = c"127.0.0.1";
 const DEFAULT_PATH: &CStr = c"/api/ws";
 
-/// Fills `*out` with the defaults (see each field of `wshub_options`).
-/// Its `host` and `path` then point to static strings owned by wshub.
+/// Fills `*out` with the defaults (see each field of `wshub_options`) and
+/// sets `out->struct_size`. Its `host` and `path` then point to static
+/// strings owned by wshub. Call it as `wshub_options_default(&opts)`, the
+/// macro that passes `sizeof opts`: `struct_size` must be the size of the
+/// caller's struct, so that a library newer than the header the host was
+/// compiled with never writes past the host's struct.
 ///
-/// Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` when `out` is NULL.
+/// Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` when `out` is NULL
+/// or `struct_size` is not the `sizeof(wshub_options)` of this library
+/// (then nothing is written).
 ///
 /// # Safety
-/// `out` must be NULL or point to writable memory for a `wshub_options`.
+/// `out` must be NULL or point to `struct_size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn wshub_options_default(out: *mut wshub_options) -> c_int {
+pub unsafe extern "C" fn wshub_options_init(out: *mut wshub_options, struct_size: usize) -> c_int {
     guard(code_as_int, || {
         let out = non_null(out, "out")?;
+        check_struct_size(struct_size, "struct_size")?;
         let config = Config::default();
         let secs = |d: std::time::Duration| d.as_secs_f64();
         let options = wshub_options {
+            struct_size: OPTIONS_SIZE,
             host: DEFAULT_HOST.as_ptr(),
             port: config.port,
             path: DEFAULT_PATH.as_ptr(),
@@ -386,21 +656,24 @@ pub unsafe extern "C" fn wshub_options_default(out: *mut wshub_options) -> c_int
 /// NULL on failure: then `wshub_last_error()` says why and
 /// `wshub_last_error_code()` is one of `WSHUB_ERR_INVALID_ARGUMENT`,
 /// `WSHUB_ERR_INVALID_CONFIG`, `WSHUB_ERR_BIND`, `WSHUB_ERR_ADDR_IN_USE`,
-/// `WSHUB_ERR_RUNTIME`, `WSHUB_ERR_BACKPLANE`.
+/// `WSHUB_ERR_RUNTIME`, `WSHUB_ERR_BACKPLANE`. An `opts->struct_size`
+/// other than this library's `sizeof(wshub_options)` is
+/// `WSHUB_ERR_INVALID_ARGUMENT`, and nothing after it is read.
 ///
 /// # Safety
 /// `opts` must be NULL or point to a readable `wshub_options` whose string
 /// pointers are NULL or NUL-terminated, and whose `topics` is NULL or a
-/// NULL-terminated array.
+/// NULL-terminated array (at least its `struct_size` must be readable).
 #[no_mangle]
 pub unsafe extern "C" fn wshub_start(opts: *const wshub_options) -> *mut wshub_server {
     guard(
         |_| ptr::null_mut(),
         || {
+            let callbacks = Arc::new(CallbackGate::default());
             // SAFETY: forwarded from the caller's contract on `opts`.
-            let config = unsafe { config_from(opts) }?;
+            let config = unsafe { config_from(opts, &callbacks) }?;
             let server = Server::start(config)?;
-            Ok(Box::into_raw(Box::new(wshub_server { server })))
+            Ok(Box::into_raw(Box::new(wshub_server { server, callbacks })))
         },
     )
 }
@@ -573,9 +846,11 @@ pub unsafe extern "C" fn wshub_stats_json(
 }
 
 /// Stops the hub and frees it: refuses further publications, sends close
-/// code 1001 to every client, waits up to `shutdown_timeout` for them, and
-/// joins the hub's threads. `server` is invalid afterwards. NULL does
-/// nothing.
+/// code 1001 to every client, waits up to `shutdown_timeout` for them,
+/// joins the hub's threads, and waits for callbacks still running (an
+/// `authorize` that outlived `authorize_timeout`), so no callback runs
+/// once it returns and their data may be freed. `server` is invalid
+/// afterwards. NULL does nothing.
 ///
 /// # Safety
 /// `server` must be NULL or a hub from `wshub_start()` not yet stopped,
@@ -593,6 +868,9 @@ pub unsafe extern "C" fn wshub_stop(server: *mut wshub_server) {
             // panic, unwinding drops the box, so it is freed either way.
             let hub = unsafe { Box::from_raw(server) };
             hub.server.stop();
+            // After the hub is stopped: the subscription events of its
+            // last clients are still delivered while it stops.
+            hub.callbacks.close_and_wait();
             drop(hub);
             Ok(())
         },
@@ -819,13 +1097,25 @@ unsafe fn byte_slice<'a>(
     Ok(unsafe { std::slice::from_raw_parts(pointer.cast::<u8>(), len) })
 }
 
-/// Builds the [`Config`] from C options (NULL: the defaults).
+/// Builds the [`Config`] from C options (NULL: the defaults); the host's
+/// callbacks run through `callbacks`.
 ///
 /// # Safety
 /// As `opts` of [`wshub_start`].
-unsafe fn config_from(opts: *const wshub_options) -> Result<Config, Failure> {
-    // SAFETY: NULL or readable by the caller's contract; every bit pattern
-    // of the fields (pointers, integers, doubles) is a valid value.
+unsafe fn config_from(
+    opts: *const wshub_options,
+    callbacks: &Arc<CallbackGate>,
+) -> Result<Config, Failure> {
+    if opts.is_null() {
+        return Ok(Config::default());
+    }
+    // SAFETY: non-NULL, so its first field is readable by the caller's
+    // contract whatever version of the struct it is.
+    let size = unsafe { ptr::addr_of!((*opts).struct_size).read() };
+    check_struct_size(size, "opts->struct_size")?;
+    // SAFETY: readable by the caller's contract, of this layout (checked
+    // above); every bit pattern of the fields (pointers, integers, doubles)
+    // is a valid value.
     let Some(o) = (unsafe { opts.as_ref() }) else {
         return Ok(Config::default());
     };
@@ -859,12 +1149,13 @@ unsafe fn config_from(opts: *const wshub_options) -> Result<Config, Failure> {
         handshake_timeout: seconds("handshake_timeout", o.handshake_timeout)?,
         shutdown_timeout: seconds("shutdown_timeout", o.shutdown_timeout)?,
         worker_threads: o.worker_threads,
-        on_subscription: o
-            .on_subscription
-            .map(|callback| subscription_listener(callback, UserData(o.on_subscription_data))),
-        authorize: o
-            .authorize
-            .map(|callback| authorizer(callback, UserData(o.authorize_data))),
+        on_subscription: o.on_subscription.map(|callback| {
+            let data = UserData(o.on_subscription_data);
+            subscription_listener(callback, data, Arc::clone(callbacks))
+        }),
+        authorize: o.authorize.map(|callback| {
+            authorizer(callback, UserData(o.authorize_data), Arc::clone(callbacks))
+        }),
         authorize_timeout: seconds("authorize_timeout", o.authorize_timeout)?,
         // SAFETY (two calls): string options are NULL or NUL-terminated
         // by the caller's contract.
@@ -943,7 +1234,10 @@ mod tests {
     fn null_arguments_are_rejected_with_invalid_argument() {
         let bad = WSHUB_ERR_INVALID_ARGUMENT as i64;
         unsafe {
-            assert_eq!(i64::from(wshub_options_default(ptr::null_mut())), bad);
+            assert_eq!(
+                i64::from(wshub_options_init(ptr::null_mut(), OPTIONS_SIZE)),
+                bad
+            );
             assert_eq!(
                 wshub_broadcast(ptr::null_mut(), c"t".as_ptr(), c"1".as_ptr(), 1),
                 bad
@@ -962,8 +1256,8 @@ mod tests {
     fn successful_calls_leave_the_last_error_alone() {
         unsafe {
             let mut opts = std::mem::MaybeUninit::<wshub_options>::uninit();
-            assert_eq!(wshub_options_default(ptr::null_mut()), -1);
-            assert_eq!(wshub_options_default(opts.as_mut_ptr()), 0);
+            assert_eq!(wshub_options_init(ptr::null_mut(), OPTIONS_SIZE), -1);
+            assert_eq!(wshub_options_init(opts.as_mut_ptr(), OPTIONS_SIZE), 0);
         }
         assert_eq!(wshub_last_error_code(), WSHUB_ERR_INVALID_ARGUMENT as c_int);
         assert!(last_error().contains("out is NULL"));
@@ -973,8 +1267,8 @@ mod tests {
     fn options_default_matches_config_default() {
         let mut opts = std::mem::MaybeUninit::<wshub_options>::uninit();
         let config = unsafe {
-            assert_eq!(wshub_options_default(opts.as_mut_ptr()), 0);
-            config_from(opts.as_ptr()).unwrap()
+            assert_eq!(wshub_options_init(opts.as_mut_ptr(), OPTIONS_SIZE), 0);
+            config_from(opts.as_ptr(), &Arc::default()).unwrap()
         };
         let default = Config::default();
         assert_eq!(config.host, default.host);

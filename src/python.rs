@@ -350,21 +350,15 @@ fn subscription_listener(callback: Py<PyAny>) -> PyResult<SubscriptionListener> 
     )))
 }
 
-/// Wraps a Python callable `(path, query, headers) -> answer` as the hub's
-/// handshake check. The answer: True or None admits, False refuses with
-/// 403, an int refuses with that status, any other iterable of str admits
-/// with only those topics. An exception refuses with 403 and is logged.
+/// Wraps a Python callable `(request) -> answer`, or the older
+/// `(path, query, headers) -> answer`, as the hub's handshake check. The
+/// answer: True or None admits, False refuses with 403, an int refuses
+/// with that status, any other iterable of str admits with only those
+/// topics. An exception refuses with 403 and is logged.
 fn authorizer(callback: Py<PyAny>) -> PyResult<Authorizer> {
-    Python::attach(|py| {
-        if !callback.bind(py).is_callable() {
-            return Err(PyTypeError::new_err(
-                "authorize must be callable as authorize(path, query, headers)",
-            ));
-        }
-        Ok(())
-    })?;
+    let form = Python::attach(|py| authorize_form(callback.bind(py)))?;
     Ok(Authorizer(Arc::new(move |request: &HandshakeRequest| {
-        Python::attach(|py| match ask(py, &callback, request) {
+        Python::attach(|py| match ask(py, &callback, form, request) {
             Ok(answer) => answer,
             Err(error) => {
                 tracing::error!(path = %request.path, "authorize raised: {error}");
@@ -374,21 +368,73 @@ fn authorizer(callback: Py<PyAny>) -> PyResult<Authorizer> {
     })))
 }
 
+/// The arguments the host's `authorize` takes.
+#[derive(Debug, Clone, Copy)]
+enum AuthorizeForm {
+    /// `authorize(request)`: one `wshub.Request`.
+    Request,
+    /// `authorize(path, query, headers)`, the first form, kept for the
+    /// callers written for it.
+    PathQueryHeaders,
+}
+
+/// Tells the two forms apart once, from the callable's signature: one
+/// that accepts a single positional argument gets the request, one that
+/// needs three gets (path, query, headers).
+fn authorize_form(callback: &Bound<'_, PyAny>) -> PyResult<AuthorizeForm> {
+    const EXPECTED: &str =
+        "authorize must be callable as authorize(request) or authorize(path, query, headers)";
+    let py = callback.py();
+    if !callback.is_callable() {
+        return Err(PyTypeError::new_err(EXPECTED));
+    }
+    let signature = match py
+        .import("inspect")?
+        .getattr("signature")?
+        .call1((callback,))
+    {
+        Ok(signature) => signature,
+        // Some callables (a few builtins) publish no signature: give them
+        // the current form.
+        Err(e) if e.is_instance_of::<PyValueError>(py) || e.is_instance_of::<PyTypeError>(py) => {
+            return Ok(AuthorizeForm::Request)
+        }
+        Err(e) => return Err(e),
+    };
+    let none = py.None();
+    if signature.call_method1("bind", (&none,)).is_ok() {
+        Ok(AuthorizeForm::Request)
+    } else if signature
+        .call_method1("bind", (&none, &none, &none))
+        .is_ok()
+    {
+        Ok(AuthorizeForm::PathQueryHeaders)
+    } else {
+        Err(PyTypeError::new_err(EXPECTED))
+    }
+}
+
 fn ask(
     py: Python<'_>,
     callback: &Py<PyAny>,
+    form: AuthorizeForm,
     request: &HandshakeRequest,
 ) -> PyResult<Authorization> {
-    let headers = PyDict::new(py);
-    for (name, value) in &request.headers {
-        // Repeated headers are joined, as HTTP allows.
-        let joined = match headers.get_item(name)? {
-            Some(previous) => format!("{}, {value}", previous.extract::<String>()?),
-            None => value.clone(),
-        };
-        headers.set_item(name, joined)?;
-    }
-    let answer = callback.call1(py, (request.path.as_str(), request.query.as_str(), headers))?;
+    let answer = match form {
+        AuthorizeForm::Request => callback.call1(py, (request_object(py, request)?,))?,
+        AuthorizeForm::PathQueryHeaders => {
+            let headers = PyDict::new(py);
+            for (name, value) in &request.headers {
+                // Repeated headers are joined, as HTTP allows.
+                let joined = match headers.get_item(name)? {
+                    Some(previous) => format!("{}, {value}", previous.extract::<String>()?),
+                    None => value.clone(),
+                };
+                headers.set_item(name, joined)?;
+            }
+            callback.call1(py, (request.path.as_str(), request.query.as_str(), headers))?
+        }
+    };
     let answer = answer.bind(py);
     if answer.is_none() {
         return Ok(Authorization::Allow);
@@ -413,6 +459,29 @@ fn ask(
         .map(|t| t?.extract::<String>())
         .collect::<PyResult<BTreeSet<String>>>()?;
     Ok(Authorization::AllowTopics(topics))
+}
+
+/// The `wshub.Request` for `request` (built by python/wshub/_request.py
+/// from what the core parsed, so that C hosts see the same values).
+fn request_object<'py>(py: Python<'py>, request: &HandshakeRequest) -> PyResult<Bound<'py, PyAny>> {
+    static FROM_NATIVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let build = FROM_NATIVE.get_or_try_init(py, || {
+        Ok::<_, PyErr>(
+            py.import("wshub._request")?
+                .getattr("_from_native")?
+                .unbind(),
+        )
+    })?;
+    let client = (request.peer.ip().to_string(), request.peer.port());
+    build.bind(py).call1((
+        request.path.as_str(),
+        request.query.as_str(),
+        &request.headers,
+        request.query_params(),
+        request.cookies(),
+        client,
+        &request.topics,
+    ))
 }
 
 /// Compact JSON via the standard library, so whatever `json` accepts (and

@@ -23,6 +23,77 @@ def status_of(hub: wshub.Server, query: str = "", **kw) -> int:
     return info.value.response.status_code
 
 
+def test_request_form_sees_params_headers_cookies_client_and_topics() -> None:
+    seen: list[wshub.Request] = []
+
+    def check(request: wshub.Request) -> object:
+        seen.append(request)
+        if request.cookies.get("session") != "s3cret":
+            return 401
+        allowed = request.query_params.getlist("allow")
+        return [t for t in request.topics if t in allowed]
+
+    with wshub.start(0, authorize=check) as hub:
+        query = "?topics=odds,news&topics=secret&allow=odds&allow=secret&token=a%20b&token=c"
+        with ws_connect(url(hub, query), open_timeout=5, additional_headers={
+            "Cookie": 'session=s3cret; theme="dark"', "X-Trace": "one",
+            "x-trace": "two",
+        }) as ws:
+            ack = json.loads(ws.recv(timeout=5))
+            local_port = ws.local_address[1]
+        assert ack["topics"] == ["odds", "secret"]
+        assert ack["reasons"] == {"news": "not_allowed"}
+        assert status_of(hub, "?topics=odds", additional_headers={"Cookie": "session=x"}) == 401
+        assert status_of(hub, "?topics=odds") == 401
+
+    request = seen[0]
+    assert isinstance(request, wshub.Request)
+    assert request.path == "/api/ws"
+    assert request.query_string == query[1:]
+    assert request.topics == ["odds", "news", "secret"]
+    params = request.query_params
+    assert params["token"] == "c" and params.get("token") == "c"  # the last, as Starlette
+    assert params.getlist("token") == ["a b", "c"]
+    assert params.get("missing") is None and params.getlist("missing") == []
+    headers = request.headers
+    assert headers["Upgrade"].lower() == "websocket"
+    assert headers["X-TRACE"] == "one" and headers.getlist("X-Trace") == ["one", "two"]
+    assert "cookie" in headers and "Cookie" in headers and 42 not in headers
+    assert request.cookies == {"session": "s3cret", "theme": "dark"}
+    assert request.client == ("127.0.0.1", local_port)
+    assert (request.client.host, request.client.port) == ("127.0.0.1", local_port)
+    assert seen[1].cookies == {"session": "x"} and seen[2].cookies == {}
+
+
+def test_the_form_is_told_apart_by_signature() -> None:
+    calls: list[tuple] = []
+
+    class Checker:
+        def __call__(self, request: wshub.Request) -> bool:
+            calls.append(("object", request.path))
+            return True
+
+    def legacy(path: str, query: str, headers: dict[str, str]) -> bool:
+        calls.append(("legacy", path, query, headers["upgrade"].lower()))
+        return True
+
+    def legacy_with_default(path: str, query: str, headers: dict, extra: int = 0) -> bool:
+        calls.append(("legacy_default", type(headers).__name__))
+        return True
+
+    for check in (Checker(), legacy, legacy_with_default, lambda *args: calls.append(args)):
+        with wshub.start(0, authorize=check) as hub:
+            with ws_connect(url(hub, "?topics=a"), open_timeout=5) as ws:
+                assert json.loads(ws.recv(timeout=5))["topics"] == ["a"]
+    assert calls[:3] == [("object", "/api/ws"), ("legacy", "/api/ws", "topics=a", "websocket"),
+                         ("legacy_default", "dict")]
+    # *args can take one argument: it gets the request.
+    assert len(calls[3]) == 1 and isinstance(calls[3][0], wshub.Request)
+
+    with pytest.raises(TypeError, match=r"authorize\(request\)"):
+        wshub.start(0, authorize=lambda path, query: True)  # type: ignore[arg-type]
+
+
 def test_check_sees_path_query_and_headers_and_decides() -> None:
     seen: list[tuple[str, str, dict[str, str]]] = []
     threads: set[str] = set()

@@ -224,8 +224,11 @@ def test_header_declares_exactly_the_exported_functions(c_lib):
         ["nm", "-D", "--defined-only", str(c_lib / "libwshub.so")],
         capture_output=True, text=True, check=True).stdout
     exported_names = set(re.findall(r"\bT (wshub_\w+)", exported))
-    declared = set(re.findall(r"\b(wshub_\w+)\(", HEADER.read_text()))
+    header = HEADER.read_text()
+    macros = set(re.findall(r"#define (wshub_\w+)\(", header))
+    declared = set(re.findall(r"\b(wshub_\w+)\(", header)) - macros
     assert exported_names == declared
+    assert macros == {"wshub_options_default"}
 
 
 def test_publications_reach_a_websocket_client_byte_for_byte(driver, clients):
@@ -509,9 +512,10 @@ def test_allowed_origins_from_c_refuse_other_origins_with_403(hooks_driver, clie
 
 def test_authorize_callback_from_c_sees_the_request_and_decides(hooks_driver, clients):
     hub = hooks_driver("auth=ok")
-    good = clients(hub.port, query="topics=t&room=7",
-                   additional_headers={"Authorization": "Bearer ok", "X-Trace": "a\"b"})
-    assert good.ack["topics"] == ["t"]
+    good = clients(hub.port, query="topics=t,u&room=7&q=a%20b&q=%00",
+                   additional_headers={"Authorization": "Bearer ok", "X-Trace": "a\"b",
+                                       "Cookie": 'session=s1; theme="dark"'})
+    assert good.ack["topics"] == ["t", "u"]
     assert _handshake_status(hub.port, query="topics=t",
                              additional_headers={"Authorization": "Bearer bad"}) == 401
     assert _handshake_status(hub.port) == 403
@@ -520,20 +524,23 @@ def test_authorize_callback_from_c_sees_the_request_and_decides(hooks_driver, cl
     assert not [line for line in lines if line.startswith("BADDATA")], lines
     calls = [line.split("\t") for line in lines]
     assert all(len(fields) == 5 for fields in calls), lines
-    _, path, query, headers_json, status = calls[0]
-    assert (path, query, status) == ("/api/ws", "topics=t&room=7", "0")
-    headers = json.loads(headers_json)
-    assert isinstance(headers, list)
-    assert all(isinstance(pair, list) and len(pair) == 2
-               and all(isinstance(part, str) for part in pair) for pair in headers), headers
+    _, path, query, request_json, status = calls[0]
+    assert (path, query, status) == ("/api/ws", "topics=t,u&room=7&q=a%20b&q=%00", "0")
+    request = json.loads(request_json)
+    headers = request["headers"]
     assert ["authorization", "Bearer ok"] in headers
-    assert ["x-trace", 'a"b'] in headers  # names lower-cased, values escaped
+    assert ["x-trace", 'a"b'] in headers  # names lower-cased
     assert ["upgrade", "websocket"] in [[n, v.lower()] for n, v in headers]
+    # Decoded, in order; the parameter that decodes to a NUL is left out.
+    assert request["params"] == [["topics", "t,u"], ["room", "7"], ["q", "a b"]]
+    assert request["cookies"] == [["session", "s1"], ["theme", "dark"]]
+    assert request["topics"] == ["t", "u"] and request["topics_len_ok"]
+    assert request["host"] == "127.0.0.1"
+    assert request["port"] == good.ws.local_address[1]
     # (path, query, status) of the two refused handshakes, in order.
     assert [(f[1], f[2], f[4]) for f in calls[1:3]] == [
         ("/api/ws", "topics=t", "401"), ("/api/ws", "", "403")]
-    assert ["authorization", "Bearer bad"] in json.loads(calls[1][3])
-    assert "authorization" not in [name for name, _ in json.loads(calls[2][3])]
+    assert ["authorization", "Bearer bad"] in json.loads(calls[1][3])["headers"]
 
     # Only the accepted client joined; refused handshakes were counted.
     assert hub.publish("t", '"hi"') == 1
@@ -543,15 +550,67 @@ def test_authorize_callback_from_c_sees_the_request_and_decides(hooks_driver, cl
     assert stats["handshakes_rejected"]["auth"] == 2
 
 
+def test_authorize_from_c_restricts_topics_with_grants(hooks_driver, clients):
+    hub = hooks_driver("auth=ok")
+    auth = {"additional_headers": {"Authorization": "Bearer ok"}}
+    # Granted topics only; invalid grants and NULLs are refused with codes.
+    limited = clients(hub.port, query="topics=a,b,c&grant=a&grant=c&grant=bad%20name&badgrant",
+                      **auth)
+    assert limited.ack["topics"] == ["a", "c"]
+    assert limited.ack["reasons"] == {"b": "not_allowed"}
+    lines = hub.wait_hooks(lambda lines: len(lines) >= 1)
+    # WSHUB_OK, WSHUB_OK, WSHUB_ERR_INVALID_TOPIC, then INVALID_ARGUMENT twice.
+    assert json.loads(lines[0].split("\t")[3])["grants"] == [0, 0, -3, -1, -1]
+    # A later subscribe is held to the grants too.
+    limited.send_json({"type": "subscribe", "topics": ["b"]})
+    assert limited.recv_json()["rejected"] == ["b"]
+    # WSHUB_AUTHORIZE_GRANTED with no grant: admitted to nothing.
+    nothing = clients(hub.port, query="topics=a&granted", **auth)
+    assert nothing.ack["topics"] == []
+    # ALLOW without grants: everything.
+    everything = clients(hub.port, query="topics=a,b", **auth)
+    assert everything.ack["topics"] == ["a", "b"]
+    assert hub.publish("b", "1") == 1
+
+
+def test_authorize_from_c_runs_concurrently(hooks_driver, clients):
+    """The documented contract: authorize may run on several threads at once."""
+    hub = hooks_driver("auth=ok")
+    results: list = []
+
+    def connect() -> None:
+        results.append(clients(hub.port, query="topics=t&hold=2",
+                               additional_headers={"Authorization": "Bearer ok"}))
+
+    threads = [threading.Thread(target=connect) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=PROCESS_TIMEOUT)
+    assert len(results) == 2
+    lines = hub.wait_hooks(lambda lines: len(lines) >= 2)
+    assert [json.loads(line.split("\t")[3])["concurrent"] for line in lines] == [2, 2]
+
+
 def test_authorize_timeout_from_c_answers_503(hooks_driver, clients):
     hub = hooks_driver("auth=ok", "auth_timeout=0.3")
     started = time.monotonic()
-    assert _handshake_status(hub.port, query="sleep=1",
+    assert _handshake_status(hub.port, query="sleep=1500",
                              additional_headers={"Authorization": "Bearer ok"}) == 503
     assert time.monotonic() - started < 1.4  # refused before the callback returned
     # The hub still serves: a quick answer gets through.
     assert clients(hub.port, ["t"],
                    additional_headers={"Authorization": "Bearer ok"}).ack["topics"] == ["t"]
+
+
+def test_stop_from_c_waits_for_an_authorize_that_outlived_its_timeout(hooks_driver):
+    """wshub_stop() returns only once the callback returned, so the host
+    may free authorize_data then (the runtime itself waits only 1 s)."""
+    hub = hooks_driver("auth=ok", "auth_timeout=0.3")
+    assert _handshake_status(hub.port, query="sleep=4000",
+                             additional_headers={"Authorization": "Bearer ok"}) == 503
+    assert hub.finish() == "STOPPED"
+    assert [line for line in hub.hooks if "sleep=4000" in line], hub.hooks
 
 
 def test_on_subscription_from_c_reports_first_and_last_subscriber(hooks_driver, clients):

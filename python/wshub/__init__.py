@@ -21,8 +21,20 @@ import weakref
 from typing import Any, Callable, Iterable
 
 from wshub._native import Server, __version__, reset_log_cache
+from wshub._request import Address, Headers, QueryParams, Request
 
-__all__ = ["Server", "__version__", "broadcast", "reset_log_cache", "start", "stop"]
+__all__ = [
+    "Address",
+    "Headers",
+    "QueryParams",
+    "Request",
+    "Server",
+    "__version__",
+    "broadcast",
+    "reset_log_cache",
+    "start",
+    "stop",
+]
 
 _lock = threading.Lock()
 _default: Server | None = None
@@ -91,7 +103,8 @@ def start(
     backplane: str | None = None,
     backplane_prefix: str = "wshub:",
     reuse_port: bool = False,
-    authorize: Callable[[str, str, dict[str, str]], bool | int | Iterable[str] | None]
+    authorize: Callable[[Request], bool | int | Iterable[str] | None]
+    | Callable[[str, str, dict[str, str]], bool | int | Iterable[str] | None]
     | None = None,
     authorize_timeout: float = 5.0,
 ) -> Server:
@@ -208,13 +221,23 @@ def start(
         the connections among them. Requires backplane, so that every
         worker's clients get every publication (ValueError otherwise).
     authorize (callable or None, default None):
-        authorize(path, query, headers) checks each WebSocket handshake
-        (headers: dict of lower-case names; read cookies or tokens there)
-        and returns True or None to admit, False to refuse with HTTP 403,
-        an int to refuse with that status (e.g. 401), or an iterable of
-        topic names to admit the client to those topics only. It runs on
-        the hub's blocking threads (several calls may run at once), never
-        on its I/O threads; an exception refuses with 403 and is logged.
+        authorize(request) checks each WebSocket handshake. request is a
+        wshub.Request with: path; query_string (raw, without "?");
+        query_params (percent-decoded; params["token"] is the last value,
+        params.getlist("topics") every one); headers (case-insensitive:
+        headers["Authorization"], headers.getlist(name)); cookies (dict
+        parsed from the Cookie header); client (host, port) of the TCP
+        peer; topics (the names the client asks for, as the hub reads
+        them). It returns True or None to admit, False to refuse with HTTP
+        403, an int to refuse with that status (e.g. 401), or an iterable
+        of topic names to admit the client to those topics only. The first
+        form, authorize(path, query, headers) with headers a dict of
+        lower-case names, still works: a callable that cannot be called
+        with one argument but can with three gets those (told apart once,
+        from its signature, when the hub starts). It runs on the hub's
+        blocking threads, and several calls may run at once, so it must be
+        thread-safe; never on its I/O threads. An exception refuses with
+        403 and is logged.
     authorize_timeout (float seconds, default 5.0):
         A slower authorize() refuses the handshake with HTTP 503.
     """

@@ -3,6 +3,8 @@
 from types import TracebackType
 from typing import Any, Callable, Iterable, final
 
+from wshub._request import Request
+
 __all__ = ["Server", "__version__", "reset_log_cache"]
 __version__: str
 
@@ -43,7 +45,8 @@ class Server:
         backplane: str | None = None,
         backplane_prefix: str = "wshub:",
         reuse_port: bool = False,
-        authorize: Callable[[str, str, dict[str, str]], bool | int | Iterable[str] | None]
+        authorize: Callable[[Request], bool | int | Iterable[str] | None]
+        | Callable[[str, str, dict[str, str]], bool | int | Iterable[str] | None]
         | None = None,
         authorize_timeout: float = 5.0,
     ) -> Server: ...

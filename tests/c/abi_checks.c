@@ -70,8 +70,51 @@ static void check_version(void) {
     CHECK(version != NULL && version[0] != '\0');
 }
 
+/*
+ * struct_size versions the options: wshub_options_init() writes nothing
+ * into a struct of another size, and wshub_start() refuses one, whether it
+ * is smaller (an older header), larger (a newer one), zero, or the first
+ * field of the layout before struct_size existed (the host pointer).
+ */
+static void check_struct_size(void) {
+    wshub_options opts = defaults();
+    CHECK(opts.struct_size == sizeof(wshub_options));
+
+    unsigned char buffer[sizeof(wshub_options) + 64];
+    memset(buffer, 0xAB, sizeof buffer);
+    const size_t sizes[] = {0, sizeof(void *), sizeof(wshub_options) - sizeof(void *),
+                            sizeof(wshub_options) - 1, sizeof(wshub_options) + 1,
+                            sizeof(wshub_options) + 64};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        CHECK(wshub_options_init((wshub_options *)(void *)buffer, sizes[i]) ==
+              WSHUB_ERR_INVALID_ARGUMENT);
+        CHECK_FAILED_WITH(WSHUB_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(wshub_last_error(), "struct_size") != NULL);
+        size_t untouched = 0;
+        while (untouched < sizeof buffer && buffer[untouched] == 0xAB) {
+            untouched++;
+        }
+        CHECK(untouched == sizeof buffer);
+
+        opts = defaults();
+        opts.struct_size = sizes[i];
+        START_FAILS(&opts, WSHUB_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(wshub_last_error(), "opts->struct_size") != NULL);
+    }
+    opts = defaults();
+    opts.struct_size = (size_t)(uintptr_t) "127.0.0.1"; /* an old host's opts.host */
+    START_FAILS(&opts, WSHUB_ERR_INVALID_ARGUMENT);
+
+    /* The right size starts a hub. */
+    opts = defaults();
+    opts.struct_size = sizeof opts;
+    wshub_server *hub = wshub_start(&opts);
+    CHECK(hub != NULL);
+    wshub_stop(hub);
+}
+
 static void check_options(void) {
-    CHECK(wshub_options_default(NULL) == WSHUB_ERR_INVALID_ARGUMENT);
+    CHECK(wshub_options_init(NULL, sizeof(wshub_options)) == WSHUB_ERR_INVALID_ARGUMENT);
     CHECK_FAILED_WITH(WSHUB_ERR_INVALID_ARGUMENT);
 
     wshub_options opts = defaults();
@@ -259,7 +302,7 @@ static void check_port(wshub_server *hub) {
 /* The last error belongs to the thread that failed. */
 static void *fail_on_other_thread(void *unused) {
     (void)unused;
-    int failed = wshub_options_default(NULL) == WSHUB_ERR_INVALID_ARGUMENT &&
+    int failed = wshub_options_init(NULL, sizeof(wshub_options)) == WSHUB_ERR_INVALID_ARGUMENT &&
                  wshub_last_error_code() == WSHUB_ERR_INVALID_ARGUMENT;
     return failed ? (void *)1 : NULL;
 }
@@ -328,6 +371,7 @@ int main(void) {
     check_last_error_starts_empty();
     check_version();
     check_options();
+    check_struct_size();
     check_port_in_use();
 
     wshub_server *hub = wshub_start(NULL);

@@ -23,7 +23,10 @@
  *
  * The callbacks run on wshub's threads and print, at any time:
  *   EVENT <topic> <subscribers>                       (on_subscription)
- *   AUTH\t<path>\t<query>\t<headers_json>\t<status>   (authorize)
+ *   AUTH\t<path>\t<query>\t<request_json>\t<status>  (authorize)
+ *     request_json: {"headers":[[n,v]...],"params":[[n,v]...],
+ *     "cookies":[[n,v]...],"host":H,"port":P,"topics":[...],
+ *     "grants":[<wshub_grant_topic() results>...],"concurrent":N}
  *   BADDATA <which>      a callback got a user_data it was not given
  * Every line is written and flushed under one mutex, so lines never mix.
  */
@@ -62,7 +65,10 @@ struct auth_data {
     unsigned magic;
     const char *token;
     pthread_mutex_t lock; /* authorize may run on several threads at once */
+    pthread_cond_t changed;
     unsigned long calls;
+    unsigned long running; /* calls running now */
+    unsigned long most;    /* the most that ran at once */
 };
 
 struct event_data {
@@ -76,37 +82,176 @@ static void sleep_ms(long ms) {
     }
 }
 
+/* A growing string, for the JSON of a request. */
+struct text {
+    char *data;
+    size_t len, cap;
+};
+
+static void put(struct text *t, const char *s, size_t n) {
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = (t->len + n + 1) * 2;
+        char *grown = realloc(t->data, cap);
+        if (grown == NULL) {
+            abort();
+        }
+        t->data = grown;
+        t->cap = cap;
+    }
+    memcpy(t->data + t->len, s, n);
+    t->len += n;
+    t->data[t->len] = '\0';
+}
+
+static void put_str(struct text *t, const char *s) { put(t, s, strlen(s)); }
+
+/* s as a JSON string. */
+static void put_json(struct text *t, const char *s) {
+    put_str(t, "\"");
+    for (; *s; s++) {
+        char esc[8];
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            snprintf(esc, sizeof esc, "\\%c", c);
+            put_str(t, esc);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            put_str(t, esc);
+        } else {
+            put(t, (const char *)s, 1);
+        }
+    }
+    put_str(t, "\"");
+}
+
+static void put_pairs(struct text *t, const char *key, const wshub_pair *pairs, size_t n) {
+    put_str(t, "\"");
+    put_str(t, key);
+    put_str(t, "\":[");
+    for (size_t i = 0; i < n; i++) {
+        put_str(t, i ? ",[" : "[");
+        put_json(t, pairs[i].name);
+        put_str(t, ",");
+        put_json(t, pairs[i].value);
+        put_str(t, "]");
+    }
+    put_str(t, "],");
+}
+
+static const char *find(const wshub_pair *pairs, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(pairs[i].name, name) == 0) {
+            return pairs[i].value;
+        }
+    }
+    return NULL;
+}
+
 /*
- * Accepts the handshake when headers_json holds exactly the pair
- * ["authorization","Bearer <token>"]; answers 401 for another
- * authorization header and 403 without one. A query containing "sleep"
- * first sleeps 1.5 s (to outlast authorize_timeout).
+ * Accepts the handshake when the header authorization is exactly
+ * "Bearer <token>"; answers 401 for another authorization header and 403
+ * without one. Query parameters steer the rest:
+ *   sleep=MS   first sleep MS milliseconds (to outlast authorize_timeout)
+ *   hold=N     wait (up to 5 s) until N calls run at once
+ *   grant=T    wshub_grant_topic(grant, T), repeatable
+ *   granted    return WSHUB_AUTHORIZE_GRANTED instead of ALLOW
+ *   badgrant   also try wshub_grant_topic() with NULL arguments
  */
-static int on_authorize(void *user_data, const char *path, const char *query,
-                        const char *headers_json) {
+static int on_authorize(void *user_data, const wshub_request *request, wshub_grant *grant) {
     struct auth_data *data = user_data;
-    if (data == NULL || data->magic != AUTH_MAGIC) {
+    if (data == NULL || data->magic != AUTH_MAGIC || request == NULL || grant == NULL) {
         say("BADDATA authorize\n");
         return 500;
     }
+    const wshub_pair *params = request->query_params;
+    size_t n_params = request->query_params_len;
     pthread_mutex_lock(&data->lock);
     data->calls++;
+    data->running++;
+    unsigned long concurrent = data->running;
+    if (concurrent > data->most) {
+        data->most = concurrent;
+    }
+    pthread_cond_broadcast(&data->changed);
+    const char *hold = find(params, n_params, "hold");
+    if (hold != NULL) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 5;
+        unsigned long wanted = strtoul(hold, NULL, 10);
+        while (data->most < wanted &&
+               pthread_cond_timedwait(&data->changed, &data->lock, &until) == 0) {
+        }
+        concurrent = data->most;
+    }
     pthread_mutex_unlock(&data->lock);
 
-    if (strstr(query, "sleep") != NULL) {
-        sleep_ms(1500);
+    const char *sleep = find(params, n_params, "sleep");
+    if (sleep != NULL) {
+        sleep_ms(strtol(sleep, NULL, 10));
     }
+
+    struct text grants = {NULL, 0, 0};
+    put_str(&grants, "[");
+    for (size_t i = 0; i < n_params; i++) {
+        if (strcmp(params[i].name, "grant") == 0) {
+            char code[16];
+            snprintf(code, sizeof code, "%s%d", grants.len > 1 ? "," : "",
+                     wshub_grant_topic(grant, params[i].value));
+            put_str(&grants, code);
+        }
+    }
+    if (find(params, n_params, "badgrant") != NULL) {
+        char codes[32];
+        snprintf(codes, sizeof codes, "%s%d,%d", grants.len > 1 ? "," : "",
+                 wshub_grant_topic(NULL, "t"), wshub_grant_topic(grant, NULL));
+        put_str(&grants, codes);
+    }
+    put_str(&grants, "]");
+
     char wanted[256];
-    snprintf(wanted, sizeof wanted, "[\"authorization\",\"Bearer %s\"]", data->token);
+    snprintf(wanted, sizeof wanted, "Bearer %s", data->token);
+    const char *authorization = find(request->headers, request->headers_len, "authorization");
     int status;
-    if (strstr(headers_json, wanted) != NULL) {
-        status = 0;
-    } else if (strstr(headers_json, "[\"authorization\",") != NULL) {
+    if (authorization != NULL && strcmp(authorization, wanted) == 0) {
+        status = find(params, n_params, "granted") != NULL ? WSHUB_AUTHORIZE_GRANTED
+                                                           : WSHUB_AUTHORIZE_ALLOW;
+    } else if (authorization != NULL) {
         status = 401;
     } else {
         status = 403;
     }
-    say("AUTH\t%s\t%s\t%s\t%d\n", path, query, headers_json, status);
+
+    struct text json = {NULL, 0, 0};
+    put_str(&json, "{");
+    put_pairs(&json, "headers", request->headers, request->headers_len);
+    put_pairs(&json, "params", params, n_params);
+    put_pairs(&json, "cookies", request->cookies, request->cookies_len);
+    put_str(&json, "\"host\":");
+    put_json(&json, request->client_host);
+    char number[64];
+    snprintf(number, sizeof number, ",\"port\":%u,\"topics\":[", (unsigned)request->client_port);
+    put_str(&json, number);
+    size_t n_topics = 0;
+    for (; request->topics[n_topics] != NULL; n_topics++) {
+        if (n_topics) {
+            put_str(&json, ",");
+        }
+        put_json(&json, request->topics[n_topics]);
+    }
+    snprintf(number, sizeof number, "],\"topics_len_ok\":%s,\"grants\":",
+             n_topics == request->topics_len ? "true" : "false");
+    put_str(&json, number);
+    put_str(&json, grants.data);
+    snprintf(number, sizeof number, ",\"concurrent\":%lu}", concurrent);
+    put_str(&json, number);
+    say("AUTH\t%s\t%s\t%s\t%d\n", request->path, request->query, json.data, status);
+    free(json.data);
+    free(grants.data);
+
+    pthread_mutex_lock(&data->lock);
+    data->running--;
+    pthread_mutex_unlock(&data->lock);
     return status;
 }
 
@@ -182,7 +327,8 @@ int main(int argc, char **argv) {
 
     const char *origins[MAX_ORIGINS + 1] = {NULL};
     size_t n_origins = 0;
-    struct auth_data auth = {AUTH_MAGIC, NULL, PTHREAD_MUTEX_INITIALIZER, 0};
+    struct auth_data auth = {AUTH_MAGIC, NULL, PTHREAD_MUTEX_INITIALIZER,
+                             PTHREAD_COND_INITIALIZER, 0, 0, 0};
     struct event_data events = {EVENT_MAGIC, 0};
 
     for (int i = 1; i < argc; i++) {
@@ -244,5 +390,6 @@ int main(int argc, char **argv) {
     /* wshub_stop() has joined the hub's threads: no callback runs now. */
     say("STOPPED\n");
     pthread_mutex_destroy(&auth.lock);
+    pthread_cond_destroy(&auth.changed);
     return 0;
 }
