@@ -70,7 +70,9 @@ pub struct Config {
     /// Bytes queued for one client at most, the same way: a few huge
     /// publications must not pile up unbounded memory either.
     pub send_queue_bytes: usize,
-    /// Messages per second a client may send on average...
+    /// Messages per second a client may send on average (pings, protocol
+    /// and WebSocket, are counted in a bucket of their own with the same
+    /// rate and burst, so they never use up what other messages need)...
     pub rate_limit: f64,
     /// ...and in a burst. A message beyond both gets a `rate_limited`
     /// error; a client that sends `rate_burst` more while limited is
@@ -120,8 +122,8 @@ pub struct Config {
 /// before handing it over, so this is also a per-client memory bound.
 pub const MAX_MESSAGE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 
-/// Longest WebSocket path: the router peeks at most this much of the
-/// request line to find it.
+/// Longest WebSocket path (a configuration sanity bound; request heads
+/// themselves are capped at 64 KB).
 pub const MAX_PATH_LEN: usize = 256;
 
 /// Upper bound on `worker_threads`; more than this is a configuration

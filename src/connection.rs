@@ -15,10 +15,9 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -64,67 +63,106 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     tracing::debug!(%peer, id = conn.id, reason, "connection closed");
 }
 
-/// Routes and answers a plain HTTP request, or runs the WebSocket handshake
-/// and returns the open connection (ack queued, topics subscribed).
+/// Reads the request head, routes and answers a plain HTTP request, or
+/// checks the WebSocket upgrade and returns the open connection (ack
+/// queued, topics subscribed).
 async fn open(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
 ) -> Option<(Connection, ConnectionSlot)> {
-    // One deadline for the whole handshake (routing, authorize, upgrade),
-    // and every phase gives up at once when the hub stops.
+    // One deadline for the whole handshake (reading the head, authorize,
+    // the upgrade), and every phase gives up at once when the hub stops.
     let deadline = Instant::now() + shared.config.handshake_timeout;
-    match before(&shared, deadline, http::route(&stream, &shared.config.path)).await {
-        Some(Ok(Route::Upgrade)) => {}
-        Some(Ok(route)) => {
+    let counters = &shared.hub.counters;
+    let mut received = false;
+    let head = match before(&shared, deadline, http::read_head(&stream, &mut received)).await {
+        Some(Ok(head)) => head,
+        Some(Err(http::ReadError::Malformed(why))) => {
+            Counters::add(why.counter(counters), 1);
+            tracing::debug!(%peer, reason = why.reason(), "handshake refused: malformed request");
+            before(&shared, deadline, http::refuse_malformed(stream, why)).await;
+            return None;
+        }
+        Some(Err(http::ReadError::Io)) => {
+            Counters::add(&counters.rejected_invalid, 1);
+            return None;
+        }
+        None => {
+            // Timed out (or the hub is stopping): a client that sent part
+            // of a request is told why it is being dropped.
+            if received && !shared.shutdown.is_cancelled() {
+                http::refuse_timed_out(&stream);
+            }
+            Counters::add(&counters.rejected_timeout, 1);
+            tracing::debug!(%peer, "handshake timed out");
+            return None;
+        }
+    };
+    match head.route(&shared.config.path) {
+        Route::Upgrade => {}
+        route => {
             if route == Route::NotFound {
-                Counters::add(&shared.hub.counters.rejected_path, 1);
+                Counters::add(&counters.rejected_path, 1);
             }
             let running = !shared.hub.is_closed();
             let served = http::respond(stream, route, running, || shared.hub.stats());
             before(&shared, deadline, served).await;
             return None;
         }
-        Some(Err(_)) | None => {
-            Counters::add(&shared.hub.counters.rejected_invalid, 1);
+    }
+    let response = match head.upgrade_response() {
+        Ok(response) => response,
+        Err(why) => {
+            Counters::add(why.counter(counters), 1);
+            tracing::debug!(%peer, reason = why.reason(), "handshake refused: not a valid upgrade");
+            before(&shared, deadline, http::refuse_malformed(stream, why)).await;
             return None;
         }
-    }
+    };
     let granted = match &shared.config.authorize {
         None => None,
         Some(authorizer) => {
-            let check = authorize(&shared, &stream, peer, authorizer);
+            let check = authorize(&shared, head.raw(), peer, authorizer);
             match before(&shared, deadline, check).await {
                 Some(Ok(granted)) => granted,
                 Some(Err((status, why))) => {
-                    Counters::add(&shared.hub.counters.rejected_auth, 1);
+                    Counters::add(&counters.rejected_auth, 1);
                     tracing::warn!(%peer, status, why, "handshake rejected by authorize");
                     before(&shared, deadline, http::refuse(stream, status, why)).await;
                     return None;
                 }
                 None => {
-                    Counters::add(&shared.hub.counters.rejected_invalid, 1);
+                    Counters::add(&counters.rejected_timeout, 1);
                     return None;
                 }
             }
         }
     };
-    let Some(upgraded) = before(&shared, deadline, upgrade(&shared, stream)).await else {
-        Counters::add(&shared.hub.counters.rejected_invalid, 1);
-        tracing::debug!(%peer, "handshake timed out");
-        return None;
-    };
-    let (ws, query, slot) = match upgraded {
-        Ok(upgraded) => upgraded,
-        Err(error) => {
-            // Refusals by the callback were counted there with their reason.
-            if !matches!(error, WsError::Http(_)) {
-                Counters::add(&shared.hub.counters.rejected_invalid, 1);
+    let upgraded = match admit(&shared, &head.request) {
+        Ok(slot) => {
+            let query = head.request.uri().query().map(str::to_owned);
+            let upgrade = upgrade(&shared, stream, &response, head.into_rest());
+            match before(&shared, deadline, upgrade).await {
+                Some(Ok(ws)) => (ws, query, slot),
+                Some(Err(error)) => {
+                    Counters::add(&counters.rejected_invalid, 1);
+                    tracing::debug!(%peer, %error, "handshake failed");
+                    return None;
+                }
+                None => {
+                    Counters::add(&counters.rejected_timeout, 1);
+                    tracing::debug!(%peer, "handshake timed out");
+                    return None;
+                }
             }
-            tracing::debug!(%peer, %error, "handshake failed");
+        }
+        Err((status, why)) => {
+            before(&shared, deadline, http::refuse(stream, status, why)).await;
             return None;
         }
     };
+    let (ws, query, slot) = upgraded;
     let id = shared.next_conn_id();
     Counters::add(&shared.hub.counters.connections_opened, 1);
     tracing::debug!(%peer, id, "connection opened");
@@ -140,6 +178,11 @@ async fn open(
         ws,
         last_heard: Instant::now(),
         inbound: TokenBucket::new(
+            shared.config.rate_limit,
+            shared.config.rate_burst,
+            std::time::Instant::now(),
+        ),
+        pings: TokenBucket::new(
             shared.config.rate_limit,
             shared.config.rate_burst,
             std::time::Instant::now(),
@@ -168,15 +211,11 @@ async fn before<F: std::future::Future>(
 /// no restriction); `Err` the status to refuse with and why.
 async fn authorize(
     shared: &Shared,
-    stream: &TcpStream,
+    head: &[u8],
     peer: SocketAddr,
     authorizer: &Authorizer,
 ) -> Result<Option<BTreeSet<String>>, (u16, &'static str)> {
-    // The caller bounds this by the handshake deadline.
-    let head = http::peek_head(stream)
-        .await
-        .map_err(|_| (400, "incomplete request"))?;
-    let request = parse_request(&head, peer).ok_or((400, "malformed request"))?;
+    let request = parse_request(head, peer).ok_or((400, "malformed request"))?;
     let check = Arc::clone(&authorizer.0);
     let decision = tokio::task::spawn_blocking(move || check(&request));
     match tokio::time::timeout(shared.config.authorize_timeout, decision).await {
@@ -228,41 +267,34 @@ fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_bytes))
 }
 
-/// The HTTP upgrade: 404 off the configured path, 503 over
-/// `max_connections`; on success the socket, the query string and the
-/// connection's slot.
+/// The checks of the hub's own rules on a valid upgrade: 403 for an origin
+/// not allowed, 503 over `max_connections`. `Ok` holds the connection's
+/// slot; `Err` the status to refuse with and why.
+fn admit(shared: &Arc<Shared>, request: &Request) -> Result<ConnectionSlot, (u16, &'static str)> {
+    let counters = &shared.hub.counters;
+    if !origin_allowed(&shared.config, request) {
+        tracing::warn!(origin = ?request.headers().get("origin"), "handshake rejected: origin not allowed");
+        Counters::add(&counters.rejected_origin, 1);
+        return Err((403, "origin not allowed"));
+    }
+    ConnectionSlot::try_take(shared).ok_or_else(|| {
+        tracing::warn!("handshake rejected: max_connections reached");
+        Counters::add(&counters.rejected_capacity, 1);
+        (503, "too many connections")
+    })
+}
+
+/// Answers 101 and hands the socket (and any bytes the client sent after
+/// its request) to tungstenite.
 async fn upgrade(
-    shared: &Arc<Shared>,
-    stream: TcpStream,
-) -> Result<(Ws, Option<String>, ConnectionSlot), WsError> {
-    let mut query = None;
-    let mut slot = None;
-    // The callback's signature is tungstenite's, large error type and all.
-    #[allow(clippy::result_large_err)]
-    let check = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
-        let uri = request.uri();
-        let counters = &shared.hub.counters;
-        if uri.path() != shared.config.path {
-            Counters::add(&counters.rejected_path, 1);
-            return Err(reject(StatusCode::NOT_FOUND, "not found"));
-        }
-        if !origin_allowed(&shared.config, request) {
-            tracing::warn!(origin = ?request.headers().get("origin"), "handshake rejected: origin not allowed");
-            Counters::add(&counters.rejected_origin, 1);
-            return Err(reject(StatusCode::FORBIDDEN, "origin not allowed"));
-        }
-        slot = Some(ConnectionSlot::try_take(shared).ok_or_else(|| {
-            tracing::warn!("handshake rejected: max_connections reached");
-            Counters::add(&counters.rejected_capacity, 1);
-            reject(StatusCode::SERVICE_UNAVAILABLE, "too many connections")
-        })?);
-        query = uri.query().map(str::to_owned);
-        Ok(response)
-    };
+    shared: &Shared,
+    mut stream: TcpStream,
+    response: &Response,
+    rest: Vec<u8>,
+) -> std::io::Result<Ws> {
+    http::switch_protocols(&mut stream, response).await?;
     let config = ws_config(shared.config.max_message_bytes);
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await?;
-    let slot = slot.ok_or(WsError::ConnectionClosed)?;
-    Ok((ws, query, slot))
+    Ok(WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await)
 }
 
 /// Browsers always send `Origin`; a request without one is not a page on
@@ -274,12 +306,6 @@ fn origin_allowed(config: &Config, request: &Request) -> bool {
         return true;
     };
     origin.to_str().is_ok_and(|o| allowed.contains(o))
-}
-
-fn reject(status: StatusCode, body: &str) -> ErrorResponse {
-    let mut response = ErrorResponse::new(Some(body.to_owned()));
-    *response.status_mut() = status;
-    response
 }
 
 struct Connection {
@@ -297,6 +323,8 @@ struct Connection {
     last_heard: Instant,
     /// Limits how fast the client's messages are handled.
     inbound: TokenBucket,
+    /// The same limit, for pings only (see `admit`).
+    pings: TokenBucket,
     /// Frames drained from the outbox on their way to the socket.
     writer: FrameWriter,
 }
@@ -433,13 +461,28 @@ impl Connection {
     }
 
     /// Applies the rate limit, then handles the message. Pongs and close
-    /// frames are free: they answer us.
+    /// frames are free: they answer us. Pings (protocol `ping` messages
+    /// and WebSocket ping frames) take their tokens from a bucket of their
+    /// own, so a client that keeps alive by pinging is never refused a
+    /// subscribe for it, and a ping flood is still bounded.
     fn admit(&mut self, message: Message) -> Result<(), Reason> {
-        if matches!(message, Message::Pong(_) | Message::Close(_)) {
-            return Ok(());
-        }
-        match self.inbound.check(std::time::Instant::now()) {
-            Verdict::Allow => self.handle(message),
+        let parsed = match &message {
+            Message::Pong(_) | Message::Close(_) => return Ok(()),
+            Message::Text(text) => Some(protocol::parse_client_message(text)),
+            _ => None,
+        };
+        let is_ping = matches!(message, Message::Ping(_))
+            || matches!(parsed, Some(Ok(ClientMessage::Ping { .. })));
+        let bucket = if is_ping {
+            &mut self.pings
+        } else {
+            &mut self.inbound
+        };
+        match bucket.check(std::time::Instant::now()) {
+            Verdict::Allow => self.handle(message, parsed),
+            // tungstenite has answered a control ping already; only its
+            // count matters.
+            Verdict::Limited if matches!(message, Message::Ping(_)) => {}
             Verdict::Limited => self.reply(protocol::error_frame(&ProtocolError {
                 code: ErrorCode::RateLimited,
                 message: format!(
@@ -452,18 +495,18 @@ impl Connection {
         Ok(())
     }
 
-    fn handle(&mut self, message: Message) {
-        match message {
-            Message::Text(text) => match protocol::parse_client_message(&text) {
-                Ok(request) => self.answer(request),
-                Err(error) => self.reply(protocol::error_frame(&error)),
-            },
-            Message::Binary(_) => self.reply(protocol::error_frame(&ProtocolError {
+    /// Handles an admitted message; `parsed` is a text message's parse.
+    fn handle(&mut self, message: Message, parsed: Option<Result<ClientMessage, ProtocolError>>) {
+        match (message, parsed) {
+            (Message::Text(_), Some(Ok(request))) => self.answer(request),
+            (Message::Text(_), Some(Err(error))) => self.reply(protocol::error_frame(&error)),
+            (Message::Text(_), None) => {}
+            (Message::Binary(_), _) => self.reply(protocol::error_frame(&ProtocolError {
                 code: ErrorCode::BinaryNotSupported,
                 message: "send JSON in text frames".to_owned(),
             })),
             // tungstenite answers pings and close frames itself.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
+            (Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_), _) => {}
         }
     }
 

@@ -779,7 +779,9 @@ unsafe fn broadcast(
 /// ...},"published":N,"sent":N,"sent_bytes":N,"dropped":N,
 /// "slow_consumer_closes":N,"conflated":N,"connections_opened":N,
 /// "connections_closed":N,
-/// "handshakes_rejected":{"auth":N,"capacity":N,"invalid":N,"origin":N,"path":N},
+/// "handshakes_rejected":{"auth":N,"capacity":N,"invalid":N,"key":N,"method":N,
+/// "not_upgrade":N,"origin":N,"path":N,"timeout":N,"too_large":N,"too_many_headers":N,
+/// "version":N},
 /// "backplane_published":N,"backplane_received":N,"backplane_dropped":N,
 /// "backplane_missed":N,"backplane_reconnects":N,"backplane_connected":B}`.
 ///

@@ -1,20 +1,51 @@
-//! Plain HTTP on the hub's own port: `GET /metrics` (Prometheus text) and
-//! `GET /healthz`. They are told apart from WebSocket upgrades by peeking
-//! at the request line, so the upgrade path hands tungstenite an untouched
-//! socket and pays one `peek`.
+//! Plain HTTP on the hub's own port: reading a request head, routing it
+//! (`GET /metrics`, `GET /healthz`, the WebSocket path), checking that a
+//! request on the WebSocket path is a valid upgrade, and the answers that
+//! end a connection (`/metrics`, `/healthz`, refusals with their status).
+//!
+//! The head is read into a buffer, each read awaiting the socket's
+//! readiness, so a client that trickles its request (or stops half-way)
+//! costs a parked task until the handshake deadline, not polling. Bytes the
+//! client sent after the head are handed to the WebSocket stream.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::handshake::server::{create_response, Request, Response};
+use tokio_tungstenite::tungstenite::http::{self, HeaderName, HeaderValue};
+
+use std::sync::atomic::AtomicU64;
 
 use crate::metrics;
-use crate::stats::Stats;
+use crate::stats::{Counters, Stats};
+
+/// Longest request head (request line and headers) read before answering
+/// 431. Browsers send 1-2 KB; 64 KB leaves room for large cookies.
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Most header lines in a request head; more get 431 as soon as they
+/// arrive. A browser's upgrade has about 15.
+pub(crate) const MAX_HEADERS: usize = 64;
+
+/// Bytes reserved per read while a head arrives: a typical head in one.
+const READ_CHUNK_BYTES: usize = 2048;
+
+/// After refusing a request, how long we keep reading (and discarding)
+/// what the client still sends, so that closing with unread bytes does not
+/// reset the connection before the client has read our answer.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// At most this much is discarded while lingering; a client that sends
+/// more is cut off.
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// Where a new connection is going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
-    /// The WebSocket path: tungstenite's handshake takes over.
+    /// The WebSocket path: checked as an upgrade.
     Upgrade,
     /// Any other path: 404, counted as a `path` rejection.
     NotFound,
@@ -24,109 +55,315 @@ pub(crate) enum Route {
     Health,
 }
 
-/// Longest request line prefix we peek at; a WebSocket path longer than
-/// this cannot be configured (see `Config::validate`).
-pub(crate) const MAX_PEEK_BYTES: usize = 512;
+/// Why a request head was refused before any host code saw it; the label
+/// of `handshakes_rejected` and the HTTP status each gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Malformed {
+    /// Not a well-formed HTTP/1.1 request (400).
+    Invalid,
+    /// A method other than GET (405).
+    Method,
+    /// A GET on the WebSocket path without `Upgrade: websocket` and
+    /// `Connection: Upgrade` (426).
+    NotUpgrade,
+    /// `Sec-WebSocket-Version` missing or not 13 (426).
+    Version,
+    /// `Sec-WebSocket-Key` missing or not 16 bytes in base64 (400).
+    Key,
+    /// A head over [`MAX_HEAD_BYTES`] (431).
+    TooLarge,
+    /// More than [`MAX_HEADERS`] headers (431).
+    TooManyHeaders,
+}
 
-/// Longest request head we read (and discard) before answering; browsers
-/// and scrapers send far less.
-const MAX_HEAD_BYTES: usize = 16 * 1024;
+impl Malformed {
+    /// The `reason` label it is counted under.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Malformed::Invalid => "invalid",
+            Malformed::Method => "method",
+            Malformed::NotUpgrade => "not_upgrade",
+            Malformed::Version => "version",
+            Malformed::Key => "key",
+            Malformed::TooLarge => "too_large",
+            Malformed::TooManyHeaders => "too_many_headers",
+        }
+    }
 
-/// Pause between peeks while a request line trickles in, so a slow client
-/// costs a timer, not a spinning core. Real clients send the line in one
-/// packet and never wait here.
-const PEEK_PAUSE: Duration = Duration::from_millis(5);
+    /// The counter it is counted in.
+    pub(crate) fn counter(self, counters: &Counters) -> &AtomicU64 {
+        match self {
+            Malformed::Invalid => &counters.rejected_invalid,
+            Malformed::Method => &counters.rejected_method,
+            Malformed::NotUpgrade => &counters.rejected_not_upgrade,
+            Malformed::Version => &counters.rejected_version,
+            Malformed::Key => &counters.rejected_key,
+            Malformed::TooLarge => &counters.rejected_too_large,
+            Malformed::TooManyHeaders => &counters.rejected_too_many_headers,
+        }
+    }
 
-/// Reads the request's path without consuming anything, and picks the
-/// route. Anything that is not a request line (or not a GET) goes to the
-/// WebSocket handshake, which rejects it.
-pub(crate) async fn route(stream: &TcpStream, ws_path: &str) -> std::io::Result<Route> {
-    let mut buf = [0u8; MAX_PEEK_BYTES];
-    loop {
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+    fn status(self) -> u16 {
+        match self {
+            Malformed::Invalid | Malformed::Key => 400,
+            Malformed::Method => 405,
+            Malformed::NotUpgrade | Malformed::Version => 426,
+            Malformed::TooLarge | Malformed::TooManyHeaders => 431,
         }
-        let seen = &buf[..n];
-        if !b"GET ".starts_with(&seen[..n.min(4)]) {
-            return Ok(Route::Upgrade);
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            Malformed::Invalid => "malformed request",
+            Malformed::Method => "only GET is served",
+            Malformed::NotUpgrade => "this is a WebSocket endpoint: send a WebSocket upgrade",
+            Malformed::Version => "unsupported Sec-WebSocket-Version",
+            Malformed::Key => "missing or invalid Sec-WebSocket-Key",
+            Malformed::TooLarge => "request head too large",
+            Malformed::TooManyHeaders => "too many headers",
         }
-        // The path ends at the query, the space before the version, or a
-        // line end; until one of those arrived, wait for more bytes.
-        let rest = seen.get(4..).unwrap_or_default();
-        if let Some(end) = rest
-            .iter()
-            .position(|b| matches!(b, b'?' | b' ' | b'\r' | b'\n'))
-        {
-            return Ok(match &rest[..end] {
-                path if path == ws_path.as_bytes() => Route::Upgrade,
-                b"/metrics" => Route::Metrics,
-                b"/healthz" => Route::Health,
-                _ => Route::NotFound,
-            });
+    }
+
+    /// Headers the status calls for: 426 names what to upgrade to.
+    fn headers(self) -> &'static str {
+        match self {
+            Malformed::Method => "allow: GET\r\n",
+            Malformed::NotUpgrade => "upgrade: websocket\r\n",
+            Malformed::Version => "sec-websocket-version: 13\r\n",
+            _ => "",
         }
-        if n == buf.len() {
-            return Ok(Route::NotFound);
-        }
-        tokio::time::sleep(PEEK_PAUSE).await;
     }
 }
 
-/// Peeks at the whole request head (up to the blank line) without
-/// consuming it, so the WebSocket handshake can still read it.
-///
-/// # Errors
-/// EOF, a socket error, or a head over [`MAX_HEAD_BYTES`].
-pub(crate) async fn peek_head(stream: &TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; MAX_HEAD_BYTES];
-    loop {
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        if let Some(end) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
-            buf.truncate(end + 4);
-            return Ok(buf);
-        }
-        if n == buf.len() {
-            return Err(std::io::Error::other("request head too large"));
-        }
-        tokio::time::sleep(PEEK_PAUSE).await;
+/// How reading a head ended without one.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The client closed or reset the connection first.
+    Io,
+    /// The head is refused: answer with its status.
+    Malformed(Malformed),
+}
+
+/// A request head read from a connection.
+pub(crate) struct Head {
+    /// Everything read: the head, then whatever followed it.
+    bytes: Vec<u8>,
+    /// Length of the head, blank line included.
+    len: usize,
+    /// The parsed head (method, target, headers).
+    pub(crate) request: Request,
+}
+
+impl Head {
+    /// The raw head, up to and including the blank line.
+    pub(crate) fn raw(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
     }
+
+    /// Bytes the client sent after the head (the start of the WebSocket
+    /// stream of a client that did not wait for our answer).
+    pub(crate) fn into_rest(mut self) -> Vec<u8> {
+        self.bytes.drain(..self.len.min(self.bytes.len()));
+        self.bytes
+    }
+
+    /// Where the request goes.
+    pub(crate) fn route(&self, ws_path: &str) -> Route {
+        match self.request.uri().path() {
+            path if path == ws_path => Route::Upgrade,
+            "/metrics" => Route::Metrics,
+            "/healthz" => Route::Health,
+            _ => Route::NotFound,
+        }
+    }
+
+    /// The 101 answer to a valid WebSocket upgrade, or why it is not one.
+    pub(crate) fn upgrade_response(&self) -> Result<Response, Malformed> {
+        create_response(&self.request).map_err(|error| match error {
+            WsError::Protocol(ProtocolError::WrongHttpMethod) => Malformed::Method,
+            WsError::Protocol(
+                ProtocolError::MissingConnectionUpgradeHeader
+                | ProtocolError::MissingUpgradeWebSocketHeader,
+            ) => Malformed::NotUpgrade,
+            WsError::Protocol(ProtocolError::MissingSecWebSocketVersionHeader) => {
+                Malformed::Version
+            }
+            WsError::Protocol(
+                ProtocolError::MissingSecWebSocketKey | ProtocolError::InvalidSecWebSocketKey,
+            ) => Malformed::Key,
+            _ => Malformed::Invalid,
+        })
+    }
+}
+
+/// Reads one request head, at most [`MAX_HEAD_BYTES`] and [`MAX_HEADERS`]
+/// headers. The caller bounds it in time (the handshake deadline);
+/// `received` tells it afterwards whether any byte came, so that a
+/// request cut short by the deadline can be answered 408.
+pub(crate) async fn read_head(stream: &TcpStream, received: &mut bool) -> Result<Head, ReadError> {
+    // Nothing is allocated until the client sends something: an idle
+    // socket costs its parked task only.
+    let mut bytes = Vec::new();
+    let mut scanned = 0;
+    let mut lines = 0;
+    loop {
+        stream.readable().await.map_err(|_| ReadError::Io)?;
+        bytes.reserve(READ_CHUNK_BYTES);
+        match stream.try_read_buf(&mut bytes) {
+            Ok(0) => return Err(ReadError::Io),
+            Ok(_) => *received = true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return Err(ReadError::Io),
+        }
+        if let Some(len) = find_head_end(&bytes, &mut scanned, &mut lines) {
+            if len > MAX_HEAD_BYTES {
+                return Err(ReadError::Malformed(Malformed::TooLarge));
+            }
+            return parse_head(bytes, len).map_err(ReadError::Malformed);
+        }
+        // The request line, the headers, and the blank line still to come.
+        if lines > MAX_HEADERS + 1 {
+            return Err(ReadError::Malformed(Malformed::TooManyHeaders));
+        }
+        if bytes.len() >= MAX_HEAD_BYTES {
+            return Err(ReadError::Malformed(Malformed::TooLarge));
+        }
+    }
+}
+
+/// Looks for the blank line that ends a head in the bytes not yet
+/// scanned, counting line ends on the way; returns the head's length.
+/// Each byte is looked at once, however the head is split into reads.
+fn find_head_end(bytes: &[u8], scanned: &mut usize, lines: &mut usize) -> Option<usize> {
+    for i in *scanned..bytes.len() {
+        if bytes[i] != b'\n' {
+            continue;
+        }
+        *lines += 1;
+        // "\n\n" or "\n\r\n": a line end right after a line end.
+        let blank = match i.checked_sub(1).map(|j| bytes[j]) {
+            Some(b'\n') => true,
+            Some(b'\r') => i >= 2 && bytes[i - 2] == b'\n',
+            _ => false,
+        };
+        if blank {
+            return Some(i + 1);
+        }
+    }
+    *scanned = bytes.len();
+    None
+}
+
+/// Parses a complete head (`bytes[..len]`) with httparse into an
+/// `http::Request`, the type tungstenite's upgrade checks take.
+fn parse_head(bytes: Vec<u8>, len: usize) -> Result<Head, Malformed> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(bytes.get(..len).unwrap_or_default()) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => return Err(Malformed::TooManyHeaders),
+        Ok(httparse::Status::Partial) | Err(_) => return Err(Malformed::Invalid),
+    }
+    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(Malformed::Invalid);
+    };
+    if method != "GET" {
+        return Err(Malformed::Method);
+    }
+    // WebSocket needs HTTP/1.1; httparse knows only 1.0 and 1.1.
+    if version != 1 {
+        return Err(Malformed::Invalid);
+    }
+    let mut request = Request::new(());
+    *request.uri_mut() = target.parse().map_err(|_| Malformed::Invalid)?;
+    *request.version_mut() = http::Version::HTTP_11;
+    let map = request.headers_mut();
+    for header in parsed.headers.iter() {
+        let name =
+            HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| Malformed::Invalid)?;
+        let value = HeaderValue::from_bytes(header.value).map_err(|_| Malformed::Invalid)?;
+        map.append(name, value);
+    }
+    Ok(Head {
+        bytes,
+        len,
+        request,
+    })
+}
+
+/// Answers the 101 of an accepted upgrade.
+pub(crate) async fn switch_protocols(
+    stream: &mut TcpStream,
+    response: &Response,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(256);
+    tokio_tungstenite::tungstenite::handshake::server::write_response(&mut head, response)
+        .map_err(std::io::Error::other)?;
+    stream.write_all(&head).await
+}
+
+/// Refuses a malformed request with its status and closes.
+pub(crate) async fn refuse_malformed(stream: TcpStream, why: Malformed) -> std::io::Result<()> {
+    let status = why.status();
+    write_and_close(stream, status, why.headers(), why.body()).await
 }
 
 /// Refuses a handshake with `status` (and a one-line body) and closes.
-pub(crate) async fn refuse(mut stream: TcpStream, status: u16, body: &str) -> std::io::Result<()> {
-    read_head(&mut stream).await?;
-    let reason = match status {
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        503 => "Service Unavailable",
-        _ => "Refused",
-    };
-    write_response(
-        &mut stream,
-        &format!("{status} {reason}"),
-        "text/plain",
-        &format!("{body}\n"),
-    )
-    .await
+pub(crate) async fn refuse(stream: TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+    write_and_close(stream, status, "", body).await
 }
 
-async fn write_response(
-    stream: &mut TcpStream,
-    status: &str,
-    content_type: &str,
+/// Answers 408 to a request the deadline cut short, without waiting: the
+/// socket's buffer takes so small an answer at once, and a client that
+/// does not read gets nothing. Then the connection closes.
+pub(crate) fn refuse_timed_out(stream: &TcpStream) {
+    let response = response_head(408, "", "request timeout\n".len());
+    let _ = stream.try_write(format!("{response}request timeout\n").as_bytes());
+}
+
+async fn write_and_close(
+    mut stream: TcpStream,
+    status: u16,
+    headers: &str,
     body: &str,
 ) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
-         cache-control: no-store\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    let body = format!("{body}\n");
+    let head = response_head(status, headers, body.len());
+    stream.write_all(format!("{head}{body}").as_bytes()).await?;
+    linger(stream).await
+}
+
+/// Says we are done writing, then reads and discards what the client
+/// still sends (briefly and boundedly), so that our answer is not lost to
+/// a reset caused by closing with unread bytes.
+async fn linger(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.shutdown().await?;
+    let until = Instant::now() + LINGER;
+    let mut discard = [0u8; 4096];
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES {
+        match tokio::time::timeout_at(until, stream.read(&mut discard)).await {
+            Ok(Ok(n)) if n > 0 => discarded += n,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Refused")
+}
+
+fn response_head(status: u16, headers: &str, content_length: usize) -> String {
+    format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {content_length}\r\n\
+         {headers}cache-control: no-store\r\nconnection: close\r\n\r\n",
+        reason_phrase(status)
+    )
 }
 
 /// Answers a plain HTTP request and closes the connection.
@@ -136,7 +373,6 @@ pub(crate) async fn respond(
     running: bool,
     stats: impl FnOnce() -> Stats,
 ) -> std::io::Result<()> {
-    read_head(&mut stream).await?;
     let (status, content_type, body) = match route {
         Route::Metrics => ("200 OK", metrics::CONTENT_TYPE, metrics::render(&stats())),
         Route::Health if running => ("200 OK", "text/plain", "ok\n".to_owned()),
@@ -149,23 +385,101 @@ pub(crate) async fn respond(
             ("404 Not Found", "text/plain", "not found\n".to_owned())
         }
     };
-    write_response(&mut stream, status, content_type, &body).await
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+         cache-control: no-store\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
 }
 
-/// Reads up to the blank line that ends the request head (requests here
-/// have no body), so that closing does not reset the connection.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() > MAX_HEAD_BYTES {
-            return Err(std::io::Error::other("request head too large"));
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        head.extend_from_slice(&chunk[..n]);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &[u8]) -> Result<Head, Malformed> {
+        let (mut scanned, mut lines) = (0, 0);
+        let len = find_head_end(text, &mut scanned, &mut lines).ok_or(Malformed::Invalid)?;
+        parse_head(text.to_vec(), len)
     }
-    Ok(())
+
+    #[test]
+    fn the_end_of_a_head_is_found_across_reads() {
+        let text = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest";
+        let (mut scanned, mut lines) = (0, 0);
+        for cut in 1..text.len() {
+            let found = find_head_end(&text[..cut], &mut scanned, &mut lines);
+            if cut < text.len() - 4 {
+                assert_eq!(found, None, "cut {cut}");
+            } else {
+                assert_eq!(found, Some(text.len() - 4));
+                break;
+            }
+        }
+        assert_eq!(lines, 3);
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\nHost: x\n\n", &mut 0, &mut 0),
+            Some(24)
+        );
+    }
+
+    #[test]
+    fn routes_and_rest() {
+        let h = head(b"GET /api/ws?topics=a HTTP/1.1\r\nHost: x\r\n\r\n\x81\x00").unwrap();
+        assert_eq!(h.route("/api/ws"), Route::Upgrade);
+        assert_eq!(h.raw().len(), 42);
+        assert_eq!(h.into_rest(), b"\x81\x00");
+        let route = |t: &[u8]| head(t).unwrap().route("/api/ws");
+        assert_eq!(route(b"GET /metrics?x HTTP/1.1\r\n\r\n"), Route::Metrics);
+        assert_eq!(route(b"GET /healthz HTTP/1.1\r\n\r\n"), Route::Health);
+        assert_eq!(route(b"GET /api/wsx HTTP/1.1\r\n\r\n"), Route::NotFound);
+    }
+
+    #[test]
+    fn malformed_heads_are_told_apart() {
+        let upgrade = |extra: &str| {
+            let text = format!("GET /api/ws HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+            head(text.as_bytes()).and_then(|h| h.upgrade_response().map(|_| ()))
+        };
+        let good = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+        let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        let v13 = "Sec-WebSocket-Version: 13\r\n";
+        assert_eq!(upgrade(&format!("{good}{key}{v13}")), Ok(()));
+        assert_eq!(upgrade(&format!("{good}{v13}")), Err(Malformed::Key));
+        assert_eq!(upgrade(&format!("{good}{key}")), Err(Malformed::Version));
+        assert_eq!(upgrade(&format!("{key}{v13}")), Err(Malformed::NotUpgrade));
+        assert_eq!(upgrade("bad line\r\n").err(), Some(Malformed::Invalid));
+        let err = |t: &[u8]| head(t).err();
+        assert_eq!(err(b"POST / HTTP/1.1\r\n\r\n"), Some(Malformed::Method));
+        assert_eq!(err(b"GET / HTTP/1.0\r\n\r\n"), Some(Malformed::Invalid));
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x{i}: y\r\n")).collect();
+        let text = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(err(text.as_bytes()), Some(Malformed::TooManyHeaders));
+    }
+
+    #[test]
+    fn each_refusal_is_counted_under_its_label() {
+        use Malformed::*;
+        for why in [
+            Invalid,
+            Method,
+            NotUpgrade,
+            Version,
+            Key,
+            TooLarge,
+            TooManyHeaders,
+        ] {
+            let counters = Counters::default();
+            Counters::add(why.counter(&counters), 1);
+            let stats = Stats::from_counters(&counters, Default::default());
+            let counted: Vec<_> = stats
+                .handshakes_rejected
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .collect();
+            assert_eq!(counted, [(&why.reason().to_owned(), &1)], "{why:?}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! this module only names the numbers.
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
@@ -92,11 +92,11 @@ pub fn render(stats: &Stats) -> String {
         "1 while the Redis backplane is connected",
         gauge(u64::from(stats.backplane_connected)),
     );
-    let rejected = Family::<Vec<(String, String)>, Gauge>::default();
+    let rejected = Family::<Vec<(String, String)>, Counter>::default();
     for (reason, value) in &stats.handshakes_rejected {
         rejected
             .get_or_create(&vec![("reason".to_owned(), reason.clone())])
-            .set(i64::try_from(*value).unwrap_or(i64::MAX));
+            .inc_by(*value);
     }
     registry.register(
         "handshakes_rejected",
@@ -137,7 +137,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("wshub_handshakes_rejected{reason=\"origin\"} 1\n"),
+            text.contains("wshub_handshakes_rejected_total{reason=\"origin\"} 1\n"),
             "{text}"
         );
         assert!(text.contains("wshub_backplane_connected 0\n"), "{text}");

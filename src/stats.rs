@@ -56,8 +56,24 @@ pub struct Counters {
     pub rejected_auth: AtomicU64,
     /// Handshakes over `max_connections` (503).
     pub rejected_capacity: AtomicU64,
-    /// Handshakes that timed out or were not valid WebSocket upgrades.
+    /// Requests that were not well-formed HTTP/1.1 (400), or connections
+    /// closed or reset before their request head was complete.
     pub rejected_invalid: AtomicU64,
+    /// Handshakes not complete within `handshake_timeout` (408 to a client
+    /// that sent part of a request, nothing to one that sent nothing).
+    pub rejected_timeout: AtomicU64,
+    /// Requests with a method other than GET (405).
+    pub rejected_method: AtomicU64,
+    /// GETs on the WebSocket path that do not ask for an upgrade (426).
+    pub rejected_not_upgrade: AtomicU64,
+    /// Upgrades without `Sec-WebSocket-Version: 13` (426).
+    pub rejected_version: AtomicU64,
+    /// Upgrades with a missing or invalid `Sec-WebSocket-Key` (400).
+    pub rejected_key: AtomicU64,
+    /// Request heads over the 64 KB cap (431).
+    pub rejected_too_large: AtomicU64,
+    /// Request heads with more headers than allowed (431).
+    pub rejected_too_many_headers: AtomicU64,
 }
 
 impl Counters {
@@ -92,8 +108,11 @@ pub struct Stats {
     pub connections_opened: u64,
     /// Connections ended since start, for any reason.
     pub connections_closed: u64,
-    /// Refused handshakes by reason: `path` (404), `origin` (403),
-    /// `capacity` (503), `invalid` (timed out or not a WebSocket upgrade).
+    /// Refused handshakes by reason: `path` (404), `origin` (403), `auth`
+    /// (the callback's status), `capacity` (503), `invalid` (400, or
+    /// closed before a complete request), `timeout` (408 or dropped),
+    /// `method` (405), `not_upgrade` (426), `version` (426), `key` (400),
+    /// `too_large` and `too_many_headers` (431). Every reason is present.
     pub handshakes_rejected: BTreeMap<String, u64>,
     /// Publications this hub handed to the Redis backplane.
     pub backplane_published: u64,
@@ -132,6 +151,13 @@ impl Stats {
                 ("auth", &c.rejected_auth),
                 ("capacity", &c.rejected_capacity),
                 ("invalid", &c.rejected_invalid),
+                ("timeout", &c.rejected_timeout),
+                ("method", &c.rejected_method),
+                ("not_upgrade", &c.rejected_not_upgrade),
+                ("version", &c.rejected_version),
+                ("key", &c.rejected_key),
+                ("too_large", &c.rejected_too_large),
+                ("too_many_headers", &c.rejected_too_many_headers),
             ]
             .into_iter()
             .map(|(reason, counter)| (reason.to_owned(), get(counter)))

@@ -64,11 +64,13 @@ def test_metrics_parse_and_follow_the_hub():
         frame = '{"type":"message","topic":"odds","seq":1,"data":{"p":1}}'
         assert got[("wshub_sent_bytes_total", ())] == 2 + len(frame)
         assert got[("wshub_topic_subscribers", (("topic", "odds"),))] == 1
-        assert got[("wshub_handshakes_rejected", (("reason", "origin"),))] == 1
-        assert got[("wshub_handshakes_rejected", (("reason", "path"),))] == 1
+        assert got[("wshub_handshakes_rejected_total", (("reason", "origin"),))] == 1
+        assert got[("wshub_handshakes_rejected_total", (("reason", "path"),))] == 1
         stats = hub.stats()
-        assert stats["handshakes_rejected"] == {"path": 1, "origin": 1, "auth": 0, "capacity": 0,
-                                               "invalid": 0}
+        assert stats["handshakes_rejected"] == {
+            "path": 1, "origin": 1, "auth": 0, "capacity": 0, "invalid": 0, "timeout": 0,
+            "method": 0, "not_upgrade": 0, "version": 0, "key": 0, "too_large": 0,
+            "too_many_headers": 0}
         assert stats["sent_bytes"] == got[("wshub_sent_bytes_total", ())]
 
 

@@ -162,7 +162,8 @@ def start(
     rate_limit (float messages per second, default 100.0):
         Average rate at which a client's messages are handled. A message
         over the limit is answered with an error frame "rate_limited" and
-        dropped.
+        dropped. Pings (protocol and WebSocket) are counted apart, at the
+        same rate and burst, so pinging never uses up a subscribe's share.
     rate_burst (int, default 200):
         Messages a client may send at once; a client that sends this many
         more while limited is closed with code 1008.
