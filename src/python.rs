@@ -244,7 +244,8 @@ impl PyServer {
     ///
     /// connections (open now), topics (subscribers per topic), published,
     /// sent (publication frames written), dropped (publication frames lost
-    /// to closed slow clients), slow_consumer_closes, connections_opened,
+    /// to closed slow clients), slow_consumer_closes, conflated (pending
+    /// publications replaced by a newer one of their key), connections_opened,
     /// connections_closed, sent_bytes, handshakes_rejected, and for the
     /// Redis backplane: backplane_published, backplane_received,
     /// backplane_dropped, backplane_missed, backplane_reconnects,
