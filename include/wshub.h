@@ -427,6 +427,20 @@ typedef struct wshub_options {
      * them). Requires `backplane`. Default false.
      */
     bool reuse_port;
+    /**
+     * Topics the hub holds at most, across all connections; only topics
+     * with a subscriber are held (a topic is forgotten when its last
+     * subscriber leaves). Further names are answered in `rejected` with
+     * reason `hub_full`. Default 100000.
+     */
+    size_t max_topics;
+    /**
+     * Bytes of publications waiting for the fan-out at most;
+     * `wshub_broadcast()` waits for room when it is full, as for
+     * `publish_queue`. One larger publication is still taken when the
+     * queue is empty. Default 64 MiB.
+     */
+    size_t publish_queue_bytes;
 } wshub_options;
 
 #ifdef __cplusplus

@@ -497,6 +497,11 @@ impl Backplane {
                     }
                     return true;
                 }
+                // Nobody here listens: received, and delivered to nobody.
+                Ok(Ingested::Unwatched) => {
+                    Counters::add(&counters.backplane_received, 1);
+                    return true;
+                }
                 Ok(Ingested::Stale) => {
                     Counters::add(&counters.backplane_missed, 1);
                     tracing::warn!(topic, seq, "backplane: dropped a publication whose seq is not above the last delivered (Redis lost its counters?)");

@@ -65,6 +65,12 @@ pub struct Config {
     /// Topics one connection may be subscribed to at once; requests past
     /// it are answered in `rejected` with reason `too_many_topics`.
     pub max_topics_per_connection: usize,
+    /// Topics the hub holds at most, across all connections (only topics
+    /// with a subscriber are held: a topic is forgotten when its last
+    /// subscriber leaves). Requests past it are answered in `rejected`
+    /// with reason `hub_full`, so clients asking for made-up names cannot
+    /// grow the hub's memory without bound.
+    pub max_topics: usize,
     /// What happens to a client whose queue is full.
     pub slow_client: SlowClientPolicy,
     /// Bytes queued for one client at most, the same way: a few huge
@@ -81,6 +87,11 @@ pub struct Config {
     /// Publications waiting for the fan-out at most; `broadcast` waits for
     /// room when the fan-out cannot keep up, so memory stays bounded.
     pub publish_queue: usize,
+    /// Bytes of publications waiting for the fan-out at most, the same
+    /// way: a burst of large publications waits for room instead of
+    /// piling up. One publication larger than this is still taken when
+    /// the queue is empty.
+    pub publish_queue_bytes: usize,
     /// How often the server pings an idle client.
     pub ping_interval: Duration,
     /// How long after a ping a silent client is given before it is closed.
@@ -143,10 +154,12 @@ impl Default for Config {
             send_queue: 1024,
             send_queue_bytes: 16 * 1024 * 1024,
             max_topics_per_connection: 1024,
+            max_topics: 100_000,
             slow_client: SlowClientPolicy::Disconnect,
             rate_limit: 100.0,
             rate_burst: 200,
             publish_queue: 65_536,
+            publish_queue_bytes: 64 * 1024 * 1024,
             ping_interval: Duration::from_secs(20),
             ping_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
@@ -195,14 +208,23 @@ impl Config {
                     "invalid topic name {name:?}: use 1-128 characters of [A-Za-z0-9_.:-]"
                 ));
             }
+            if names.len() > self.max_topics {
+                return bad(format!(
+                    "topics lists {} names, more than max_topics ({}): raise max_topics",
+                    names.len(),
+                    self.max_topics
+                ));
+            }
         }
         for (name, value) in [
             ("max_connections", self.max_connections),
             ("send_queue", self.send_queue),
             ("send_queue_bytes", self.send_queue_bytes),
             ("max_topics_per_connection", self.max_topics_per_connection),
+            ("max_topics", self.max_topics),
             ("rate_burst", self.rate_burst as usize),
             ("publish_queue", self.publish_queue),
+            ("publish_queue_bytes", self.publish_queue_bytes),
             ("max_message_bytes", self.max_message_bytes),
             ("worker_threads", self.worker_threads),
         ] {
@@ -294,6 +316,27 @@ mod tests {
         };
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("send_queue"), "{err}");
+    }
+
+    #[test]
+    fn new_bounds_must_be_positive_and_fit_the_allow_list() {
+        for cfg in [
+            Config {
+                max_topics: 0,
+                ..Config::default()
+            },
+            Config {
+                publish_queue_bytes: 0,
+                ..Config::default()
+            },
+            Config {
+                topics: TopicPolicy::Only(["a".to_string(), "b".to_string()].into()),
+                max_topics: 1,
+                ..Config::default()
+            },
+        ] {
+            assert!(cfg.validate().is_err(), "{cfg:?}");
+        }
     }
 
     #[test]

@@ -345,10 +345,28 @@ impl Connection {
             }
         }
         accepted.sort_unstable();
-        let topics = accepted;
+        let mut rejected = rejected;
+        // Places first (the hub may be full), the answer next, then the
+        // subscriptions: no publication can precede the answer.
+        let mut topics = Vec::with_capacity(accepted.len());
+        let mut places = Vec::with_capacity(accepted.len());
+        for name in accepted {
+            match self.shared.hub.reserve(&name) {
+                Some(place) => {
+                    topics.push(name);
+                    places.push(place);
+                }
+                None => rejected.push(Rejected {
+                    name,
+                    reason: RejectReason::HubFull,
+                }),
+            }
+        }
         self.reply(protocol::connected_frame(&topics, &rejected));
-        for topic in &topics {
-            self.shared.hub.subscribe(topic, self.id, &self.outbox);
+        for (topic, place) in topics.iter().zip(places) {
+            self.shared
+                .hub
+                .subscribe_reserved(topic, place, self.id, &self.outbox);
         }
         self.subscriptions = topics;
     }
@@ -514,9 +532,15 @@ impl Connection {
         match request {
             ClientMessage::Ping { id } => self.reply(protocol::pong_frame(id.as_deref())),
             ClientMessage::Subscribe(names) => {
-                let (accepted, rejected) = self.sort_requested(names);
+                let (accepted, mut rejected) = self.sort_requested(names);
                 for topic in accepted {
-                    self.shared.hub.subscribe(&topic, self.id, &self.outbox);
+                    if !self.shared.hub.subscribe(&topic, self.id, &self.outbox) {
+                        rejected.push(Rejected {
+                            name: topic,
+                            reason: RejectReason::HubFull,
+                        });
+                        continue;
+                    }
                     if let Err(at) = self.subscriptions.binary_search(&topic) {
                         self.subscriptions.insert(at, topic);
                     }

@@ -218,6 +218,16 @@ pub struct wshub_options {
     /// listen on the same port (the kernel spreads connections among
     /// them). Requires `backplane`. Default false.
     pub reuse_port: bool,
+    /// Topics the hub holds at most, across all connections; only topics
+    /// with a subscriber are held (a topic is forgotten when its last
+    /// subscriber leaves). Further names are answered in `rejected` with
+    /// reason `hub_full`. Default 100000.
+    pub max_topics: usize,
+    /// Bytes of publications waiting for the fan-out at most;
+    /// `wshub_broadcast()` waits for room when it is full, as for
+    /// `publish_queue`. One larger publication is still taken when the
+    /// queue is empty. Default 64 MiB.
+    pub publish_queue_bytes: usize,
 }
 
 /// What happens to a client whose queue is full.
@@ -628,6 +638,8 @@ pub unsafe extern "C" fn wshub_options_init(out: *mut wshub_options, struct_size
             backplane: ptr::null(),
             backplane_prefix: ptr::null(),
             reuse_port: config.reuse_port,
+            max_topics: config.max_topics,
+            publish_queue_bytes: config.publish_queue_bytes,
         };
         // SAFETY: the caller promises `out` is writable; `write` does not
         // read (or drop) what was there, which may be uninitialised.
@@ -1153,6 +1165,8 @@ unsafe fn config_from(
         backplane_prefix: unsafe { optional_str(o.backplane_prefix, "opts->backplane_prefix") }?
             .unwrap_or_else(|| crate::backplane::DEFAULT_PREFIX.to_owned()),
         reuse_port: o.reuse_port,
+        max_topics: o.max_topics,
+        publish_queue_bytes: o.publish_queue_bytes,
     })
 }
 

@@ -10,6 +10,13 @@
 //! queue push and the writer hands the kernel one large slice instead of
 //! many small ones.
 //!
+//! The registry holds only topics somebody is subscribed to (or is about
+//! to be, see [`Reserved`]), at most `max_topics` of them: a publication
+//! on a topic nobody listens to is counted and dropped without creating an
+//! entry, and a topic is forgotten when its last subscriber leaves. So
+//! neither clients (made-up names) nor hosts (per-entity topics such as
+//! `match:123`) can grow it without bound.
+//!
 //! Ordering guarantees come from two locks: `seq` is assigned and the
 //! publication queued under the queue lock (so the queue is in `seq` order
 //! per topic), and a topic's subscriber list is locked both while fanning a
@@ -30,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backplane::Outbound;
 use crate::error::Error;
 use crate::outbox::{encode_publication, lock, OutFrame, Outbox, Pacing, Tally};
-use crate::protocol::{is_valid_topic, validate_json};
+use crate::protocol::{is_valid_topic, publication_len, validate_json};
 use crate::stats::{Counters, Stats};
 use crate::subscription_events::SubscriptionEvents;
 
@@ -50,6 +57,16 @@ const DEFAULT_PUBLICATIONS_PER_SLICE: usize = 256;
 /// [`Pacing`]): its bounded queue then decides (it is closed as a slow
 /// consumer, or conflated), and the others never wait for it.
 const MAX_PACING_PAUSE: Duration = Duration::from_millis(50);
+
+/// Upper bound of a WebSocket frame header the server writes (opcode
+/// byte, 127 and a 64-bit length): what a publication's frame adds to its
+/// text, for the publish queue's byte bound.
+const MAX_FRAME_HEADER_LEN: usize = 10;
+
+/// The registry's table is shrunk when fewer than a quarter of its slots
+/// are used, but never below this many: a hub whose topics come and go
+/// gives memory back after a peak without rehashing on every change.
+const MIN_REGISTRY_CAPACITY: usize = 1024;
 
 /// Checks a publication's topic name and JSON, before anything is queued.
 ///
@@ -102,11 +119,19 @@ struct Subscriber {
     from_seq: u64,
 }
 
-/// A dense list for fast iteration plus an index for O(1) removal.
+/// A dense list for fast iteration plus an index for O(1) removal, and
+/// what decides whether the topic stays in the registry.
 #[derive(Debug, Default)]
 struct Subscribers {
     list: Vec<Subscriber>,
     index: HashMap<ConnId, usize>,
+    /// Places held by [`Reserved`] for connections about to subscribe:
+    /// they keep the topic registered until they subscribe.
+    reserved: usize,
+    /// Set when the topic lost its last subscriber and leaves the
+    /// registry: nobody may subscribe to this entry any more; a newcomer
+    /// registers a fresh one under the same name.
+    forgotten: bool,
 }
 
 impl Subscribers {
@@ -139,13 +164,25 @@ impl Topic {
             subscribers: Mutex::new(Subscribers::default()),
         }
     }
+}
 
-    /// Never published and nobody listening: safe to forget, which keeps
-    /// clients from growing the registry with made-up names.
-    fn is_forgettable(&self) -> bool {
-        self.subscriber_count.load(Ordering::Relaxed) == 0
-            && self.next_seq.load(Ordering::Relaxed) == 1
+impl Subscribers {
+    /// Nobody subscribed and nobody about to: the topic can leave the
+    /// registry (its `seq` numbering restarts if it is subscribed again).
+    fn is_unused(&self) -> bool {
+        self.list.is_empty() && self.reserved == 0
     }
+}
+
+/// A place on a topic held for one connection between the answer that
+/// lists the topic and the subscription itself (see [`Hub::reserve`]);
+/// the topic stays registered meanwhile. Give it to
+/// [`Hub::subscribe_reserved`] (at once: until then the topic cannot be
+/// forgotten).
+#[derive(Debug)]
+#[must_use]
+pub struct Reserved {
+    topic: Arc<Topic>,
 }
 
 /// A publication on its way to the fan-out.
@@ -161,7 +198,22 @@ struct Publication {
 #[derive(Default)]
 struct QueueState {
     items: VecDeque<Publication>,
+    /// Bytes of the queued frames.
+    bytes: usize,
     closed: bool,
+}
+
+impl QueueState {
+    fn push(&mut self, publication: Publication) {
+        self.bytes += publication.frame.len();
+        self.items.push_back(publication);
+    }
+
+    fn pop(&mut self) -> Option<Publication> {
+        let publication = self.items.pop_front()?;
+        self.bytes -= publication.frame.len();
+        Some(publication)
+    }
 }
 
 /// The bounded hand-off between publishers and the fan-out task.
@@ -171,12 +223,28 @@ struct PublishQueue {
     not_full: Condvar,
     /// Wakes the fan-out task when the queue becomes non-empty.
     ready: Notify,
+    /// Publications queued at most...
     capacity: usize,
+    /// ...and bytes of their frames at most.
+    capacity_bytes: usize,
+}
+
+impl PublishQueue {
+    /// Whether a frame of `len` bytes may join the queue now. An empty
+    /// queue takes anything, so one publication larger than the byte bound
+    /// still goes through (alone).
+    fn has_room(&self, state: &QueueState, len: usize) -> bool {
+        state.items.is_empty()
+            || (state.items.len() < self.capacity
+                && state.bytes.saturating_add(len) <= self.capacity_bytes)
+    }
 }
 
 /// The topic registry and the fan-out.
 pub struct Hub {
     topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
+    /// Topics the registry holds at most (see [`Hub::reserve`]).
+    max_topics: usize,
     queue: PublishQueue,
     /// Shared with connections and the server.
     pub counters: Counters,
@@ -208,10 +276,13 @@ pub enum Ingested {
     /// Not queued: its `seq` is not above the topic's last one, and
     /// clients must see `seq` increase.
     Stale,
+    /// Not queued: nobody here is subscribed to the topic.
+    Unwatched,
 }
 
 impl Hub {
-    /// A hub whose publish queue holds at most `publish_queue` publications.
+    /// A hub whose publish queue holds at most `publish_queue` publications
+    /// (and no byte bound until [`Hub::bounded`] sets one).
     pub fn new(publish_queue: usize) -> Self {
         Self::with_events(publish_queue, None)
     }
@@ -221,11 +292,13 @@ impl Hub {
     pub fn with_events(publish_queue: usize, events: Option<SubscriptionEvents>) -> Self {
         Hub {
             topics: RwLock::new(HashMap::new()),
+            max_topics: usize::MAX,
             queue: PublishQueue {
                 state: Mutex::new(QueueState::default()),
                 not_full: Condvar::new(),
                 ready: Notify::new(),
                 capacity: publish_queue,
+                capacity_bytes: usize::MAX,
             },
             counters: Counters::default(),
             events,
@@ -245,6 +318,15 @@ impl Hub {
     pub fn paced(mut self, client_queue: usize, client_queue_bytes: usize) -> Self {
         self.publications_per_slice = (client_queue / 4).max(1);
         self.bytes_per_slice = client_queue_bytes / 4;
+        self
+    }
+
+    /// Bounds the registry to `max_topics` topics and the publish queue to
+    /// `publish_queue_bytes` bytes of frames (set once, at start).
+    #[must_use]
+    pub fn bounded(mut self, max_topics: usize, publish_queue_bytes: usize) -> Self {
+        self.max_topics = max_topics;
+        self.queue.capacity_bytes = publish_queue_bytes;
         self
     }
 
@@ -290,9 +372,10 @@ impl Hub {
 
     /// Publishes `data` (JSON text) on `topic` and returns how many
     /// subscribers the topic has now, i.e. how many it will be queued for.
+    /// A topic nobody is subscribed to queues nothing (and uses no `seq`).
     ///
-    /// Waits (only) when the publish queue is full, which bounds memory when
-    /// publishers outrun the fan-out.
+    /// Waits (only) when the publish queue is full, in publications or in
+    /// bytes, which bounds memory when publishers outrun the fan-out.
     ///
     /// # Errors
     /// [`Error::InvalidTopic`], [`Error::InvalidJson`] (nothing is sent),
@@ -325,16 +408,23 @@ impl Hub {
         data: &str,
         key: Option<&str>,
     ) -> Result<u64, Error> {
-        let entry = self.topic_entry(topic);
+        // Looked up, never created: a topic without subscribers must not
+        // cost a registry entry per publication.
+        let entry = self.lookup(topic);
         if let Some(outbound) = self.backplane.get() {
-            return self.publish_to_backplane(outbound, topic, &entry, data);
+            return self.publish_to_backplane(outbound, topic, entry.as_deref(), data);
         }
+        let Some(entry) = entry else {
+            return self.publish_unwatched();
+        };
+        // The frame's size before its `seq` is known: with the longest seq.
+        let len = publication_len(topic, u64::MAX, data) + MAX_FRAME_HEADER_LEN;
         let mut state = lock(&self.queue.state);
         loop {
             if state.closed {
                 return Err(Error::NotRunning);
             }
-            if state.items.len() < self.queue.capacity {
+            if self.queue.has_room(&state, len) {
                 break;
             }
             if on_runtime_thread() {
@@ -346,11 +436,17 @@ impl Hub {
                 .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+        // Read under the queue lock, where `subscribe` changes it: a
+        // subscriber counted here is one the fan-out delivers to.
+        let subscribers = entry.subscriber_count.load(Ordering::Relaxed);
+        if subscribers == 0 {
+            drop(state);
+            return self.publish_unwatched();
+        }
         let seq = entry.next_seq.fetch_add(1, Ordering::Relaxed);
         let frame = encode_publication(topic, seq, data);
-        let subscribers = entry.subscriber_count.load(Ordering::Relaxed);
         let was_empty = state.items.is_empty();
-        state.items.push_back(Publication {
+        state.push(Publication {
             topic: entry,
             seq,
             key: self.conflation_key(topic, key),
@@ -362,6 +458,16 @@ impl Hub {
             self.queue.ready.notify_one();
         }
         Ok(subscribers)
+    }
+
+    /// A publication on a topic nobody here is subscribed to: accepted and
+    /// counted, nothing queued.
+    fn publish_unwatched(&self) -> Result<u64, Error> {
+        if self.is_closed() {
+            return Err(Error::NotRunning);
+        }
+        Counters::add(&self.counters.published, 1);
+        Ok(0)
     }
 
     /// Routes this hub's publications through a backplane from now on.
@@ -379,24 +485,28 @@ impl Hub {
         &self,
         outbound: &Outbound,
         topic: &str,
-        entry: &Topic,
+        entry: Option<&Topic>,
         data: &str,
     ) -> Result<u64, Error> {
         if self.is_closed() {
             return Err(Error::NotRunning);
         }
-        // The highest seq seen here, so Redis never numbers below it.
-        let floor = entry.next_seq.load(Ordering::Relaxed) - 1;
+        // The highest seq seen here, so Redis never numbers below it (0
+        // when nobody here listens: what this hub's clients saw of a
+        // forgotten topic no longer matters to them).
+        let floor = entry.map_or(0, |e| e.next_seq.load(Ordering::Relaxed) - 1);
         if !outbound.push(topic, floor, data) {
             Counters::add(&self.counters.backplane_dropped, 1);
         }
         Counters::add(&self.counters.published, 1);
-        Ok(entry.subscriber_count.load(Ordering::Relaxed))
+        Ok(entry.map_or(0, |e| e.subscriber_count.load(Ordering::Relaxed)))
     }
 
     /// Queues a publication numbered elsewhere (by the backplane) for the
     /// local fan-out, exactly like a local one: same queue, same order,
-    /// same `subscribe` semantics. Never waits.
+    /// same `subscribe` semantics. Never waits. A publication on a topic
+    /// nobody here is subscribed to is [`Ingested::Unwatched`] and costs
+    /// nothing (no registry entry).
     ///
     /// # Errors
     /// [`Error::InvalidTopic`], [`Error::InvalidJson`],
@@ -404,7 +514,13 @@ impl Hub {
     /// [`Error::Overloaded`] when the queue is full (retry later).
     pub fn ingest(&self, topic: &str, seq: u64, data: &str) -> Result<Ingested, Error> {
         check_publication(topic, data)?;
-        let entry = self.topic_entry(topic);
+        let Some(entry) = self.lookup(topic) else {
+            return if self.is_closed() {
+                Err(Error::NotRunning)
+            } else {
+                Ok(Ingested::Unwatched)
+            };
+        };
         let frame = encode_publication(topic, seq, data);
         let mut state = lock(&self.queue.state);
         if state.closed {
@@ -415,7 +531,10 @@ impl Hub {
         if seq < next {
             return Ok(Ingested::Stale);
         }
-        if state.items.len() >= self.queue.capacity {
+        if entry.subscriber_count.load(Ordering::Relaxed) == 0 {
+            return Ok(Ingested::Unwatched);
+        }
+        if !self.queue.has_room(&state, frame.len()) {
             return Err(Error::Overloaded);
         }
         // The first publication seen on a topic is no gap: earlier ones
@@ -423,7 +542,7 @@ impl Hub {
         let missed = if next == 1 { 0 } else { seq - next };
         entry.next_seq.store(seq + 1, Ordering::Relaxed);
         let was_empty = state.items.is_empty();
-        state.items.push_back(Publication {
+        state.push(Publication {
             topic: entry,
             seq,
             key: self.conflation_key(topic, None),
@@ -495,7 +614,7 @@ impl Hub {
         while batch.len() < self.publications_per_slice
             && (batch.is_empty() || bytes < self.bytes_per_slice)
         {
-            let Some(publication) = state.items.pop_front() else {
+            let Some(publication) = state.pop() else {
                 break;
             };
             bytes += publication.frame.len();
@@ -586,24 +705,70 @@ impl Hub {
         }
     }
 
-    fn topic_entry(&self, name: &str) -> Arc<Topic> {
-        if let Some(topic) = read(&self.topics).get(name) {
-            return Arc::clone(topic);
-        }
-        let mut topics = write(&self.topics);
-        Arc::clone(
-            topics
-                .entry(Arc::from(name))
-                .or_insert_with(|| Arc::new(Topic::new())),
-        )
+    fn lookup(&self, name: &str) -> Option<Arc<Topic>> {
+        read(&self.topics).get(name).cloned()
     }
 
-    /// Adds a connection to a topic (a no-op if it is already there). It
-    /// receives exactly the publications `publish` counts it for: those
-    /// made from now on.
-    pub fn subscribe(&self, topic: &str, id: ConnId, outbox: &Arc<Outbox>) {
-        let entry = self.topic_entry(topic);
+    /// Holds a place on `topic` for a connection that is about to
+    /// subscribe, registering the topic if needed; `None` when the registry
+    /// already holds `max_topics` topics (the name is then rejected with
+    /// `hub_full`). A connection answers with the topics it holds places on
+    /// before it subscribes, so that no publication precedes the answer.
+    pub fn reserve(&self, topic: &str) -> Option<Reserved> {
+        loop {
+            let entry = match self.lookup(topic) {
+                Some(entry) => entry,
+                None => {
+                    let mut topics = write(&self.topics);
+                    match topics.get(topic) {
+                        Some(entry) => Arc::clone(entry),
+                        None if topics.len() >= self.max_topics => return None,
+                        None => {
+                            let entry = Arc::new(Topic::new());
+                            topics.insert(Arc::from(topic), Arc::clone(&entry));
+                            entry
+                        }
+                    }
+                }
+            };
+            let mut subscribers = lock(&entry.subscribers);
+            if !subscribers.forgotten {
+                subscribers.reserved += 1;
+                drop(subscribers);
+                return Some(Reserved { topic: entry });
+            }
+            // Lost its last subscriber just now: take it out of the
+            // registry (if its unsubscriber has not yet) and register anew.
+            drop(subscribers);
+            self.forget(topic, &entry);
+        }
+    }
+
+    /// Adds a connection to a topic (a no-op if it is already there) and
+    /// returns true; false when the registry is full (see
+    /// [`Hub::reserve`]). It receives exactly the publications `publish`
+    /// counts it for: those made from now on.
+    pub fn subscribe(&self, topic: &str, id: ConnId, outbox: &Arc<Outbox>) -> bool {
+        match self.reserve(topic) {
+            Some(reserved) => {
+                self.subscribe_reserved(topic, reserved, id, outbox);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`Hub::subscribe`] on a place [`Hub::reserve`] held.
+    pub fn subscribe_reserved(
+        &self,
+        topic: &str,
+        reserved: Reserved,
+        id: ConnId,
+        outbox: &Arc<Outbox>,
+    ) {
+        let entry = reserved.topic;
         let mut subscribers = lock(&entry.subscribers);
+        subscribers.reserved -= 1;
         if subscribers.index.contains_key(&id) {
             return;
         }
@@ -625,25 +790,63 @@ impl Hub {
         }
     }
 
-    /// Removes a connection from a topic (a no-op if it is not there).
+    /// Removes a connection from a topic (a no-op if it is not there); the
+    /// topic is forgotten when that was its last subscriber.
     pub fn unsubscribe(&self, topic: &str, id: ConnId) {
-        let Some(entry) = read(&self.topics).get(topic).cloned() else {
+        let Some(entry) = self.lookup(topic) else {
             return;
         };
         let mut subscribers = lock(&entry.subscribers);
-        if subscribers.remove(id) && entry.subscriber_count.fetch_sub(1, Ordering::Relaxed) == 1 {
+        if !subscribers.remove(id) {
+            return;
+        }
+        if entry.subscriber_count.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.report(topic, 0);
         }
+        self.forget_if_unused(topic, &entry, subscribers);
+    }
+
+    /// Marks an unused topic forgotten (under its lock, so nobody can
+    /// subscribe to it any more) and takes it out of the registry.
+    fn forget_if_unused(
+        &self,
+        topic: &str,
+        entry: &Arc<Topic>,
+        mut subscribers: std::sync::MutexGuard<'_, Subscribers>,
+    ) {
+        if !subscribers.is_unused() {
+            return;
+        }
+        subscribers.forgotten = true;
+        // Not under the topic's lock: the registry's lock is taken first
+        // everywhere else (see `reserve`).
         drop(subscribers);
-        if entry.is_forgettable() {
-            let mut topics = write(&self.topics);
-            if topics.get(topic).is_some_and(|t| t.is_forgettable()) {
-                topics.remove(topic);
+        self.forget(topic, entry);
+    }
+
+    /// Removes `entry` from the registry if it is still the one under
+    /// `topic` (a newcomer may have registered a fresh one already).
+    fn forget(&self, topic: &str, entry: &Arc<Topic>) {
+        let mut topics = write(&self.topics);
+        if topics.get(topic).is_some_and(|t| Arc::ptr_eq(t, entry)) {
+            topics.remove(topic);
+            // Give memory back after a peak (amortised: only when the
+            // table is mostly empty, to half of what it had).
+            if topics.capacity() > MIN_REGISTRY_CAPACITY && topics.len() * 4 < topics.capacity() {
+                let target = (topics.len() * 2).max(MIN_REGISTRY_CAPACITY);
+                topics.shrink_to(target);
             }
         }
     }
 
-    /// A snapshot of the counters and of subscribers per topic.
+    /// Topics in the registry now (with a subscriber, or about to get
+    /// one): at most `max_topics`.
+    pub fn topic_count(&self) -> usize {
+        read(&self.topics).len()
+    }
+
+    /// A snapshot of the counters and of subscribers per topic (at most
+    /// `max_topics` of them: only topics with subscribers are registered).
     pub fn stats(&self) -> Stats {
         let topics: BTreeMap<String, u64> = read(&self.topics)
             .iter()
@@ -716,14 +919,130 @@ mod tests {
     fn publication_queued_before_subscribing_is_not_delivered() {
         let hub = Hub::new(16);
         let a = Arc::new(Outbox::new(16, usize::MAX));
-        assert_eq!(hub.publish("t", "1").unwrap(), 0);
+        let b = Arc::new(Outbox::new(16, usize::MAX));
         hub.subscribe("t", 1, &a);
-        assert_eq!(hub.publish("t", "2").unwrap(), 1);
+        assert_eq!(hub.publish("t", "1").unwrap(), 1);
+        hub.subscribe("t", 2, &b);
+        assert_eq!(hub.publish("t", "2").unwrap(), 2);
         fan_out_all(&hub);
-        assert_eq!(
-            texts(&a),
-            [r#"{"type":"message","topic":"t","seq":2,"data":2}"#]
-        );
+        assert_eq!(texts(&a), [message("t", 1, "1"), message("t", 2, "2")]);
+        assert_eq!(texts(&b), [message("t", 2, "2")]);
+    }
+
+    #[test]
+    fn publications_nobody_listens_to_register_and_queue_nothing() {
+        let hub = Hub::new(16);
+        for i in 0..10_000 {
+            assert_eq!(hub.publish(&format!("match:{i}"), "1").unwrap(), 0);
+        }
+        assert_eq!(hub.topic_count(), 0);
+        assert!(lock(&hub.queue.state).items.is_empty());
+        assert_eq!(hub.stats().published, 10_000);
+        // Nor do those of the backplane.
+        assert_eq!(hub.ingest("match:1", 7, "1").unwrap(), Ingested::Unwatched);
+        assert_eq!(hub.topic_count(), 0);
+        hub.close();
+        assert!(matches!(hub.publish("x", "1"), Err(Error::NotRunning)));
+        assert!(matches!(hub.ingest("x", 1, "1"), Err(Error::NotRunning)));
+    }
+
+    #[test]
+    fn published_topics_are_forgotten_with_their_last_subscriber() {
+        let hub = Hub::new(16);
+        let a = Arc::new(Outbox::new(16, usize::MAX));
+        hub.subscribe("t", 1, &a);
+        hub.publish("t", "1").unwrap();
+        hub.publish("t", "2").unwrap();
+        hub.unsubscribe("t", 1);
+        assert_eq!(hub.topic_count(), 0);
+        // Gone before the fan-out: not delivered, as for any unsubscriber.
+        fan_out_all(&hub);
+        assert!(texts(&a).is_empty());
+        // Subscribed again: a fresh topic, whose numbering restarts.
+        hub.subscribe("t", 1, &a);
+        hub.publish("t", "3").unwrap();
+        fan_out_all(&hub);
+        assert_eq!(texts(&a), [message("t", 1, "3")]);
+    }
+
+    #[test]
+    fn the_registry_holds_at_most_max_topics() {
+        let hub = Hub::new(16).bounded(3, usize::MAX);
+        let a = Arc::new(Outbox::new(16, usize::MAX));
+        let b = Arc::new(Outbox::new(16, usize::MAX));
+        for name in ["x", "y", "z"] {
+            assert!(hub.subscribe(name, 1, &a));
+        }
+        assert!(!hub.subscribe("w", 1, &a));
+        assert!(hub.reserve("w").is_none());
+        // Topics it already holds are still open to others.
+        assert!(hub.subscribe("x", 2, &b));
+        hub.unsubscribe("y", 1);
+        assert!(hub.subscribe("w", 2, &b));
+        assert_eq!(hub.topic_count(), 3);
+        for (name, id) in [("x", 1), ("x", 2), ("z", 1), ("w", 2)] {
+            hub.unsubscribe(name, id);
+        }
+        assert_eq!(hub.topic_count(), 0);
+    }
+
+    #[test]
+    fn a_subscriber_never_lands_on_a_forgotten_topic() {
+        // Subscribing, publishing and leaving one topic from several
+        // threads at once: whoever has subscribed is on the registered
+        // topic, so a publication counts (and reaches) it.
+        let hub = Arc::new(Hub::new(1 << 20));
+        let threads: Vec<_> = (0..4)
+            .map(|id| {
+                let hub = Arc::clone(&hub);
+                std::thread::spawn(move || {
+                    let outbox = Arc::new(Outbox::new(1 << 20, usize::MAX));
+                    for _ in 0..5_000 {
+                        assert!(hub.subscribe("t", id, &outbox));
+                        assert!(hub.publish("t", "1").unwrap() >= 1);
+                        hub.unsubscribe("t", id);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(hub.topic_count(), 0);
+    }
+
+    #[test]
+    fn the_publish_queue_is_bounded_in_bytes() {
+        let mib = 1024 * 1024;
+        let hub = Hub::new(1024).bounded(usize::MAX, 3 * mib);
+        let a = Arc::new(Outbox::new(1024, usize::MAX));
+        hub.subscribe("t", 1, &a);
+        let data = format!("\"{}\"", "x".repeat(mib));
+        mark_runtime_thread();
+        hub.publish("t", &data).unwrap();
+        hub.publish("t", &data).unwrap();
+        assert!(matches!(hub.publish("t", &data), Err(Error::Overloaded)));
+        assert!(matches!(hub.ingest("t", 99, &data), Err(Error::Overloaded)));
+        assert!(lock(&hub.queue.state).bytes <= 3 * mib);
+        // Small ones still fit, and the fan-out makes room.
+        hub.publish("t", "1").unwrap();
+        fan_out_all(&hub);
+        assert_eq!(lock(&hub.queue.state).bytes, 0);
+        hub.publish("t", &data).unwrap();
+    }
+
+    #[test]
+    fn one_publication_over_the_byte_bound_goes_through_alone() {
+        let hub = Hub::new(1024).bounded(usize::MAX, 1000);
+        let a = Arc::new(Outbox::new(1024, usize::MAX));
+        hub.subscribe("t", 1, &a);
+        let big = format!("\"{}\"", "x".repeat(10_000));
+        mark_runtime_thread();
+        hub.publish("t", &big).unwrap();
+        assert!(matches!(hub.publish("t", "1"), Err(Error::Overloaded)));
+        fan_out_all(&hub);
+        hub.publish("t", "1").unwrap();
+        assert_eq!(texts(&a).len(), 1);
     }
 
     #[test]
@@ -739,7 +1058,7 @@ mod tests {
     }
 
     #[test]
-    fn topics_never_published_are_forgotten_when_empty() {
+    fn topics_are_forgotten_when_empty() {
         let hub = Hub::new(16);
         let a = Arc::new(Outbox::new(16, usize::MAX));
         for i in 0..100 {
@@ -783,6 +1102,8 @@ mod tests {
     #[test]
     fn ingest_never_waits_for_a_full_queue() {
         let hub = Hub::new(1);
+        let a = Arc::new(Outbox::new(16, usize::MAX));
+        hub.subscribe("t", 1, &a);
         hub.ingest("t", 1, "1").unwrap();
         assert!(matches!(hub.ingest("t", 2, "2"), Err(Error::Overloaded)));
         assert!(matches!(
@@ -817,6 +1138,8 @@ mod tests {
     #[test]
     fn full_queue_on_a_runtime_thread_is_an_error_not_a_deadlock() {
         let hub = Hub::new(1);
+        let a = Arc::new(Outbox::new(16, usize::MAX));
+        hub.subscribe("t", 1, &a);
         hub.publish("t", "1").unwrap();
         mark_runtime_thread();
         assert!(matches!(hub.publish("t", "2"), Err(Error::Overloaded)));

@@ -1,6 +1,10 @@
 //! The `stats()` snapshot in the Prometheus/OpenMetrics text format, for
 //! `GET /metrics` on the hub's own port. Encoding is `prometheus-client`'s;
 //! this module only names the numbers.
+//!
+//! Per-topic series are limited to the [`METRICS_TOPIC_SERIES`] topics with
+//! the most subscribers, plus two aggregates over all topics, so that a
+//! scrape stays small and quick however many topics the hub holds.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -9,6 +13,13 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use crate::stats::Stats;
+
+/// Topics that get a `wshub_topic_subscribers{topic=...}` series at most
+/// (those with the most subscribers; ties by name). Every topic is still
+/// counted in `wshub_topics` and `wshub_subscriptions`, and `stats()` has
+/// them all. A time series per made-up topic name would make every scrape
+/// (and the monitoring system) pay for what clients invent.
+pub const METRICS_TOPIC_SERIES: usize = 100;
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -103,13 +114,35 @@ pub fn render(stats: &Stats) -> String {
         "Handshakes refused, by reason",
         rejected,
     );
+    registry.register(
+        "topics",
+        "Topics with at least one subscriber",
+        gauge(stats.topics.len() as u64),
+    );
+    registry.register(
+        "subscriptions",
+        "Subscriptions over all topics",
+        gauge(stats.topics.values().sum()),
+    );
+    let mut top: Vec<(&String, &u64)> = stats.topics.iter().collect();
+    if top.len() > METRICS_TOPIC_SERIES {
+        // Most subscribers first; select, then sort only what is kept.
+        let by_subscribers =
+            |a: &(&String, &u64), b: &(&String, &u64)| b.1.cmp(a.1).then(a.0.cmp(b.0));
+        top.select_nth_unstable_by(METRICS_TOPIC_SERIES, by_subscribers);
+        top.truncate(METRICS_TOPIC_SERIES);
+    }
     let subscribers = Family::<Vec<(String, String)>, Gauge>::default();
-    for (topic, value) in &stats.topics {
+    for (topic, value) in top {
         subscribers
             .get_or_create(&vec![("topic".to_owned(), topic.clone())])
             .set(i64::try_from(*value).unwrap_or(i64::MAX));
     }
-    registry.register("topic_subscribers", "Subscribers per topic", subscribers);
+    registry.register(
+        "topic_subscribers",
+        "Subscribers per topic, for the topics with the most subscribers",
+        subscribers,
+    );
     let mut text = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut text, &registry);
@@ -143,5 +176,21 @@ mod tests {
         assert!(text.contains("wshub_backplane_connected 0\n"), "{text}");
         assert!(text.contains("wshub_backplane_dropped_total 0\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn per_topic_series_are_limited_to_the_busiest_topics() {
+        let mut stats = Stats::default();
+        for i in 0..100_000u64 {
+            stats.topics.insert(format!("junk:{i}"), 1);
+        }
+        stats.topics.insert("busy".into(), 50);
+        let text = render(&stats);
+        let series = text.matches("wshub_topic_subscribers{").count();
+        assert_eq!(series, METRICS_TOPIC_SERIES);
+        assert!(text.contains("wshub_topic_subscribers{topic=\"busy\"} 50\n"));
+        assert!(text.contains("wshub_topics 100001\n"), "{text}");
+        assert!(text.contains("wshub_subscriptions 100050\n"), "{text}");
+        assert!(text.len() < 64 * 1024, "{}", text.len());
     }
 }

@@ -241,7 +241,16 @@ pub enum RejectReason {
     NotAllowed,
     /// The connection already has `max_topics_per_connection` topics.
     TooManyTopics,
+    /// The hub already holds `max_topics` topics (across all
+    /// connections) and this one is not among them.
+    HubFull,
 }
+
+/// Rejected names an answer lists at most; `rejected_count` says how many
+/// there were. A query or `subscribe` full of junk names would otherwise
+/// be echoed back several times larger (escaped, and twice: in `rejected`
+/// and in `reasons`).
+pub const MAX_REJECTED_ECHOED: usize = 16;
 
 /// A requested topic that was not subscribed, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,25 +274,39 @@ struct TopicsAnswer<'a> {
     /// stays short.
     #[serde(skip_serializing_if = "Option::is_none")]
     reasons: Option<std::collections::BTreeMap<&'a str, RejectReason>>,
+    /// How many names were rejected, present only when `rejected` lists
+    /// fewer ([`MAX_REJECTED_ECHOED`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected_count: Option<usize>,
 }
 
 fn topics_answer(kind: &'static str, topics: &[String], rejected: Option<&[Rejected]>) -> String {
-    let reasons = rejected
+    // Echo a bounded part of what was rejected: at most
+    // MAX_REJECTED_ECHOED names, each cut to MAX_TOPIC_LEN characters
+    // (longer names are invalid anyway).
+    let echoed = rejected.map(|r| &r[..r.len().min(MAX_REJECTED_ECHOED)]);
+    let name = |r: &'_ Rejected| -> usize { truncate(&r.name, MAX_TOPIC_LEN).len() };
+    let reasons = echoed
         .filter(|r| !r.is_empty())
-        .map(|r| r.iter().map(|r| (r.name.as_str(), r.reason)).collect());
+        .map(|r| r.iter().map(|r| (&r.name[..name(r)], r.reason)).collect());
     let answer = TopicsAnswer {
         kind,
         topics,
-        rejected: rejected.map(|r| r.iter().map(|r| r.name.as_str()).collect()),
+        rejected: echoed.map(|r| r.iter().map(|r| &r.name[..name(r)]).collect()),
         reasons,
+        rejected_count: rejected
+            .map(<[Rejected]>::len)
+            .filter(|&n| n > MAX_REJECTED_ECHOED),
     };
     // Serialising strings and arrays of strings cannot fail.
     serde_json::to_string(&answer).unwrap_or_default()
 }
 
 /// `{"type":"connected","topics":[...],"rejected":[...]}`, plus
-/// `"reasons":{name: reason}` when something was rejected. `topics` is
-/// sorted (as every topic list in the answers).
+/// `"reasons":{name: reason}` when something was rejected, and
+/// `"rejected_count":N` when more than [`MAX_REJECTED_ECHOED`] were (only
+/// that many are listed). `topics` is sorted (as every topic list in the
+/// answers).
 pub fn connected_frame(topics: &[String], rejected: &[Rejected]) -> String {
     topics_answer("connected", topics, Some(rejected))
 }
@@ -443,6 +466,29 @@ mod tests {
             error_frame(&error),
             r#"{"type":"error","error":"invalid_json","message":"bad \"quote\""}"#
         );
+    }
+
+    #[test]
+    fn answers_echo_a_bounded_part_of_what_was_rejected() {
+        let junk: Vec<Rejected> = (0..1000)
+            .map(|i| Rejected {
+                name: format!("{i}\u{1}{}", "\u{2}".repeat(1000)),
+                reason: RejectReason::InvalidName,
+            })
+            .collect();
+        let frame = connected_frame(&[], &junk);
+        let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        let listed = value["rejected"].as_array().unwrap();
+        assert_eq!(listed.len(), MAX_REJECTED_ECHOED);
+        assert!(listed
+            .iter()
+            .all(|n| n.as_str().unwrap().chars().count() == MAX_TOPIC_LEN));
+        assert_eq!(value["rejected_count"], 1000);
+        // 16 names of 128 escaped control characters, twice.
+        assert!(frame.len() < 2 * MAX_REJECTED_ECHOED * 6 * MAX_TOPIC_LEN + 1024);
+        let few = &junk[..MAX_REJECTED_ECHOED];
+        let value: serde_json::Value = serde_json::from_str(&subscribed_frame(&[], few)).unwrap();
+        assert!(value.get("rejected_count").is_none());
     }
 
     #[test]

@@ -47,9 +47,10 @@ impl From<Error> for PyErr {
 ///        allowed_origins=None, max_connections=100000,
 ///        max_message_bytes=65536, send_queue=1024,
 ///        send_queue_bytes=16777216, max_topics_per_connection=1024,
-///        slow_client="disconnect",
+///        max_topics=100000, slow_client="disconnect",
 ///        rate_limit=100.0, rate_burst=200,
-///        publish_queue=65536, ping_interval=20.0, ping_timeout=20.0,
+///        publish_queue=65536, publish_queue_bytes=67108864,
+///        ping_interval=20.0, ping_timeout=20.0,
 ///        handshake_timeout=10.0, shutdown_timeout=2.0, worker_threads=1,
 ///        on_subscription=None, backplane=None,
 ///        backplane_prefix="wshub:", reuse_port=False, authorize=None,
@@ -77,10 +78,12 @@ impl PyServer {
         send_queue = 1024,
         send_queue_bytes = 16_777_216,
         max_topics_per_connection = 1024,
+        max_topics = 100_000,
         slow_client = "disconnect",
         rate_limit = 100.0,
         rate_burst = 200,
         publish_queue = 65_536,
+        publish_queue_bytes = 67_108_864,
         ping_interval = 20.0,
         ping_timeout = 20.0,
         handshake_timeout = 10.0,
@@ -106,10 +109,12 @@ impl PyServer {
         send_queue: usize,
         send_queue_bytes: usize,
         max_topics_per_connection: usize,
+        max_topics: usize,
         slow_client: &str,
         rate_limit: f64,
         rate_burst: u32,
         publish_queue: usize,
+        publish_queue_bytes: usize,
         ping_interval: f64,
         ping_timeout: f64,
         handshake_timeout: f64,
@@ -138,6 +143,7 @@ impl PyServer {
             send_queue,
             send_queue_bytes,
             max_topics_per_connection,
+            max_topics,
             slow_client: match slow_client {
                 "disconnect" => SlowClientPolicy::Disconnect,
                 "conflate" => SlowClientPolicy::Conflate,
@@ -150,6 +156,7 @@ impl PyServer {
             rate_limit,
             rate_burst,
             publish_queue,
+            publish_queue_bytes,
             ping_interval: seconds("ping_interval", ping_interval)?,
             ping_timeout: seconds("ping_timeout", ping_timeout)?,
             handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,
@@ -249,9 +256,12 @@ impl PyServer {
     /// connections_closed, sent_bytes, handshakes_rejected, and for the
     /// Redis backplane: backplane_published, backplane_received,
     /// backplane_dropped, backplane_missed, backplane_reconnects,
-    /// backplane_connected (bool).
+    /// backplane_connected (bool). topics holds at most max_topics entries
+    /// (only topics with subscribers are held).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = self.server.stats();
+        // Walking the registry takes a while with many topics: let other
+        // Python threads run meanwhile.
+        let stats = py.detach(|| self.server.stats());
         let dict = PyDict::new(py);
         dict.set_item("connections", stats.connections)?;
         dict.set_item("topics", stats.topics)?;

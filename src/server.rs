@@ -159,7 +159,8 @@ impl Server {
         let shared = Arc::new(Shared {
             hub: Hub::with_events(config.publish_queue, events)
                 .conflating(config.slow_client == SlowClientPolicy::Conflate)
-                .paced(config.send_queue, config.send_queue_bytes),
+                .paced(config.send_queue, config.send_queue_bytes)
+                .bounded(config.max_topics, config.publish_queue_bytes),
             config,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),

@@ -88,10 +88,12 @@ def start(
     send_queue: int = 1024,
     send_queue_bytes: int = 16_777_216,
     max_topics_per_connection: int = 1024,
+    max_topics: int = 100_000,
     slow_client: str = "disconnect",
     rate_limit: float = 100.0,
     rate_burst: int = 200,
     publish_queue: int = 65_536,
+    publish_queue_bytes: int = 67_108_864,
     ping_interval: float = 20.0,
     ping_timeout: float = 20.0,
     handshake_timeout: float = 10.0,
@@ -149,6 +151,13 @@ def start(
     max_topics_per_connection (int, default 1024):
         Topics one client may be subscribed to at once; further names are
         answered in "rejected" with reason "too_many_topics".
+    max_topics (int, default 100000):
+        Topics the hub holds at most, across all clients. Only topics with
+        a subscriber are held (a topic is forgotten when its last
+        subscriber leaves; a broadcast on a topic nobody is subscribed to
+        holds nothing), so this bounds what clients asking for made-up
+        names can cost. Further names are answered in "rejected" with
+        reason "hub_full".
     slow_client ("disconnect" or "conflate", default "disconnect"):
         What happens to a client whose queue (send_queue, send_queue_bytes)
         is full. "disconnect": it is closed with 1008 "slow consumer".
@@ -170,6 +179,11 @@ def start(
     publish_queue (int, default 65536):
         Publications waiting for the fan-out, at most. broadcast() waits for
         room only if the hub's threads cannot keep up at all.
+    publish_queue_bytes (int, default 67108864):
+        Bytes of publications waiting for the fan-out, at most; broadcast()
+        waits for room the same way, so a burst of large publications does
+        not pile up in memory. A single publication larger than this still
+        goes through (alone).
     ping_interval (float seconds, default 20.0):
         How often the server pings each client.
     ping_timeout (float seconds, default 20.0):
@@ -240,10 +254,12 @@ def start(
         send_queue=send_queue,
         send_queue_bytes=send_queue_bytes,
         max_topics_per_connection=max_topics_per_connection,
+        max_topics=max_topics,
         slow_client=slow_client,
         rate_limit=rate_limit,
         rate_burst=rate_burst,
         publish_queue=publish_queue,
+        publish_queue_bytes=publish_queue_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         handshake_timeout=handshake_timeout,
