@@ -37,7 +37,8 @@ pub struct Counters {
     pub rejected_path: AtomicU64,
     /// Publications this hub handed to the Redis backplane.
     pub backplane_published: AtomicU64,
-    /// Publications received from the backplane and fanned out here.
+    /// Publications received from the backplane (and fanned out here to
+    /// whoever is subscribed, possibly nobody).
     pub backplane_received: AtomicU64,
     /// Publications of this hub that never reached Redis: outbound queue
     /// full, or in a batch cut short by a failed connection.
