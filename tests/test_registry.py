@@ -7,6 +7,7 @@ bounded memory, and the hub must give it back afterwards.
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -36,19 +37,39 @@ def made_up_names(connection: int) -> str:
 
 
 def open_with_made_up_names(port: int, first: int, count: int) -> list[tuple[RawWS, dict]]:
+    """Opens `count` connections; each comes with a summary of its
+    `connected` answer (not the answer itself: a million names held as
+    Python strings would weigh more than the hub under test)."""
     opened = []
     for connection in range(first, first + count):
         ws = RawWS(port, query=made_up_names(connection), timeout=30)
         frame = ws.read_frame()
         assert frame is not None and frame[0] == 1, frame
-        opened.append((ws, json.loads(frame[1])))
+        ack = json.loads(frame[1])
+        opened.append((ws, {
+            "topics": len(ack["topics"]),
+            "reasons": set(ack.get("reasons", {}).values()),
+            "rejected": len(ack.get("rejected", [])),
+            "rejected_count": ack.get("rejected_count", 0),
+        }))
     return opened
+
+
+def connections(hub) -> int:
+    # From /metrics rather than stats(): stats() builds a dict of every
+    # topic, and polled while 100,000 are held it would leave tens of MB
+    # of Python garbage in the RSS under test.
+    with urllib.request.urlopen(f"http://{HOST}:{hub.port}/metrics", timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("wshub_connections "):
+                return int(line.split()[1])
+    raise AssertionError("no wshub_connections in /metrics")
 
 
 def close_all(hub, opened) -> None:
     for ws, _ in opened:
         ws.close()
-    wait_until(lambda: hub.stats()["connections"] == 0, timeout=60)
+    wait_until(lambda: connections(hub) == 0, timeout=60)
 
 
 def test_made_up_names_of_1000_connections_stop_at_max_topics_and_are_forgotten(make_hub):
@@ -59,14 +80,35 @@ def test_made_up_names_of_1000_connections_stop_at_max_topics_and_are_forgotten(
     baseline = rss()
 
     opened = open_with_made_up_names(hub.port, 0, 1000)
-    subscribed = sum(len(ack["topics"]) for _, ack in opened)
+    subscribed = sum(ack["topics"] for _, ack in opened)
     assert subscribed == DEFAULT_MAX_TOPICS
     last = opened[-1][1]
-    assert last["topics"] == []
-    assert set(last["reasons"].values()) == {"hub_full"}
+    assert last["topics"] == 0
+    assert last["reasons"] == {"hub_full"}
     assert last["rejected_count"] == NAMES_PER_CONNECTION
-    assert len(last["rejected"]) == 16
+    assert last["rejected"] == 16
 
+    close_all(hub, opened)
+    del opened
+    gc.collect()  # the sockets of the closed connections, and their buffers
+    assert hub.stats()["topics"] == {}
+    grown = rss() - baseline
+    # The registry held 100,000 topics at its peak (about 70 MB with the
+    # connections); it was 819 MB after they left before the bound. What
+    # stays (30-40 MB here) is the allocator's fragmentation, not topics.
+    # No stats() while they are held: the 100,000-entry dict it builds
+    # stays in Python's own heap and would hide what the hub gave back.
+    assert grown < 48 * MB, f"RSS grew by {grown / MB:.1f} MB"
+    # And the hub is not left full: a newcomer gets a new name.
+    ws = RawWS(hub.port, query="topics=fresh")
+    ack = json.loads(ws.read_frame()[1])
+    assert ack["topics"] == ["fresh"], ack
+    ws.close()
+
+
+def test_stats_and_metrics_stay_cheap_with_a_full_registry(make_hub):
+    hub = make_hub()
+    opened = open_with_made_up_names(hub.port, 0, 1000)
     started = time.monotonic()
     stats = hub.stats()
     stats_seconds = time.monotonic() - started
@@ -82,19 +124,7 @@ def test_made_up_names_of_1000_connections_stop_at_max_topics_and_are_forgotten(
     assert len(metrics) < 64 * 1024, len(metrics)
     assert metrics.count("wshub_topic_subscribers{") == 100
     assert f"wshub_topics {DEFAULT_MAX_TOPICS}\n" in metrics
-
     close_all(hub, opened)
-    del opened
-    assert hub.stats()["topics"] == {}
-    grown = rss() - baseline
-    # The registry held 100,000 topics at its peak (about 70 MB with the
-    # connections); it was 819 MB after they left before the bound.
-    assert grown < 48 * MB, f"RSS grew by {grown / MB:.1f} MB"
-    # And the hub is not left full: a newcomer gets a new name.
-    ws = RawWS(hub.port, query="topics=fresh")
-    ack = json.loads(ws.read_frame()[1])
-    assert ack["topics"] == ["fresh"], ack
-    ws.close()
 
 
 def test_hub_full_is_answered_to_subscribe_and_clears_when_topics_are_left(make_hub, connect):
