@@ -96,7 +96,7 @@ clean:
 # of each, 10,000 subscribers, open loop at 10/50/80%, 10,000 and 19,000 idle
 # connections.
 .PHONY: bench bench-full bench-prepare
-BENCH_SERVERS := wshub,wshub-rust,wse,socketify,node-ws,websockets,fastapi
+BENCH_SERVERS := ring-ref,wshub,wshub-rust,wse,socketify,node-ws,websockets,fastapi
 COST_SERVERS := wshub,wse,socketify,node-ws,websockets,fastapi
 QUICK := benches/results/quick
 QUICK_RUN := python3 benches/run.py --repeat 1 --warmup 0.5 --duration 2 --out $(QUICK) --markdown $(QUICK)/BENCHMARKS.md

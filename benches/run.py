@@ -37,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 LOADGEN = os.path.join(HERE, "loadgen", "target", "release", "loadgen")
 REFSERVER = os.path.join(HERE, "loadgen", "target", "release", "refserver")
+RINGHUB = os.path.join(HERE, "loadgen", "target", "release", "ringhub")
 # The Cargo profile wshub and the Rust publisher were built with (make bench:
 # `fast`, make bench-full: `release`); recorded with every run.
 PROFILE = os.environ.get("WSHUB_BENCH_PROFILE", "release")
@@ -50,6 +51,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # name -> (argv prefix, import check (python, module) or None, description)
 SERVERS = {
     "reference": ([REFSERVER], None, "Rust pre-framed writer (loadgen ceiling; not a pub/sub server)"),
+    "ring-ref": ([RINGHUB], None,
+                 "minimal Rust hub: one ring of pre-framed publications per topic, a cursor per subscriber, "
+                 "one writev per wake-up (latency reference; not a product)"),
     "wshub": ([WSHUB_PY, os.path.join(SRV, "wshub_server.py")], (WSHUB_PY, "wshub"),
               "wshub, hub.broadcast() from a Python thread"),
     "wshub-rust": ([RUST_PUBLISHER], None,
@@ -64,7 +68,7 @@ SERVERS = {
     "wse": ([VENV312_PY, os.path.join(SRV, "wse_peer_server.py")], (VENV312_PY, "wse_server"),
             "wse-server (Python 3.12)"),
 }
-DEFAULT_SERVERS = "reference,wshub-rust,wshub,fastapi,websockets,node-ws,socketify,wse"
+DEFAULT_SERVERS = "reference,ring-ref,wshub-rust,wshub,fastapi,websockets,node-ws,socketify,wse"
 
 
 def free_port() -> int:
@@ -577,6 +581,10 @@ def main():
         why = available(name)
         if not why and name == "reference" and args.mode == "burst":
             why = "the reference writer has no burst mode"
+        if not why and name == "ring-ref" and args.mode == "burst":
+            # Its slow-consumer bound is its ring: a burst longer than the
+            # ring closes every subscriber (1008), by design.
+            why = "a burst longer than its ring (1,024) closes every subscriber as a slow consumer, by design"
         if why:
             skipped[name] = why
             print(f"[skip] {name}: {why}", file=sys.stderr)

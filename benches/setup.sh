@@ -16,7 +16,7 @@ log() { echo "[setup] $*" >&2; }
 
 # The loadgen (its own workspace and target dir) compiles while the peers
 # download; the Rust publisher waits for the repository's target dir.
-log "building loadgen (in the background)"
+log "building loadgen, refserver and ringhub (ring-ref) (in the background)"
 (cd loadgen && cargo build --release -q) &
 loadgen_build=$!
 
