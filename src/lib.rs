@@ -8,46 +8,34 @@
 //! host's threads never carry the fan-out.
 //!
 //! # Layout
-//! - [`authorize`]: the host's optional check of each handshake.
-//! - [`config`]: options, defaults and their validation.
-//! - [`error`]: the core's one error type.
-//! - [`protocol`]: topic names, client messages, server frame text.
-//! - [`hub`]: topics, subscribers, the publish queue and the fan-out.
-//! - [`backplane`]: the optional Redis link that lets hubs in several
-//!   processes or hosts share one feed (`docs/scaling.md`).
-//! - [`outbox`]: one client's bounded outbound queue, frames encoded once.
-//! - [`writer`]: writes a client's queued frames with vectored writes.
-//! - [`rate_limit`]: the per-connection token bucket for inbound messages.
-//! - `connection`: one client's handshake and read/write loop.
-//! - [`server`]: binding, the runtime, the accept loop, shutdown.
-//! - [`stats`]: counters and the `stats()` snapshot.
-//! - [`subscription_events`]: first/last subscriber notifications to the host.
-//! - [`metrics`]: the snapshot in the Prometheus text format.
-//! - `http`: `GET /metrics` and `GET /healthz` on the hub's port.
-//! - `python` (feature `python`): the Python module `wshub._native`.
-//! - [`ffi`]: the C ABI declared in `include/wshub.h` (`docs/c-api.md`).
+//! Layers, each importing only those listed before it (checked by
+//! `tests/test_layers.py`, part of `make test`):
+//!
+//! 1. [`protocol`]: the wire format. Topic names, client messages, the JSON
+//!    of every server frame and the WebSocket frames they travel in; no I/O.
+//! 2. `core`: topics, subscriptions, publications and the fan-out, with
+//!    the options, counters and errors; no sockets, Redis, Python or C.
+//! 3. `net` (on the core): the accept loop, handshake, HTTP endpoints and
+//!    one connection's read and write paths.
+//!    `scale` (on the core, beside `net`): backplane engines (Redis)
+//!    behind the interface the core defines.
+//! 4. `server`: [`Server`], the one entry point, which puts the runtime,
+//!    the hub, the listener and the backplane together.
+//! 5. `bindings`: thin facades over that API, the Python module
+//!    `wshub._native` (feature `python`) and the C ABI of
+//!    `include/wshub.h` ([`ffi`], `docs/c-api.md`).
 
-pub mod authorize;
-pub mod backplane;
-pub mod config;
-mod connection;
-pub mod error;
-pub mod ffi;
-mod http;
-pub mod hub;
-pub mod metrics;
-pub mod outbox;
+mod bindings;
+mod core;
+mod net;
 pub mod protocol;
-pub mod rate_limit;
-pub mod server;
-pub mod stats;
-pub mod subscription_events;
-pub mod writer;
+mod scale;
+mod server;
 
-#[cfg(feature = "python")]
-mod python;
-
-pub use config::{Config, SlowClientPolicy, TopicPolicy};
-pub use error::Error;
-pub use server::Server;
-pub use stats::Stats;
+pub use crate::bindings::ffi;
+pub use crate::core::authorize::{Authorization, AuthorizeFn, Authorizer, HandshakeRequest};
+pub use crate::core::config::{Config, SlowClientPolicy, TopicPolicy};
+pub use crate::core::error::Error;
+pub use crate::core::stats::Stats;
+pub use crate::core::subscription_events::{ListenerFn, SubscriptionListener};
+pub use crate::server::Server;

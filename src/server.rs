@@ -7,55 +7,28 @@
 //! `stop()` can promise that clients got their close frame (within
 //! `shutdown_timeout`) and that the runtime's threads are gone.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backplane::{self, Backplane};
-use crate::config::{Config, SlowClientPolicy};
-use crate::connection;
-use crate::error::Error;
-use crate::hub::{check_publication, mark_runtime_thread, Hub};
-use crate::outbox::lock;
-use crate::stats::Stats;
-use crate::subscription_events::SubscriptionEvents;
-
-/// Backlog of the listening socket: enough for a burst of browsers
-/// reconnecting at once after a deploy.
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// Pause after `accept` fails (e.g. out of file descriptors), so the loop
-/// does not spin while the condition lasts.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+use crate::core::config::{Config, SlowClientPolicy};
+use crate::core::error::Error;
+use crate::core::hub::{check_publication, mark_runtime_thread, Hub};
+use crate::core::outbox::lock;
+use crate::core::stats::Stats;
+use crate::core::subscription_events::SubscriptionEvents;
+use crate::net::listener::{accept_loop, bind, bind_error};
+use crate::net::Shared;
+use crate::scale::{self, Backplane};
 
 /// Extra time `stop()` gives tasks beyond `shutdown_timeout` before the
 /// runtime is torn down regardless.
 const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-
-/// What every task of one hub shares.
-pub(crate) struct Shared {
-    pub config: Config,
-    pub hub: Hub,
-    /// Cancelled once `stop()` has closed the hub and the fan-out has
-    /// delivered what was accepted before; every task selects on it.
-    pub shutdown: CancellationToken,
-    /// Every connection task, so `stop()` can wait for them.
-    pub tracker: TaskTracker,
-    /// Source of connection ids.
-    next_id: AtomicU64,
-}
-
-impl Shared {
-    pub fn next_conn_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-}
 
 /// Forks seen by this process's lineage: bumped in every child `fork()`
 /// makes (a `pthread_atfork` handler), so that a publication can tell it
@@ -129,6 +102,9 @@ impl Server {
     /// the OS error (e.g. `EADDRINUSE`).
     pub fn start(config: Config) -> Result<Server, Error> {
         config.validate()?;
+        if let Some(url) = &config.backplane {
+            scale::validate(url, &config.backplane_prefix).map_err(Error::InvalidConfig)?;
+        }
         register_hub()?;
         Self::start_registered(config).inspect_err(|_| unregister_hub())
     }
@@ -157,10 +133,12 @@ impl Server {
             None => None,
         };
         let shared = Arc::new(Shared {
-            hub: Hub::with_events(config.publish_queue, events)
-                .conflating(config.slow_client == SlowClientPolicy::Conflate)
-                .paced(config.send_queue, config.send_queue_bytes)
-                .bounded(config.max_topics, config.publish_queue_bytes),
+            hub: Arc::new(
+                Hub::with_events(config.publish_queue, events)
+                    .conflating(config.slow_client == SlowClientPolicy::Conflate)
+                    .paced(config.send_queue, config.send_queue_bytes)
+                    .bounded(config.max_topics, config.publish_queue_bytes),
+            ),
             config,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -175,9 +153,10 @@ impl Server {
         );
         if let Some((backplane, link)) = backplane {
             shared.hub.set_backplane(backplane.outbound());
-            shared
-                .tracker
-                .spawn_on(backplane.run(Arc::clone(&shared), link), runtime.handle());
+            shared.tracker.spawn_on(
+                backplane.run(Arc::clone(&shared.hub), shared.shutdown.clone(), link),
+                runtime.handle(),
+            );
         }
         shared
             .tracker
@@ -379,7 +358,7 @@ impl Drop for Server {
 fn connect_backplane(
     runtime: &Runtime,
     config: &Config,
-) -> Result<Option<(Arc<Backplane>, backplane::Link)>, Error> {
+) -> Result<Option<(Arc<Backplane>, scale::Link)>, Error> {
     let Some(url) = &config.backplane else {
         return Ok(None);
     };
@@ -401,74 +380,4 @@ fn connect_backplane(
     })??;
     tracing::info!(redis = backplane.addr(), prefix = %config.backplane_prefix, "wshub backplane connected");
     Ok(Some((backplane, link)))
-}
-
-fn bind(host: &str, port: u16, reuse_port: bool) -> Result<TcpListener, Error> {
-    let addr = (host, port)
-        .to_socket_addrs()
-        .map_err(|source| bind_error(host, port, source))?
-        .next()
-        .ok_or_else(|| {
-            bind_error(
-                host,
-                port,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "host has no address"),
-            )
-        })?;
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-    }
-    .map_err(|source| bind_error(host, port, source))?;
-    // SO_REUSEADDR only lets us rebind over TIME_WAIT leftovers of a
-    // previous run; a port held by a live listener still fails.
-    socket
-        .set_reuseaddr(true)
-        .and_then(|()| set_reuse_port(&socket, reuse_port))
-        .and_then(|()| socket.bind(addr))
-        .and_then(|()| socket.listen(LISTEN_BACKLOG))
-        .map_err(|source| bind_error(host, port, source))
-}
-
-/// `SO_REUSEPORT`: every process that binds the port with it shares the
-/// port, the kernel spreading new connections among them. (Validation
-/// refuses `reuse_port` where this is not available.)
-fn set_reuse_port(socket: &tokio::net::TcpSocket, reuse_port: bool) -> std::io::Result<()> {
-    #[cfg(unix)]
-    if reuse_port {
-        return socket.set_reuseport(true);
-    }
-    let _ = (socket, reuse_port);
-    Ok(())
-}
-
-fn bind_error(host: &str, port: u16, source: std::io::Error) -> Error {
-    Error::Bind {
-        addr: format!("{host}:{port}"),
-        source,
-    }
-}
-
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                shared
-                    .tracker
-                    .spawn(connection::serve(Arc::clone(&shared), stream, peer));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                tokio::select! {
-                    () = shared.shutdown.cancelled() => return,
-                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
-                }
-            }
-        }
-    }
 }

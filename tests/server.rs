@@ -143,7 +143,7 @@ fn broadcast_after_stop_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_inside_a_runtime_ends_the_events_thread() {
     use std::sync::{Arc, Mutex};
-    use wshub::subscription_events::SubscriptionListener;
+    use wshub::SubscriptionListener;
 
     // (topic, subscribers, the listener thread's kernel id)
     let seen: Arc<Mutex<Vec<(String, u64, i64)>>> = Arc::default();

@@ -130,7 +130,7 @@ def _from_native(
     client: tuple[str, int],
     topics: list[str],
 ) -> Request:
-    """Builds the Request from the pieces the hub parsed (src/python.rs)."""
+    """Builds the Request from the pieces the hub parsed (src/bindings/python.rs)."""
     return Request(
         path=path,
         query_string=query_string,

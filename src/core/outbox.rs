@@ -20,10 +20,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use indexmap::IndexMap;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
-use crate::protocol;
+use crate::protocol::frame::encode_text_frame;
 
 /// One or more text frames waiting to be written, already encoded for
 /// the wire.
@@ -105,30 +103,6 @@ impl OutFrame {
     }
 }
 
-/// Encodes JSON text as one final, unmasked WebSocket text frame (a reply
-/// to one client).
-pub fn encode_text_frame(text: String) -> Bytes {
-    text_frame(text.len(), |wire| wire.extend_from_slice(text.as_bytes()))
-}
-
-/// One final, unmasked text frame of `len` payload bytes in one
-/// allocation: the header formatted by tungstenite's own [`FrameHeader`],
-/// then the payload, which `payload` appends.
-fn text_frame(len: usize, payload: impl FnOnce(&mut Vec<u8>)) -> Bytes {
-    let header = FrameHeader {
-        is_final: true,
-        opcode: OpCode::Data(Data::Text),
-        ..FrameHeader::default()
-    };
-    let size = header.len(len as u64) + len;
-    let mut wire = Vec::with_capacity(size);
-    // Writing into a Vec cannot fail.
-    let _ = header.format(len as u64, &mut wire);
-    payload(&mut wire);
-    debug_assert_eq!(wire.len(), size);
-    Bytes::from(wire)
-}
-
 /// What pushes did, summed over subscribers for the hub's counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
@@ -156,17 +130,6 @@ impl Tally {
             }
         }
     }
-}
-
-/// A publication's whole WebSocket frame, with the JSON text of
-/// [`protocol::write_publication`] written straight after the header. Done once per publication, on the
-/// publisher's thread, so it is kept to one allocation and one pass over
-/// `data`.
-pub fn encode_publication(topic: &str, seq: u64, data: &str) -> Bytes {
-    let len = protocol::publication_len(topic, seq, data);
-    text_frame(len, |wire| {
-        protocol::write_publication(wire, topic, seq, data)
-    })
 }
 
 /// Why an outbox stopped taking frames.
@@ -232,7 +195,7 @@ struct State {
 pub const STUCK_AFTER: Duration = Duration::from_millis(10);
 
 /// Whether a connection's writer is waiting for its socket to take bytes,
-/// and since when: set by the writer (see [`crate::writer`]), read by the
+/// and since when: set by the writer (see [`crate::net::writer`]), read by the
 /// pacing.
 #[derive(Debug, Default)]
 pub struct WriteProgress {
@@ -717,37 +680,6 @@ mod tests {
         let texts: Vec<_> = out.iter().flat_map(OutFrame::texts).collect();
         assert_eq!(texts, ["1", "2", "3"]);
         assert_eq!(outbox.push(publication("4")), Pushed::Queued);
-    }
-
-    /// The frame tungstenite itself makes of `text`.
-    fn tungstenite_frame(text: String) -> Vec<u8> {
-        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-        let frame = Frame::message(Bytes::from(text), OpCode::Data(Data::Text), true);
-        let mut wire = Vec::new();
-        frame.format(&mut wire).unwrap();
-        wire
-    }
-
-    #[test]
-    fn encoded_frames_are_tungstenites_frames_of_their_text() {
-        for (seq, data) in [(1, "1"), (9, "[]"), (10, "{}"), (123_456_789, "\"x\"")] {
-            let text = protocol::publication_frame("t", seq, data);
-            assert_eq!(
-                encode_publication("t", seq, data),
-                tungstenite_frame(text),
-                "{seq}"
-            );
-        }
-        // Payloads past both short-length thresholds (126 and 65,536).
-        for size in [100, 200, 70_000] {
-            let data = format!("\"{}\"", "x".repeat(size));
-            let text = protocol::publication_frame("topic", u64::MAX, &data);
-            assert_eq!(
-                encode_publication("topic", u64::MAX, &data),
-                tungstenite_frame(text.clone())
-            );
-            assert_eq!(encode_text_frame(text.clone()), tungstenite_frame(text));
-        }
     }
 
     #[test]

@@ -8,10 +8,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::authorize::Authorizer;
-use crate::error::Error;
+use crate::core::authorize::Authorizer;
+use crate::core::error::Error;
+use crate::core::subscription_events::SubscriptionListener;
 use crate::protocol::is_valid_topic;
-use crate::subscription_events::SubscriptionListener;
 
 /// Which topic names clients may subscribe to.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -129,6 +129,9 @@ pub struct Config {
     pub on_subscription: Option<SubscriptionListener>,
 }
 
+/// Channel and key prefix of the backplane when the host sets none.
+pub const DEFAULT_BACKPLANE_PREFIX: &str = "wshub:";
+
 /// Upper bound on `max_message_bytes`: tungstenite buffers a whole message
 /// before handing it over, so this is also a per-client memory bound.
 pub const MAX_MESSAGE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
@@ -166,7 +169,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(2),
             worker_threads: 1,
             backplane: None,
-            backplane_prefix: crate::backplane::DEFAULT_PREFIX.to_owned(),
+            backplane_prefix: DEFAULT_BACKPLANE_PREFIX.to_owned(),
             reuse_port: false,
             on_subscription: None,
             authorize: None,
@@ -255,10 +258,9 @@ impl Config {
                 "worker_threads must be at most {MAX_WORKER_THREADS}"
             ));
         }
-        if let Some(url) = &self.backplane {
-            crate::backplane::validate(url, &self.backplane_prefix)
-                .map_err(Error::InvalidConfig)?;
-        } else if self.reuse_port {
+        // The URL and prefix themselves are the engine's to check (see
+        // `Server::start`): the core does not know what a Redis URL is.
+        if self.backplane.is_none() && self.reuse_port {
             return bad(
                 "reuse_port=True needs a backplane (e.g. backplane=\"redis://127.0.0.1:6379/0\"): \
                  without one, each process sharing the port delivers only its own publications \

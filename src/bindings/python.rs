@@ -12,11 +12,11 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyString};
 
-use crate::authorize::{Authorization, Authorizer, HandshakeRequest};
-use crate::config::{seconds, Config, SlowClientPolicy, TopicPolicy};
-use crate::error::Error;
+use crate::core::authorize::{Authorization, Authorizer, HandshakeRequest};
+use crate::core::config::{seconds, Config, SlowClientPolicy, TopicPolicy};
+use crate::core::error::Error;
+use crate::core::subscription_events::SubscriptionListener;
 use crate::server::Server;
-use crate::subscription_events::SubscriptionListener;
 
 impl From<Error> for PyErr {
     fn from(error: Error) -> PyErr {

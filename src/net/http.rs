@@ -19,8 +19,8 @@ use tokio_tungstenite::tungstenite::http::{self, HeaderName, HeaderValue};
 
 use std::sync::atomic::AtomicU64;
 
-use crate::metrics;
-use crate::stats::{Counters, Stats};
+use crate::core::stats::{Counters, Stats};
+use crate::net::metrics;
 
 /// Longest request head (request line and headers) read before answering
 /// 431. Browsers send 1-2 KB; 64 KB leaves room for large cookies.

@@ -21,16 +21,16 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::authorize::{parse_request, Authorization, Authorizer};
-use crate::config::{Config, TopicPolicy};
-use crate::http::{self, Route};
-use crate::hub::ConnId;
-use crate::outbox::{Closed, OutFrame, Outbox, Pushed};
+use crate::core::authorize::{parse_request, Authorization, Authorizer};
+use crate::core::config::{Config, TopicPolicy};
+use crate::core::hub::ConnId;
+use crate::core::outbox::{Closed, OutFrame, Outbox, Pushed};
+use crate::core::stats::Counters;
+use crate::net::http::{self, Route};
+use crate::net::rate_limit::{TokenBucket, Verdict};
+use crate::net::writer::{watched, FrameWriter};
+use crate::net::Shared;
 use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError, RejectReason, Rejected};
-use crate::rate_limit::{TokenBucket, Verdict};
-use crate::server::Shared;
-use crate::stats::Counters;
-use crate::writer::{watched, FrameWriter};
 
 /// Bytes tungstenite reserves up front for reading. Clients send little
 /// (pings, subscribe lists), and this is paid by every idle connection;

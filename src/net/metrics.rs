@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
-use crate::stats::Stats;
+use crate::core::stats::Stats;
 
 /// Topics that get a `wshub_topic_subscribers{topic=...}` series at most
 /// (those with the most subscribers; ties by name). Every topic is still

@@ -34,12 +34,13 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::backplane::Outbound;
-use crate::error::Error;
-use crate::outbox::{encode_publication, lock, OutFrame, Outbox, Pacing, Tally};
+use crate::core::backplane::Outbound;
+use crate::core::error::Error;
+use crate::core::outbox::{lock, OutFrame, Outbox, Pacing, Tally};
+use crate::core::stats::{Counters, Stats};
+use crate::core::subscription_events::SubscriptionEvents;
+use crate::protocol::frame::{encode_publication, MAX_FRAME_HEADER_LEN};
 use crate::protocol::{is_valid_topic, publication_len, validate_json};
-use crate::stats::{Counters, Stats};
-use crate::subscription_events::SubscriptionEvents;
 
 /// Deliveries the fan-out makes before it lets the writers run: large
 /// enough that each client's write carries many frames (one syscall for
@@ -53,15 +54,10 @@ const DEFAULT_PUBLICATIONS_PER_SLICE: usize = 256;
 /// The longest the fan-out waits for lagging clients (more than half a
 /// queue behind) before it goes on regardless. A client that reads catches
 /// up within it. One that stopped reading is not waited for at all once
-/// its socket has taken nothing for [`crate::outbox::STUCK_AFTER`] (see
+/// its socket has taken nothing for [`crate::core::outbox::STUCK_AFTER`] (see
 /// [`Pacing`]): its bounded queue then decides (it is closed as a slow
 /// consumer, or conflated), and the others never wait for it.
 const MAX_PACING_PAUSE: Duration = Duration::from_millis(50);
-
-/// Upper bound of a WebSocket frame header the server writes (opcode
-/// byte, 127 and a 64-bit length): what a publication's frame adds to its
-/// text, for the publish queue's byte bound.
-const MAX_FRAME_HEADER_LEN: usize = 10;
 
 /// The registry's table is shrunk when fewer than a quarter of its slots
 /// are used, but never below this many: a hub whose topics come and go
@@ -283,6 +279,7 @@ pub enum Ingested {
 impl Hub {
     /// A hub whose publish queue holds at most `publish_queue` publications
     /// (and no byte bound until [`Hub::bounded`] sets one).
+    #[cfg(test)]
     pub fn new(publish_queue: usize) -> Self {
         Self::with_events(publish_queue, None)
     }
@@ -381,6 +378,7 @@ impl Hub {
     /// [`Error::InvalidTopic`], [`Error::InvalidJson`] (nothing is sent),
     /// [`Error::NotRunning`] after [`Hub::close`], and [`Error::Overloaded`]
     /// when the queue is full and the caller is a runtime thread.
+    #[cfg(test)]
     pub fn publish(&self, topic: &str, data: &str) -> Result<u64, Error> {
         self.publish_keyed(topic, data, None)
     }
@@ -843,6 +841,7 @@ impl Hub {
 
     /// Topics in the registry now (with a subscriber, or about to get
     /// one): at most `max_topics`.
+    #[cfg(test)]
     pub fn topic_count(&self) -> usize {
         read(&self.topics).len()
     }

@@ -24,8 +24,8 @@ use bytes::Buf;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::outbox::{publications_in, OutFrame, Outbox, WriteProgress};
-use crate::stats::Counters;
+use crate::core::outbox::{publications_in, OutFrame, Outbox, WriteProgress};
+use crate::core::stats::Counters;
 
 /// Queue entries handed to one `writev`: a run of publications is one
 /// entry, so this carries a large batch per syscall, well under the

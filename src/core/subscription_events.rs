@@ -12,8 +12,8 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::outbox::lock;
-use crate::stats::Counters;
+use crate::core::outbox::lock;
+use crate::core::stats::Counters;
 
 /// Events waiting for the listener at most; beyond this they are dropped
 /// (and counted) rather than queued without bound.

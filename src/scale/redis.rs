@@ -2,7 +2,7 @@
 //! host, or hosts behind a load balancer) serve one feed, each client
 //! receiving every publication whichever hub it was made on.
 //!
-//! With a backplane, [`crate::hub::Hub::publish`] does not fan out locally:
+//! With a backplane, [`crate::core::hub::Hub::publish`] does not fan out locally:
 //! it validates the publication, notes the topic's last known `seq` and
 //! appends it to this module's bounded [`Outbound`] queue, then returns.
 //! One task per hub (`Backplane::run`) owns two connections to Redis:
@@ -12,7 +12,7 @@
 //!   counter and publishes `"<seq> <data>"` on the topic's channel in one
 //!   atomic step, so a channel's order is its `seq` order;
 //! - a subscriber holding one pattern subscription (`<prefix>*`), whose
-//!   messages it hands to [`crate::hub::Hub::ingest`], i.e. to the same
+//!   messages it hands to [`crate::core::hub::Hub::ingest`], i.e. to the same
 //!   publish queue and fan-out local publications use.
 //!
 //! So `seq` comes from Redis and every hub (the publishing one included)
@@ -25,26 +25,20 @@
 //! `backplane_missed` for publications of other hubs this hub did not
 //! receive (a gap in a topic's `seq`). `docs/scaling.md` has the design.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, RedisResult};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::Error;
-use crate::hub::{Hub, Ingested};
-use crate::outbox::lock;
+use crate::core::backplane::{Outbound, Outgoing};
+use crate::core::error::Error;
+use crate::core::hub::{Hub, Ingested};
+use crate::core::stats::Counters;
 use crate::protocol::is_valid_topic;
-use crate::server::Shared;
-use crate::stats::Counters;
-
-/// Channel and key prefix when the host sets none.
-pub const DEFAULT_PREFIX: &str = "wshub:";
 
 /// Longest `backplane_prefix`: it is repeated in every command and key.
 pub const MAX_PREFIX_LEN: usize = 64;
@@ -120,76 +114,6 @@ pub fn validate(url: &str, prefix: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A publication waiting to be sent to Redis.
-struct Outgoing {
-    topic: Box<str>,
-    /// The highest `seq` this hub had seen on the topic (see [`SCRIPT`]).
-    floor: u64,
-    data: Box<str>,
-}
-
-/// The bounded hand-off from publishers to the backplane task. Pushing
-/// never waits: when Redis is slow or away the queue fills, and what does
-/// not fit is dropped and counted, so `broadcast` never blocks on Redis.
-pub struct Outbound {
-    items: Mutex<VecDeque<Outgoing>>,
-    /// Wakes the task when the queue becomes non-empty.
-    ready: Notify,
-    capacity: usize,
-    /// Set while publications are being dropped, so that the warning is
-    /// logged once per episode rather than once per publication.
-    overflowing: AtomicBool,
-}
-
-impl Outbound {
-    pub(crate) fn new(capacity: usize) -> Self {
-        Outbound {
-            items: Mutex::new(VecDeque::new()),
-            ready: Notify::new(),
-            capacity,
-            overflowing: AtomicBool::new(false),
-        }
-    }
-
-    /// Queues a publication; `false` when the queue is full (nothing was
-    /// queued and the caller counts a drop).
-    pub(crate) fn push(&self, topic: &str, floor: u64, data: &str) -> bool {
-        let mut items = lock(&self.items);
-        if items.len() >= self.capacity {
-            drop(items);
-            if !self.overflowing.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    capacity = self.capacity,
-                    "backplane outbound queue full (Redis slow or unreachable): dropping publications"
-                );
-            }
-            return false;
-        }
-        let was_empty = items.is_empty();
-        items.push_back(Outgoing {
-            topic: topic.into(),
-            floor,
-            data: data.into(),
-        });
-        drop(items);
-        if was_empty {
-            self.ready.notify_one();
-        }
-        true
-    }
-
-    /// Moves up to [`MAX_BATCH`] queued publications into `batch`.
-    fn take(&self, batch: &mut Vec<Outgoing>) {
-        let mut items = lock(&self.items);
-        let n = items.len().min(MAX_BATCH);
-        batch.extend(items.drain(..n));
-    }
-
-    fn len(&self) -> usize {
-        lock(&self.items).len()
-    }
 }
 
 /// The two connections of a live link to Redis.
@@ -291,9 +215,14 @@ impl Backplane {
 
     /// Serves `link` and then reconnects, with backoff, whenever it fails,
     /// until the hub shuts down.
-    pub(crate) async fn run(self: Arc<Self>, shared: Arc<Shared>, link: Link) {
-        let shutdown = &shared.shutdown;
-        let counters = &shared.hub.counters;
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        hub: Arc<Hub>,
+        shutdown: CancellationToken,
+        link: Link,
+    ) {
+        let shutdown = &shutdown;
+        let counters = &hub.counters;
         let mut link = Some(link);
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -324,7 +253,7 @@ impl Backplane {
                 }
             };
             counters.backplane_connected.store(true, Ordering::Relaxed);
-            let ended = self.serve(&shared.hub, current, shutdown).await;
+            let ended = self.serve(&hub, current, shutdown).await;
             counters.backplane_connected.store(false, Ordering::Relaxed);
             match ended {
                 Ended::Shutdown => return,
@@ -348,7 +277,7 @@ impl Backplane {
             tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
         // Publications queued while disconnected (or left by a failed
         // link) have no pending wake-up: give them one.
-        self.outbound.ready.notify_one();
+        self.outbound.wake();
         loop {
             tokio::select! {
                 biased;
@@ -364,7 +293,7 @@ impl Backplane {
                         return Ended::Shutdown;
                     }
                 }
-                () = self.outbound.ready.notified() => {
+                () = self.outbound.ready() => {
                     // A slow Redis must not hold up `stop()`.
                     let sent = shutdown
                         .run_until_cancelled(self.send_all(hub, &mut publisher, &mut batch))
@@ -399,7 +328,7 @@ impl Backplane {
         batch: &mut Vec<Outgoing>,
     ) -> RedisResult<()> {
         loop {
-            self.outbound.take(batch);
+            self.outbound.take(batch, MAX_BATCH);
             if batch.is_empty() {
                 return Ok(());
             }
@@ -441,7 +370,7 @@ impl Backplane {
                 }
                 Counters::add(&counters.backplane_published, batch.len() as u64 - refused);
                 Counters::add(&counters.backplane_dropped, refused);
-                self.outbound.overflowing.store(false, Ordering::Relaxed);
+                self.outbound.flowing();
                 batch.clear();
                 Ok(())
             }
@@ -575,21 +504,17 @@ mod tests {
 
     #[test]
     fn options_are_validated() {
-        assert!(validate("redis://127.0.0.1:6379/0", DEFAULT_PREFIX).is_ok());
-        assert!(validate("http://127.0.0.1", DEFAULT_PREFIX).is_err());
+        assert!(validate(
+            "redis://127.0.0.1:6379/0",
+            crate::core::config::DEFAULT_BACKPLANE_PREFIX
+        )
+        .is_ok());
+        assert!(validate(
+            "http://127.0.0.1",
+            crate::core::config::DEFAULT_BACKPLANE_PREFIX
+        )
+        .is_err());
         assert!(validate("redis://127.0.0.1:6379/0", "").is_err());
         assert!(validate("redis://127.0.0.1:6379/0", "a*").is_err());
-    }
-
-    #[test]
-    fn outbound_queue_is_bounded_and_never_waits() {
-        let outbound = Outbound::new(2);
-        assert!(outbound.push("t", 0, "1"));
-        assert!(outbound.push("t", 0, "2"));
-        assert!(!outbound.push("t", 0, "3"));
-        let mut batch = Vec::new();
-        outbound.take(&mut batch);
-        assert_eq!(batch.len(), 2);
-        assert!(outbound.push("t", 0, "4"));
     }
 }

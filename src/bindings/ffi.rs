@@ -31,13 +31,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::{Arc, Condvar, Mutex};
 
-use crate::authorize::{Authorization, Authorizer, HandshakeRequest};
-use crate::config::{seconds, Config, SlowClientPolicy, TopicPolicy};
-use crate::error::Error;
-use crate::outbox::lock;
+use crate::core::authorize::{Authorization, Authorizer, HandshakeRequest};
+use crate::core::config::{seconds, Config, SlowClientPolicy, TopicPolicy};
+use crate::core::error::Error;
+use crate::core::outbox::lock;
+use crate::core::subscription_events::SubscriptionListener;
 use crate::protocol;
 use crate::server::Server;
-use crate::subscription_events::SubscriptionListener;
 
 /// Result codes. `WSHUB_OK` is 0 and every error is negative, so a function
 /// that returns a count or a length returns one of these instead when it
@@ -1163,7 +1163,7 @@ unsafe fn config_from(
         // by the caller's contract.
         backplane: unsafe { optional_str(o.backplane, "opts->backplane") }?,
         backplane_prefix: unsafe { optional_str(o.backplane_prefix, "opts->backplane_prefix") }?
-            .unwrap_or_else(|| crate::backplane::DEFAULT_PREFIX.to_owned()),
+            .unwrap_or_else(|| crate::core::config::DEFAULT_BACKPLANE_PREFIX.to_owned()),
         reuse_port: o.reuse_port,
         max_topics: o.max_topics,
         publish_queue_bytes: o.publish_queue_bytes,

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::io::Write as _;
 
+pub mod frame;
+
 /// Longest topic name: long enough for `tenant:feed:item` style names, short
 /// enough that a subscription list cannot be used to make us allocate a lot.
 pub const MAX_TOPIC_LEN: usize = 128;
@@ -191,7 +193,7 @@ pub fn topics_from_query(query: Option<&str>) -> Vec<String> {
 /// `{"type":"message","topic":T,"seq":N,"data":D}` as a string: what
 /// [`write_publication`] writes, for tests that compare frames with it.
 /// Production builds the wire frame directly
-/// (`outbox::encode_publication`).
+/// ([`frame::encode_publication`]).
 #[cfg(test)]
 pub fn publication_frame(topic: &str, seq: u64, data: &str) -> String {
     let mut frame = Vec::with_capacity(publication_len(topic, seq, data));

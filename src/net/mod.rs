@@ -1,0 +1,46 @@
+//! Networking: the accept loop, the HTTP handshake and endpoints, and one
+//! connection's read and write paths. It sits on the core (topics,
+//! subscriptions, the fan-out) and knows nothing of the backplane or of
+//! the Python and C bindings.
+//!
+//! - [`listener`]: binding and the accept loop.
+//! - [`http`]: the request head, handshake statuses, `/metrics`, `/healthz`.
+//! - [`connection`]: one client, from handshake to close.
+//! - [`writer`]: a client's queued frames written with vectored writes.
+//! - [`rate_limit`]: the token buckets for a client's messages.
+//! - [`metrics`]: the stats snapshot in the Prometheus text format.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::core::config::Config;
+use crate::core::hub::Hub;
+
+pub(crate) mod connection;
+pub(crate) mod http;
+pub(crate) mod listener;
+pub(crate) mod metrics;
+pub(crate) mod rate_limit;
+pub(crate) mod writer;
+
+/// What every task of one hub shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub hub: Arc<Hub>,
+    /// Cancelled once `stop()` has closed the hub and the fan-out has
+    /// delivered what was accepted before; every task selects on it.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so `stop()` can wait for them.
+    pub tracker: TaskTracker,
+    /// Source of connection ids.
+    pub next_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
