@@ -191,10 +191,18 @@ impl Server {
         lock(&self.runtime).is_none()
     }
 
-    /// Publishes `data` (JSON text) on `topic`; see [`Hub::publish`].
+    /// Publishes `data` (JSON text) on `topic` and returns how many
+    /// subscribers the topic has now, i.e. how many it will be queued for.
+    /// A topic nobody is subscribed to queues nothing (and uses no `seq`).
+    ///
+    /// Waits (only) when the publish queue is full, in publications or in
+    /// bytes, which bounds memory when publishers outrun the fan-out.
     ///
     /// # Errors
-    /// As [`Hub::publish`].
+    /// [`Error::InvalidTopic`], [`Error::InvalidJson`] (nothing is sent),
+    /// [`Error::NotRunning`] after [`Server::stop`], [`Error::Forked`] in a
+    /// forked child, and [`Error::Overloaded`] when the queue is full and
+    /// the caller is one of the hub's own runtime threads.
     pub fn broadcast(&self, topic: &str, data: &str) -> Result<u64, Error> {
         self.broadcast_keyed(topic, data, None)
     }
@@ -203,7 +211,7 @@ impl Server {
     /// first, so an invalid one means nothing at all is sent.
     ///
     /// # Errors
-    /// As [`Hub::publish`]; on a validation error nothing is published.
+    /// As [`Server::broadcast`]; on a validation error nothing is published.
     pub fn broadcast_many(&self, items: &[(String, String)]) -> Result<Vec<u64>, Error> {
         self.check_process()?;
         for (topic, data) in items {
@@ -215,11 +223,12 @@ impl Server {
             .collect()
     }
 
-    /// [`Server::broadcast`] with a conflation key; see
-    /// [`Hub::publish_keyed`].
+    /// [`Server::broadcast`] with a conflation key: under the conflate
+    /// policy, a client that is behind keeps only the newest publication
+    /// per (topic, key). Without a key, the topic is the key.
     ///
     /// # Errors
-    /// As [`Hub::publish`].
+    /// As [`Server::broadcast`].
     pub fn broadcast_keyed(
         &self,
         topic: &str,

@@ -18,6 +18,11 @@ use crate::core::error::Error;
 use crate::core::subscription_events::SubscriptionListener;
 use crate::server::Server;
 
+/// The log target (a Python logger name, `wshub.python`, once
+/// through pyo3-log) this module's records have always had, kept apart from
+/// the module's path so that moving code does not rename loggers.
+const LOG_TARGET: &str = "wshub::python";
+
 impl From<Error> for PyErr {
     fn from(error: Error) -> PyErr {
         let message = error.to_string();
@@ -344,7 +349,7 @@ fn subscription_listener(callback: Py<PyAny>) -> PyResult<SubscriptionListener> 
             Python::attach(|py| {
                 if let Err(error) = callback.call1(py, (topic, subscribers)) {
                     // Logged through the `wshub` logger, never fatal.
-                    tracing::error!(%topic, "on_subscription raised: {error}");
+                    tracing::error!(target: LOG_TARGET, %topic, "on_subscription raised: {error}");
                 }
             });
         },
@@ -362,7 +367,7 @@ fn authorizer(callback: Py<PyAny>) -> PyResult<Authorizer> {
         Python::attach(|py| match ask(py, &callback, form, request) {
             Ok(answer) => answer,
             Err(error) => {
-                tracing::error!(path = %request.path, "authorize raised: {error}");
+                tracing::error!(target: LOG_TARGET, path = %request.path, "authorize raised: {error}");
                 Authorization::Deny(403)
             }
         })

@@ -16,6 +16,11 @@ use tokio::sync::Notify;
 
 use crate::core::outbox::lock;
 
+/// The log target (a Python logger name, `wshub.backplane`, once
+/// through pyo3-log) this module's records have always had, kept apart from
+/// the module's path so that moving code does not rename loggers.
+const LOG_TARGET: &str = "wshub::backplane";
+
 /// A publication waiting to be sent to Redis.
 pub(crate) struct Outgoing {
     pub(crate) topic: Box<str>,
@@ -54,8 +59,7 @@ impl Outbound {
         if items.len() >= self.capacity {
             drop(items);
             if !self.overflowing.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    capacity = self.capacity,
+                tracing::warn!(target: LOG_TARGET, capacity = self.capacity,
                     "backplane outbound queue full (Redis slow or unreachable): dropping publications"
                 );
             }

@@ -15,6 +15,11 @@ use std::thread::JoinHandle;
 use crate::core::outbox::lock;
 use crate::core::stats::Counters;
 
+/// The log target (a Python logger name, `wshub.subscription_events`, once
+/// through pyo3-log) this module's records have always had, kept apart from
+/// the module's path so that moving code does not rename loggers.
+const LOG_TARGET: &str = "wshub::subscription_events";
+
 /// Events waiting for the listener at most; beyond this they are dropped
 /// (and counted) rather than queued without bound.
 const EVENT_QUEUE: usize = 4096;
@@ -89,7 +94,7 @@ fn deliver(receiver: &Receiver<Event>, listener: &SubscriptionListener) {
         // A panicking listener must not end the thread for later events.
         let call = std::panic::AssertUnwindSafe(|| (listener.0)(&topic, subscribers));
         if std::panic::catch_unwind(call).is_err() {
-            tracing::error!(%topic, "subscription listener panicked");
+            tracing::error!(target: LOG_TARGET, %topic, "subscription listener panicked");
         }
     }
 }

@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -28,9 +27,14 @@ use crate::core::outbox::{Closed, OutFrame, Outbox, Pushed};
 use crate::core::stats::Counters;
 use crate::net::http::{self, Route};
 use crate::net::rate_limit::{TokenBucket, Verdict};
-use crate::net::writer::{watched, FrameWriter};
+use crate::net::socket::{ClientSocket, Ws};
 use crate::net::Shared;
 use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError, RejectReason, Rejected};
+
+/// The log target (a Python logger name, `wshub.connection`, once
+/// through pyo3-log) this module's records have always had, kept apart from
+/// the module's path so that moving code does not rename loggers.
+const LOG_TARGET: &str = "wshub::connection";
 
 /// Bytes tungstenite reserves up front for reading. Clients send little
 /// (pings, subscribe lists), and this is paid by every idle connection;
@@ -46,8 +50,6 @@ const WRITE_BUFFER_BYTES: usize = 0;
 /// for its socket to take ours) before dropping the TCP connection.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
-type Ws = WebSocketStream<TcpStream>;
-
 /// Serves one accepted TCP connection until it ends.
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     // Every connection's task is as large as the largest state it can be
@@ -60,7 +62,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     let reason = conn.run().await;
     conn.finish();
     drop(slot);
-    tracing::debug!(%peer, id = conn.id, reason, "connection closed");
+    tracing::debug!(target: LOG_TARGET, %peer, id = conn.id, reason, "connection closed");
 }
 
 /// Reads the request head, routes and answers a plain HTTP request, or
@@ -80,7 +82,7 @@ async fn open(
         Some(Ok(head)) => head,
         Some(Err(http::ReadError::Malformed(why))) => {
             Counters::add(why.counter(counters), 1);
-            tracing::debug!(%peer, reason = why.reason(), "handshake refused: malformed request");
+            tracing::debug!(target: LOG_TARGET, %peer, reason = why.reason(), "handshake refused: malformed request");
             before(&shared, deadline, http::refuse_malformed(stream, why)).await;
             return None;
         }
@@ -95,7 +97,7 @@ async fn open(
                 http::refuse_timed_out(&stream);
             }
             Counters::add(&counters.rejected_timeout, 1);
-            tracing::debug!(%peer, "handshake timed out");
+            tracing::debug!(target: LOG_TARGET, %peer, "handshake timed out");
             return None;
         }
     };
@@ -115,7 +117,7 @@ async fn open(
         Ok(response) => response,
         Err(why) => {
             Counters::add(why.counter(counters), 1);
-            tracing::debug!(%peer, reason = why.reason(), "handshake refused: not a valid upgrade");
+            tracing::debug!(target: LOG_TARGET, %peer, reason = why.reason(), "handshake refused: not a valid upgrade");
             before(&shared, deadline, http::refuse_malformed(stream, why)).await;
             return None;
         }
@@ -128,7 +130,7 @@ async fn open(
                 Some(Ok(granted)) => granted,
                 Some(Err((status, why))) => {
                     Counters::add(&counters.rejected_auth, 1);
-                    tracing::warn!(%peer, status, why, "handshake rejected by authorize");
+                    tracing::warn!(target: LOG_TARGET, %peer, status, why, "handshake rejected by authorize");
                     before(&shared, deadline, http::refuse(stream, status, why)).await;
                     return None;
                 }
@@ -147,12 +149,12 @@ async fn open(
                 Some(Ok(ws)) => (ws, query, slot),
                 Some(Err(error)) => {
                     Counters::add(&counters.rejected_invalid, 1);
-                    tracing::debug!(%peer, %error, "handshake failed");
+                    tracing::debug!(target: LOG_TARGET, %peer, %error, "handshake failed");
                     return None;
                 }
                 None => {
                     Counters::add(&counters.rejected_timeout, 1);
-                    tracing::debug!(%peer, "handshake timed out");
+                    tracing::debug!(target: LOG_TARGET, %peer, "handshake timed out");
                     return None;
                 }
             }
@@ -165,7 +167,7 @@ async fn open(
     let (ws, query, slot) = upgraded;
     let id = shared.next_conn_id();
     Counters::add(&shared.hub.counters.connections_opened, 1);
-    tracing::debug!(%peer, id, "connection opened");
+    tracing::debug!(target: LOG_TARGET, %peer, id, "connection opened");
     let mut conn = Connection {
         id,
         granted,
@@ -175,7 +177,7 @@ async fn open(
         ),
         subscriptions: Vec::new(),
         shared: Arc::clone(&shared),
-        ws,
+        socket: ClientSocket::new(ws),
         last_heard: Instant::now(),
         inbound: TokenBucket::new(
             shared.config.rate_limit,
@@ -187,7 +189,6 @@ async fn open(
             shared.config.rate_burst,
             std::time::Instant::now(),
         ),
-        writer: FrameWriter::default(),
     };
     conn.start(query.as_deref());
     Some((conn, slot))
@@ -273,12 +274,12 @@ fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
 fn admit(shared: &Arc<Shared>, request: &Request) -> Result<ConnectionSlot, (u16, &'static str)> {
     let counters = &shared.hub.counters;
     if !origin_allowed(&shared.config, request) {
-        tracing::warn!(origin = ?request.headers().get("origin"), "handshake rejected: origin not allowed");
+        tracing::warn!(target: LOG_TARGET, origin = ?request.headers().get("origin"), "handshake rejected: origin not allowed");
         Counters::add(&counters.rejected_origin, 1);
         return Err((403, "origin not allowed"));
     }
     ConnectionSlot::try_take(shared).ok_or_else(|| {
-        tracing::warn!("handshake rejected: max_connections reached");
+        tracing::warn!(target: LOG_TARGET, "handshake rejected: max_connections reached");
         Counters::add(&counters.rejected_capacity, 1);
         (503, "too many connections")
     })
@@ -318,15 +319,14 @@ struct Connection {
     /// for this, so no tree nodes).
     subscriptions: Vec<String>,
     shared: Arc<Shared>,
-    ws: Ws,
+    /// The only way to the client's socket.
+    socket: ClientSocket,
     /// When the client last sent anything; drives the ping timeout.
     last_heard: Instant,
     /// Limits how fast the client's messages are handled.
     inbound: TokenBucket,
     /// The same limit, for pings only (see `admit`).
     pings: TokenBucket,
-    /// Frames drained from the outbox on their way to the socket.
-    writer: FrameWriter,
 }
 
 /// How a connection ends, for the log.
@@ -422,15 +422,15 @@ impl Connection {
                     return Box::pin(self.shut_down()).await;
                 }
                 () = outbox.ready() => {
-                    let closed = outbox.drain(self.writer.pending_mut());
-                    if !self.writer.is_empty() && !self.write().await {
+                    let closed = outbox.drain(self.socket.pending_mut());
+                    if !self.socket.is_empty() && !self.write().await {
                         return "write failed";
                     }
                     if let Some(why) = closed {
                         return Box::pin(self.close_for(why)).await;
                     }
                 }
-                message = self.ws.next() => {
+                message = self.socket.next(&outbox, &self.shared.hub.counters) => {
                     self.last_heard = Instant::now();
                     match message {
                         Some(Ok(message)) => {
@@ -446,7 +446,7 @@ impl Connection {
                     if self.last_heard.elapsed() >= silence_limit {
                         return Box::pin(self.close(CloseCode::Error, "ping timeout")).await;
                     }
-                    let ping = self.ws.send(Message::Ping(Bytes::new()));
+                    let ping = self.socket.send(Message::Ping(Bytes::new()), &outbox, &self.shared.hub.counters);
                     let ping = Box::pin(tokio::time::timeout(interval, ping));
                     if ping.await.map_or(true, |r| r.is_err()) {
                         return "ping failed";
@@ -461,17 +461,7 @@ impl Connection {
     /// if it can). Returns false when the connection is unusable.
     async fn write(&mut self) -> bool {
         let counters = &self.shared.hub.counters;
-        let ws = &mut self.ws;
-        let writer = &mut self.writer;
-        let outbox = &*self.outbox;
-        let write_all = async move {
-            // Control frames tungstenite still holds (pongs) go first, so
-            // they never end up in the middle of one of our frames.
-            watched(outbox.progress(), ws.flush())
-                .await
-                .map_err(std::io::Error::other)?;
-            writer.write_all(ws.get_mut(), outbox, counters).await
-        };
+        let write_all = self.socket.write_pending(&self.outbox, counters);
         tokio::select! {
             r = write_all => r.is_ok(),
             () = self.outbox.closed() => true,
@@ -572,7 +562,7 @@ impl Connection {
     /// The hub is stopping: write what is still queued (publications
     /// accepted before `stop()`), then say goodbye with 1001.
     async fn shut_down(&mut self) -> Reason {
-        if self.outbox.drain(self.writer.pending_mut()).is_none() && !self.writer.is_empty() {
+        if self.outbox.drain(self.socket.pending_mut()).is_none() && !self.socket.is_empty() {
             match tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.write()).await {
                 Ok(true) => {}
                 _ => return "write failed while stopping",
@@ -584,7 +574,7 @@ impl Connection {
     async fn close_for(&mut self, why: Closed) -> Reason {
         match why {
             Closed::SlowConsumer => {
-                tracing::warn!(id = self.id, "closing slow consumer");
+                tracing::warn!(target: LOG_TARGET, id = self.id, "closing slow consumer");
                 self.close(CloseCode::Policy, "slow consumer").await
             }
             Closed::Gone => "closed",
@@ -612,16 +602,20 @@ impl Connection {
             code,
             reason: reason.into(),
         };
-        let ws = &mut self.ws;
-        let writer = &mut self.writer;
+        let socket = &mut self.socket;
         let outbox = &*self.outbox;
         let counters = &self.shared.hub.counters;
         let handshake = async move {
-            // A frame cut short by a slow-consumer close is finished first,
-            // or the close frame would land inside it.
-            writer.finish_frame(ws.get_mut(), outbox, counters).await?;
-            ws.send(Message::Close(Some(frame))).await?;
-            while ws.next().await.is_some_and(|m| m.is_ok()) {}
+            // `send` finishes a frame cut short by a slow-consumer close
+            // first, or the close frame would land inside it.
+            socket
+                .send(Message::Close(Some(frame)), outbox, counters)
+                .await?;
+            while socket
+                .next(outbox, counters)
+                .await
+                .is_some_and(|m| m.is_ok())
+            {}
             Ok::<(), WsError>(())
         };
         let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, handshake).await;
@@ -636,7 +630,7 @@ impl Connection {
 
     /// Leaves every topic and releases what the connection held.
     fn finish(&mut self) {
-        let dropped = self.outbox.close() + self.writer.pending_publications();
+        let dropped = self.outbox.close() + self.socket.pending_publications();
         self.leave_topics();
         let counters = &self.shared.hub.counters;
         Counters::add(&counters.dropped, dropped);

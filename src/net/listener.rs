@@ -11,6 +11,11 @@ use crate::core::error::Error;
 use crate::net::connection;
 use crate::net::Shared;
 
+/// The log target (a Python logger name, `wshub.server`, once
+/// through pyo3-log) this module's records have always had, kept apart from
+/// the module's path so that moving code does not rename loggers.
+const LOG_TARGET: &str = "wshub::server";
+
 /// Backlog of the listening socket: enough for a burst of browsers
 /// reconnecting at once after a deploy.
 const LISTEN_BACKLOG: u32 = 4096;
@@ -79,7 +84,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     .spawn(connection::serve(Arc::clone(&shared), stream, peer));
             }
             Err(error) => {
-                tracing::warn!(%error, "accept failed");
+                tracing::warn!(target: LOG_TARGET, %error, "accept failed");
                 tokio::select! {
                     () = shared.shutdown.cancelled() => return,
                     () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}

@@ -6,6 +6,8 @@
 //! - [`listener`]: binding and the accept loop.
 //! - [`http`]: the request head, handshake statuses, `/metrics`, `/healthz`.
 //! - [`connection`]: one client, from handshake to close.
+//! - [`socket`]: a client's socket, where tungstenite's frames and ours
+//!   never interleave.
 //! - [`writer`]: a client's queued frames written with vectored writes.
 //! - [`rate_limit`]: the token buckets for a client's messages.
 //! - [`metrics`]: the stats snapshot in the Prometheus text format.
@@ -24,6 +26,7 @@ pub(crate) mod http;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod rate_limit;
+pub(crate) mod socket;
 pub(crate) mod writer;
 
 /// What every task of one hub shares.

@@ -4,10 +4,8 @@
 //!
 //! tungstenite keeps the handshake, the reading side and the control
 //! frames (pings, pongs, close); only the copy of publication bytes into a
-//! per-connection buffer is skipped. The two never interleave: the
-//! connection flushes tungstenite before it writes here, and a frame
-//! started here is finished before tungstenite writes again (or the
-//! connection is dropped).
+//! per-connection buffer is skipped. The two never interleave: the writer
+//! is owned by [`crate::net::socket::ClientSocket`], which keeps that rule.
 //!
 //! The writer also tells the client's [`Outbox`] what it finished writing
 //! (its bounds count frames being written) and whether the socket takes

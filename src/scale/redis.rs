@@ -40,6 +40,11 @@ use crate::core::hub::{Hub, Ingested};
 use crate::core::stats::Counters;
 use crate::protocol::is_valid_topic;
 
+/// The log target (a Python logger name, `wshub.backplane`, once
+/// through pyo3-log) this module's records have always had, kept apart from
+/// the module's path so that moving code does not rename loggers.
+const LOG_TARGET: &str = "wshub::backplane";
+
 /// Longest `backplane_prefix`: it is repeated in every command and key.
 pub const MAX_PREFIX_LEN: usize = 64;
 
@@ -236,12 +241,12 @@ impl Backplane {
                     match attempt {
                         Ok(current) => {
                             Counters::add(&counters.backplane_reconnects, 1);
-                            tracing::info!(addr = %self.addr, "backplane reconnected to Redis");
+                            tracing::info!(target: LOG_TARGET, addr = %self.addr, "backplane reconnected to Redis");
                             backoff = BACKOFF_MIN;
                             current
                         }
                         Err(error) => {
-                            tracing::warn!(%error, retry_in = ?backoff, "backplane reconnection failed");
+                            tracing::warn!(target: LOG_TARGET, %error, retry_in = ?backoff, "backplane reconnection failed");
                             tokio::select! {
                                 () = shutdown.cancelled() => return,
                                 () = tokio::time::sleep(backoff) => {}
@@ -258,7 +263,7 @@ impl Backplane {
             match ended {
                 Ended::Shutdown => return,
                 Ended::Failed(reason) => {
-                    tracing::warn!(addr = %self.addr, %reason, "backplane lost its connection to Redis; reconnecting");
+                    tracing::warn!(target: LOG_TARGET, addr = %self.addr, %reason, "backplane lost its connection to Redis; reconnecting");
                 }
             }
         }
@@ -363,8 +368,7 @@ impl Backplane {
             Ok(seqs) => {
                 let refused = seqs.iter().filter(|&&seq| seq == 0).count() as u64;
                 if refused > 0 {
-                    tracing::warn!(
-                        refused,
+                    tracing::warn!(target: LOG_TARGET, refused,
                         "Redis refused publications: a seq counter key holds a non-integer"
                     );
                 }
@@ -405,8 +409,7 @@ impl Backplane {
             message.get_channel_name(),
             message.get_payload_bytes(),
         ) else {
-            tracing::warn!(
-                channel = message.get_channel_name(),
+            tracing::warn!(target: LOG_TARGET, channel = message.get_channel_name(),
                 "ignoring a message on the backplane's channels that wshub did not publish"
             );
             return true;
@@ -418,8 +421,7 @@ impl Backplane {
                     Counters::add(&counters.backplane_received, 1);
                     if missed > 0 {
                         Counters::add(&counters.backplane_missed, missed);
-                        tracing::warn!(
-                            topic,
+                        tracing::warn!(target: LOG_TARGET, topic,
                             missed,
                             "backplane: publications missed (seq gap), e.g. while reconnecting"
                         );
@@ -433,7 +435,7 @@ impl Backplane {
                 }
                 Ok(Ingested::Stale) => {
                     Counters::add(&counters.backplane_missed, 1);
-                    tracing::warn!(topic, seq, "backplane: dropped a publication whose seq is not above the last delivered (Redis lost its counters?)");
+                    tracing::warn!(target: LOG_TARGET, topic, seq, "backplane: dropped a publication whose seq is not above the last delivered (Redis lost its counters?)");
                     return true;
                 }
                 Err(Error::Overloaded) => {
@@ -444,7 +446,7 @@ impl Backplane {
                 }
                 Err(Error::NotRunning) => return false,
                 Err(error) => {
-                    tracing::warn!(%error, topic, "ignoring an invalid publication from the backplane");
+                    tracing::warn!(target: LOG_TARGET, %error, topic, "ignoring an invalid publication from the backplane");
                     return true;
                 }
             }

@@ -1,0 +1,110 @@
+//! A client's socket, and the one rule of writing to it: WebSocket frames
+//! from two writers never interleave.
+//!
+//! Two writers share the socket. tungstenite writes its control frames
+//! (pongs it answers by itself, our pings, the close frame); the
+//! [`FrameWriter`] writes the pre-encoded publications and replies straight
+//! from the shared buffers. A frame of one written into the middle of a
+//! frame of the other would corrupt the stream, so [`ClientSocket`] owns
+//! both and is the only way to reach the socket:
+//!
+//! - our frames go out only after tungstenite has flushed what it holds;
+//! - anything tungstenite may write (a read that answers a ping with a
+//!   pong, a ping, a close) waits until our half-written frame, if any, is
+//!   finished.
+
+use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::core::outbox::{OutFrame, Outbox};
+use crate::core::stats::Counters;
+use crate::net::writer::{watched, FrameWriter};
+
+/// The WebSocket stream of one client over TCP.
+pub(crate) type Ws = WebSocketStream<TcpStream>;
+
+/// One client's socket: tungstenite's stream and our frame writer.
+pub(crate) struct ClientSocket {
+    ws: Ws,
+    writer: FrameWriter,
+}
+
+impl ClientSocket {
+    pub(crate) fn new(ws: Ws) -> Self {
+        ClientSocket {
+            ws,
+            writer: FrameWriter::default(),
+        }
+    }
+
+    /// The queue to append frames drained from the outbox to.
+    pub(crate) fn pending_mut(&mut self) -> &mut VecDeque<OutFrame> {
+        self.writer.pending_mut()
+    }
+
+    /// Whether none of our frames waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.writer.is_empty()
+    }
+
+    /// Publications still waiting (lost when the connection ends).
+    pub(crate) fn pending_publications(&self) -> u64 {
+        self.writer.pending_publications()
+    }
+
+    /// Writes every pending frame, after what tungstenite holds (pongs).
+    /// Cancel-safe, as [`FrameWriter::write_all`].
+    ///
+    /// # Errors
+    /// The socket's error; the connection is then unusable.
+    pub(crate) async fn write_pending(
+        &mut self,
+        outbox: &Outbox,
+        counters: &Counters,
+    ) -> std::io::Result<()> {
+        watched(outbox.progress(), self.ws.flush())
+            .await
+            .map_err(std::io::Error::other)?;
+        self.writer
+            .write_all(self.ws.get_mut(), outbox, counters)
+            .await
+    }
+
+    /// The client's next message. A read can make tungstenite write (it
+    /// answers pings by itself), so a frame of ours cut short is finished
+    /// first.
+    pub(crate) async fn next(
+        &mut self,
+        outbox: &Outbox,
+        counters: &Counters,
+    ) -> Option<Result<Message, WsError>> {
+        if let Err(error) = self
+            .writer
+            .finish_frame(self.ws.get_mut(), outbox, counters)
+            .await
+        {
+            return Some(Err(WsError::Io(error)));
+        }
+        self.ws.next().await
+    }
+
+    /// Sends a message through tungstenite (a ping, a close frame), once a
+    /// frame of ours cut short is finished.
+    ///
+    /// # Errors
+    /// The socket's or tungstenite's error.
+    pub(crate) async fn send(
+        &mut self,
+        message: Message,
+        outbox: &Outbox,
+        counters: &Counters,
+    ) -> Result<(), WsError> {
+        self.writer
+            .finish_frame(self.ws.get_mut(), outbox, counters)
+            .await?;
+        self.ws.send(message).await
+    }
+}
