@@ -555,7 +555,8 @@ int64_t wshub_broadcast_keyed(struct wshub_server *server, const char *topic, co
  * Writes the hub's counters as one line of JSON, with the same fields as
  * the Python `stats()`: `{"connections":N,"topics":{"name":subscribers,
  * ...},"published":N,"sent":N,"sent_bytes":N,"dropped":N,
- * "slow_consumer_closes":N,"conflated":N,"connections_opened":N,
+ * "slow_consumer_closes":N,"conflated":N,"subscription_events_dropped":N,
+ * "connections_opened":N,
  * "connections_closed":N,
  * "handshakes_rejected":{"auth":N,"capacity":N,"invalid":N,"key":N,"method":N,
  * "not_upgrade":N,"origin":N,"path":N,"timeout":N,"too_large":N,"too_many_headers":N,

@@ -252,7 +252,9 @@ impl PyServer {
     /// connections (open now), topics (subscribers per topic), published,
     /// sent (publication frames written), dropped (publication frames lost
     /// to closed slow clients), slow_consumer_closes, conflated (pending
-    /// publications replaced by a newer one of their key), connections_opened,
+    /// publications replaced by a newer one of their key),
+    /// subscription_events_dropped (on_subscription calls dropped because
+    /// the listener fell behind), connections_opened,
     /// connections_closed, sent_bytes, handshakes_rejected, and for the
     /// Redis backplane: backplane_published, backplane_received,
     /// backplane_dropped, backplane_missed, backplane_reconnects,
@@ -270,6 +272,10 @@ impl PyServer {
         dict.set_item("dropped", stats.dropped)?;
         dict.set_item("slow_consumer_closes", stats.slow_consumer_closes)?;
         dict.set_item("conflated", stats.conflated)?;
+        dict.set_item(
+            "subscription_events_dropped",
+            stats.subscription_events_dropped,
+        )?;
         dict.set_item("connections_opened", stats.connections_opened)?;
         dict.set_item("connections_closed", stats.connections_closed)?;
         dict.set_item("sent_bytes", stats.sent_bytes)?;

@@ -282,7 +282,8 @@ def test_stats_json_reports_connections_and_publications(driver, clients):
     assert stats["published"] == 1
     assert set(stats) == {
         "connections", "topics", "published", "sent", "sent_bytes", "dropped",
-        "slow_consumer_closes", "conflated", "connections_opened", "connections_closed",
+        "slow_consumer_closes", "conflated", "subscription_events_dropped",
+        "connections_opened", "connections_closed",
         "handshakes_rejected", "backplane_published", "backplane_received",
         "backplane_dropped", "backplane_missed", "backplane_reconnects",
         "backplane_connected"}

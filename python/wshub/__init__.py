@@ -200,7 +200,8 @@ def start(
         producer can fetch only what somebody watches. It runs on a thread
         of the hub's own, one call at a time, in order; an exception in it
         is logged (logger "wshub"), never fatal. Keep it quick: events queue
-        up behind it (at most 4096, then they are dropped).
+        up behind it (at most 4096, then they are dropped and counted in
+        stats()["subscription_events_dropped"]).
     backplane (str or None, default None):
         A Redis URL, "redis://host:port/db", through which hubs in several
         processes or hosts serve one feed: every broadcast goes to Redis,

@@ -73,9 +73,10 @@ class Server:
         checked first, so on error nothing is sent."""
     def stats(self) -> dict[str, Any]:
         """Counters: connections, topics, published, sent, sent_bytes,
-        dropped, slow_consumer_closes, conflated, connections_opened,
-        connections_closed, handshakes_rejected (by reason), and for the
-        Redis backplane: backplane_published, backplane_received,
+        dropped, slow_consumer_closes, conflated, subscription_events_dropped
+        (on_subscription calls dropped because the listener fell behind),
+        connections_opened, connections_closed, handshakes_rejected (by
+        reason), and for the Redis backplane: backplane_published, backplane_received,
         backplane_dropped, backplane_missed, backplane_reconnects (ints),
         backplane_connected (bool)."""
     def stop(self) -> None:
