@@ -72,9 +72,9 @@ pub struct Counters {
     pub rejected_version: AtomicU64,
     /// Upgrades with a missing or invalid `Sec-WebSocket-Key` (400).
     pub rejected_key: AtomicU64,
-    /// Request heads over the 64 KB cap (431).
+    /// Request heads over `max_handshake_bytes` (431).
     pub rejected_too_large: AtomicU64,
-    /// Request heads with more headers than allowed (431).
+    /// Request heads with more than `max_headers` headers (431).
     pub rejected_too_many_headers: AtomicU64,
 }
 

@@ -39,6 +39,8 @@ class Server:
         ping_interval: float = 20.0,
         ping_timeout: float = 20.0,
         handshake_timeout: float = 10.0,
+        max_handshake_bytes: int = 65536,
+        max_headers: int = 64,
         shutdown_timeout: float = 2.0,
         worker_threads: int = 1,
         on_subscription: Callable[[str, int], object] | None = None,
