@@ -20,8 +20,11 @@
  *   authorize_data must be thread-safe. wshub_stop() returns only after
  *   every callback has returned.
  * - Versions: wshub_options starts with struct_size, set by
- *   wshub_options_default(); wshub_start() refuses a struct of another
- *   size (a host built against another version of this header).
+ *   wshub_options_default(). New fields are only ever appended: a struct
+ *   of the previous layout (before max_handshake_bytes) is still read,
+ *   its missing fields taking their defaults; wshub_start() refuses a
+ *   struct of any other size (a host built against another version of
+ *   this header).
  * - Ownership: strings and buffers passed in are borrowed for the call
  *   only. A wshub_server belongs to the caller until wshub_stop(). Strings
  *   returned by wshub_last_error() and wshub_version() belong to wshub.
@@ -39,8 +42,8 @@
 /**
  * Fills `*(out)` with the defaults: `wshub_options_init(out, sizeof *(out))`,
  * so that `struct_size` is the size of the struct as this code was compiled.
- * Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` when the library was
- * built with another `wshub_options` (nothing is written then).
+ * Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` when the library
+ * reads no `wshub_options` of that size (nothing is written then).
  */
 #define wshub_options_default(out) wshub_options_init((out), sizeof *(out))
 
@@ -256,11 +259,13 @@ typedef struct wshub_options {
     /**
      * `sizeof(wshub_options)` as the host was compiled: the struct's
      * version. `wshub_options_default()` sets it; a host that fills the
-     * struct by hand must set it too. `wshub_start()` refuses any size but
-     * the one of the header this library was built with
-     * (`WSHUB_ERR_INVALID_ARGUMENT`), so that a host built against another
-     * version of the header fails cleanly instead of having its fields
-     * misread: rebuild it against the library's header.
+     * struct by hand must set it too. Fields are only appended, so the
+     * size of the previous layout (ending with `publish_queue_bytes`) is
+     * read too, the fields after it taking their defaults. `wshub_start()`
+     * refuses any other size (`WSHUB_ERR_INVALID_ARGUMENT`), so that a
+     * host built against another version of the header fails cleanly
+     * instead of having its fields misread: rebuild it against the
+     * library's header.
      */
     size_t struct_size;
     /**
@@ -441,6 +446,17 @@ typedef struct wshub_options {
      * queue is empty. Default 64 MiB.
      */
     size_t publish_queue_bytes;
+    /**
+     * Longest HTTP request head (request line and headers) in bytes; a
+     * longer one gets HTTP 431 as soon as this much has arrived.
+     * Default 65536, between 1024 and 16 MiB.
+     */
+    size_t max_handshake_bytes;
+    /**
+     * Most headers in an HTTP request; one more gets HTTP 431 as soon as
+     * it arrives. Default 64, between 8 and 1024.
+     */
+    size_t max_headers;
 } wshub_options;
 
 #ifdef __cplusplus
@@ -470,11 +486,13 @@ int wshub_grant_topic(struct wshub_grant *grant, const char *topic);
  * strings owned by wshub. Call it as `wshub_options_default(&opts)`, the
  * macro that passes `sizeof opts`: `struct_size` must be the size of the
  * caller's struct, so that a library newer than the header the host was
- * compiled with never writes past the host's struct.
+ * compiled with never writes past the host's struct. The size of the
+ * previous layout (before `max_handshake_bytes` and `max_headers`) is
+ * accepted too: then only that many bytes are written.
  *
  * Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` when `out` is NULL
- * or `struct_size` is not the `sizeof(wshub_options)` of this library
- * (then nothing is written).
+ * or `struct_size` is neither the `sizeof(wshub_options)` of this library
+ * nor that of the previous layout (then nothing is written).
  *
  * # Safety
  * `out` must be NULL or point to `struct_size` writable bytes.
@@ -491,7 +509,8 @@ int wshub_options_init(struct wshub_options *out, size_t struct_size);
  * `wshub_last_error_code()` is one of `WSHUB_ERR_INVALID_ARGUMENT`,
  * `WSHUB_ERR_INVALID_CONFIG`, `WSHUB_ERR_BIND`, `WSHUB_ERR_ADDR_IN_USE`,
  * `WSHUB_ERR_RUNTIME`, `WSHUB_ERR_BACKPLANE`. An `opts->struct_size`
- * other than this library's `sizeof(wshub_options)` is
+ * other than this library's `sizeof(wshub_options)` or the previous
+ * layout's (whose missing fields take their defaults) is
  * `WSHUB_ERR_INVALID_ARGUMENT`, and nothing after it is read.
  *
  * # Safety
@@ -555,7 +574,8 @@ int64_t wshub_broadcast_keyed(struct wshub_server *server, const char *topic, co
  * Writes the hub's counters as one line of JSON, with the same fields as
  * the Python `stats()`: `{"connections":N,"topics":{"name":subscribers,
  * ...},"published":N,"sent":N,"sent_bytes":N,"dropped":N,
- * "slow_consumer_closes":N,"conflated":N,"connections_opened":N,
+ * "slow_consumer_closes":N,"conflated":N,"subscription_events_dropped":N,
+ * "connections_opened":N,
  * "connections_closed":N,
  * "handshakes_rejected":{"auth":N,"capacity":N,"invalid":N,"key":N,"method":N,
  * "not_upgrade":N,"origin":N,"path":N,"timeout":N,"too_large":N,"too_many_headers":N,

@@ -15,6 +15,7 @@ import os
 import queue
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -282,7 +283,8 @@ def test_stats_json_reports_connections_and_publications(driver, clients):
     assert stats["published"] == 1
     assert set(stats) == {
         "connections", "topics", "published", "sent", "sent_bytes", "dropped",
-        "slow_consumer_closes", "conflated", "connections_opened", "connections_closed",
+        "slow_consumer_closes", "conflated", "subscription_events_dropped",
+        "connections_opened", "connections_closed",
         "handshakes_rejected", "backplane_published", "backplane_received",
         "backplane_dropped", "backplane_missed", "backplane_reconnects",
         "backplane_connected"}
@@ -708,6 +710,10 @@ def test_conflate_policy_from_c_keeps_a_stuck_client_with_newest_values(hooks_dr
     (["rate_limit=0"], "rate_limit"),
     (["rate_burst=0"], "rate_burst"),
     (["max_topics=0"], "max_topics_per_connection"),
+    (["max_handshake_bytes=0"], "max_handshake_bytes"),
+    (["max_handshake_bytes=16777217"], "max_handshake_bytes"),
+    (["max_headers=7"], "max_headers"),
+    (["max_headers=1025"], "max_headers"),
 ])
 def test_invalid_hook_options_from_c_fail_start_with_invalid_config(hooks_program, args, field):
     result = subprocess.run([str(hooks_program), *args], capture_output=True, text=True,
@@ -734,6 +740,49 @@ def test_max_topics_per_connection_from_c_rejects_extra_topics(hooks_driver, cli
     # Room again after leaving a topic.
     assert both.unsubscribe(["a"])["topics"] == []
     assert both.subscribe(["c"]) == {"type": "subscribed", "topics": ["c"], "rejected": []}
+
+
+def _raw_upgrade_status(port: int, extra_headers: list[str]) -> int:
+    """The HTTP status the hub answers a raw upgrade request with."""
+    lines = ["GET /api/ws HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket",
+             "Connection: Upgrade", "Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==",
+             "Sec-WebSocket-Version: 13", *extra_headers]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        sock.settimeout(5)
+        head = b""
+        while b"\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, f"closed without an answer: {head!r}"
+            head += chunk
+        return int(head.split(b" ")[1])
+
+
+# The five headers of an upgrade plus 15 (20 headers), and one 6 KB header.
+TWENTY_HEADERS = [f"x-h{i}: v" for i in range(15)]
+SIX_KB_HEAD = ["x-big: " + "a" * 6000]
+
+
+def test_request_head_limits_from_c_refuse_with_431(hooks_driver):
+    default = hooks_driver()
+    assert _raw_upgrade_status(default.port, TWENTY_HEADERS) == 101
+    assert _raw_upgrade_status(default.port, SIX_KB_HEAD) == 101
+    few = hooks_driver("max_headers=16")
+    assert _raw_upgrade_status(few.port, TWENTY_HEADERS) == 431
+    assert few.stats()["handshakes_rejected"]["too_many_headers"] == 1
+    small = hooks_driver("max_handshake_bytes=4096")
+    assert _raw_upgrade_status(small.port, SIX_KB_HEAD) == 431
+    assert small.stats()["handshakes_rejected"]["too_large"] == 1
+    assert _raw_upgrade_status(small.port, TWENTY_HEADERS) == 101
+
+
+def test_options_of_the_previous_layout_are_read_with_defaults_after_it(hooks_driver):
+    """A host built before max_handshake_bytes and max_headers existed
+    passes the smaller struct_size: the hub starts (the junk where those
+    fields would be is not read) and they take their defaults."""
+    old = hooks_driver("old_layout")
+    assert _raw_upgrade_status(old.port, TWENTY_HEADERS) == 101
+    assert _raw_upgrade_status(old.port, [f"x-h{i}: v" for i in range(60)]) == 431
 
 
 def test_rate_limit_and_burst_from_c_limit_then_close(hooks_driver, clients):

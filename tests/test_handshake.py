@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+import wshub
 from helpers import HOST, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWS, close_code, wait_until
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -174,6 +175,69 @@ def test_an_endless_head_is_answered_and_closed(make_hub, what):
         sender.join(5)
     reason = "too_large" if what == "one endless header" else "too_many_headers"
     wait_until(lambda: rejected(hub) == {reason: 1}, message=lambda: str(rejected(hub)))
+
+
+def upgrades(hub, request: bytes) -> bool:
+    """True if ``request`` is answered 101."""
+    with socket.create_connection((HOST, hub.port), timeout=5) as sock:
+        sock.sendall(request)
+        sock.settimeout(5)
+        return sock.recv(12) == b"HTTP/1.1 101"
+
+
+def test_max_headers_lowered_refuses_what_the_default_accepts(make_hub):
+    # The five headers of an upgrade plus 15: 20 headers.
+    request = upgrade_request(extra="".join(f"x-h{i}: v\r\n" for i in range(15)))
+    assert upgrades(make_hub(), request)
+    hub = make_hub(max_headers=16, handshake_timeout=5.0)
+    got, _, body = exchange(hub, request)
+    assert got == 431, body
+    wait_until(lambda: rejected(hub) == {"too_many_headers": 1},
+               message=lambda: str(rejected(hub)))
+    # 16 headers are still fine.
+    assert upgrades(hub, upgrade_request(extra="".join(f"x-h{i}: v\r\n" for i in range(11))))
+
+
+def test_max_headers_raised_accepts_what_the_default_refuses(make_hub):
+    # 5 + 195 = 200 headers, each checked by authorize as well (which
+    # parses the head again and must use the same bound).
+    request = upgrade_request(extra="".join(f"x-h{i}: v\r\n" for i in range(195)))
+    seen = []
+    assert exchange(make_hub(), request)[0] == 431
+    hub = make_hub(max_headers=200, authorize=lambda r: seen.append(len(r.headers)) or True)
+    assert upgrades(hub, request)
+    wait_until(lambda: seen == [200], message=lambda: str(seen))
+    assert rejected(hub) == {}
+    more = upgrade_request(extra="".join(f"x-h{i}: v\r\n" for i in range(196)))
+    assert exchange(hub, more)[0] == 431
+
+
+def test_max_handshake_bytes_lowered_and_raised(make_hub):
+    # A 6 KB head: the default (64 KiB) accepts it, 4 KiB does not.
+    six_kb = upgrade_request(extra="x-big: " + "a" * 6000 + "\r\n")
+    assert upgrades(make_hub(), six_kb)
+    small = make_hub(max_handshake_bytes=4096, handshake_timeout=5.0)
+    assert exchange(small, six_kb)[0] == 431
+    wait_until(lambda: rejected(small) == {"too_large": 1},
+               message=lambda: str(rejected(small)))
+    assert upgrades(small, upgrade_request())
+    # A 100 KB head: refused by default, accepted under 128 KiB.
+    big = upgrade_request(extra="x-big: " + "a" * 100_000 + "\r\n")
+    assert exchange(make_hub(handshake_timeout=5.0), big)[0] == 431
+    assert upgrades(make_hub(max_handshake_bytes=128 * 1024), big)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("max_handshake_bytes", 0),
+    ("max_handshake_bytes", 1023),
+    ("max_handshake_bytes", 16 * 1024 * 1024 + 1),
+    ("max_headers", 0),
+    ("max_headers", 7),
+    ("max_headers", 1025),
+])
+def test_request_head_limits_out_of_range_raise_value_error(option, value):
+    with pytest.raises(ValueError, match=option):
+        wshub.start(0, **{option: value})
 
 
 def test_rejections_are_prometheus_counters(make_hub):

@@ -3,6 +3,8 @@ or loses its last one."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import threading
 
@@ -87,3 +89,59 @@ def test_stopping_from_inside_the_listener_does_not_deadlock() -> None:
         assert done.wait(10)
     wait_until(lambda: not hub.running, timeout=10)
     hub.stop()
+
+
+# Events the hub queues for its listener at most (EVENT_QUEUE in
+# src/subscription_events.rs, documented in docs/reliability.md).
+EVENT_QUEUE = 4096
+
+
+def test_events_a_blocked_listener_cannot_take_are_dropped_and_counted() -> None:
+    release = threading.Event()
+    seen = Recorder()
+
+    def blocked(topic: str, subscribers: int) -> None:
+        seen(topic, subscribers)
+        # Waiting releases the GIL; the hub must not wait for it.
+        release.wait(30)
+
+    topics = [f"t{i}" for i in range(EVENT_QUEUE + 2000)]
+    hub = wshub.start(0, on_subscription=blocked, max_topics_per_connection=len(topics),
+                      max_message_bytes=1 << 20)
+    try:
+        with ws_connect(f"ws://127.0.0.1:{hub.port}/api/ws", open_timeout=5,
+                        max_size=None) as ws:
+            ws.recv(timeout=5)
+            # One subscribe: every name is a first subscriber, one event each.
+            ws.send(json.dumps({"type": "subscribe", "topics": topics}))
+            answer = json.loads(ws.recv(timeout=10))
+            assert answer["type"] == "subscribed" and len(answer["topics"]) == len(topics)
+            wait_until(lambda: len(seen.events) == 1, timeout=5)
+            # One event in the listener, EVENT_QUEUE waiting, the rest dropped
+            # (one more if the listener had not taken the first one yet).
+            dropped = hub.stats()["subscription_events_dropped"]
+            assert len(topics) - EVENT_QUEUE - 1 <= dropped <= len(topics) - EVENT_QUEUE
+            status, text = metrics(hub.port)
+            assert status == 200
+            assert f"wshub_subscription_events_dropped_total {dropped}\n" in text
+            # The hub serves clients meanwhile.
+            hub.broadcast("t0", "1")
+            assert json.loads(ws.recv(timeout=5))["seq"] == 1
+            release.set()
+            # What was queued is still delivered.
+            wait_until(lambda: len(seen.events) == len(topics) - dropped, timeout=10)
+            with seen.lock:
+                assert all(n == 1 for _, n in seen.events)
+    finally:
+        release.set()
+        hub.stop()
+
+
+def metrics(port: int) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()

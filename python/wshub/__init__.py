@@ -97,6 +97,8 @@ def start(
     ping_interval: float = 20.0,
     ping_timeout: float = 20.0,
     handshake_timeout: float = 10.0,
+    max_handshake_bytes: int = 65_536,
+    max_headers: int = 64,
     shutdown_timeout: float = 2.0,
     worker_threads: int = 1,
     on_subscription: Callable[[str, int], object] | None = None,
@@ -190,6 +192,15 @@ def start(
         A client silent for ping_interval + ping_timeout is closed (1011).
     handshake_timeout (float seconds, default 10.0):
         Time a new TCP connection has to complete its WebSocket handshake.
+    max_handshake_bytes (int, default 65536):
+        Longest HTTP request head (request line and headers) in bytes; a
+        longer one gets HTTP 431 as soon as this much has arrived
+        (stats()["handshakes_rejected"]["too_large"]). 1024 to 16777216
+        (ValueError otherwise). Raise it for very large cookies.
+    max_headers (int, default 64):
+        Most headers in an HTTP request; one more gets HTTP 431 as soon as
+        it arrives (handshakes_rejected["too_many_headers"]). A browser's
+        upgrade has about 15. 8 to 1024 (ValueError otherwise).
     shutdown_timeout (float seconds, default 2.0):
         How long stop() waits for clients to take their close frame.
     worker_threads (int, default 1):
@@ -200,7 +211,8 @@ def start(
         producer can fetch only what somebody watches. It runs on a thread
         of the hub's own, one call at a time, in order; an exception in it
         is logged (logger "wshub"), never fatal. Keep it quick: events queue
-        up behind it (at most 4096, then they are dropped).
+        up behind it (at most 4096, then they are dropped and counted in
+        stats()["subscription_events_dropped"]).
     backplane (str or None, default None):
         A Redis URL, "redis://host:port/db", through which hubs in several
         processes or hosts serve one feed: every broadcast goes to Redis,
@@ -263,6 +275,8 @@ def start(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         handshake_timeout=handshake_timeout,
+        max_handshake_bytes=max_handshake_bytes,
+        max_headers=max_headers,
         shutdown_timeout=shutdown_timeout,
         worker_threads=worker_threads,
         on_subscription=on_subscription,

@@ -39,6 +39,8 @@ class Server:
         ping_interval: float = 20.0,
         ping_timeout: float = 20.0,
         handshake_timeout: float = 10.0,
+        max_handshake_bytes: int = 65536,
+        max_headers: int = 64,
         shutdown_timeout: float = 2.0,
         worker_threads: int = 1,
         on_subscription: Callable[[str, int], object] | None = None,
@@ -73,9 +75,10 @@ class Server:
         checked first, so on error nothing is sent."""
     def stats(self) -> dict[str, Any]:
         """Counters: connections, topics, published, sent, sent_bytes,
-        dropped, slow_consumer_closes, conflated, connections_opened,
-        connections_closed, handshakes_rejected (by reason), and for the
-        Redis backplane: backplane_published, backplane_received,
+        dropped, slow_consumer_closes, conflated, subscription_events_dropped
+        (on_subscription calls dropped because the listener fell behind),
+        connections_opened, connections_closed, handshakes_rejected (by
+        reason), and for the Redis backplane: backplane_published, backplane_received,
         backplane_dropped, backplane_missed, backplane_reconnects (ints),
         backplane_connected (bool)."""
     def stop(self) -> None:

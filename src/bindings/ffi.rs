@@ -102,11 +102,13 @@ const _: fn() = || {
 pub struct wshub_options {
     /// `sizeof(wshub_options)` as the host was compiled: the struct's
     /// version. `wshub_options_default()` sets it; a host that fills the
-    /// struct by hand must set it too. `wshub_start()` refuses any size but
-    /// the one of the header this library was built with
-    /// (`WSHUB_ERR_INVALID_ARGUMENT`), so that a host built against another
-    /// version of the header fails cleanly instead of having its fields
-    /// misread: rebuild it against the library's header.
+    /// struct by hand must set it too. Fields are only appended, so the
+    /// size of the previous layout (ending with `publish_queue_bytes`) is
+    /// read too, the fields after it taking their defaults. `wshub_start()`
+    /// refuses any other size (`WSHUB_ERR_INVALID_ARGUMENT`), so that a
+    /// host built against another version of the header fails cleanly
+    /// instead of having its fields misread: rebuild it against the
+    /// library's header.
     pub struct_size: usize,
     /// Address to listen on, NUL-terminated UTF-8. Default `"127.0.0.1"`
     /// (loopback, so a hub is never exposed by accident); `"0.0.0.0"`
@@ -228,6 +230,16 @@ pub struct wshub_options {
     /// `publish_queue`. One larger publication is still taken when the
     /// queue is empty. Default 64 MiB.
     pub publish_queue_bytes: usize,
+    // Fields below were appended after the first versioned layout; a host
+    // built with that layout (`struct_size` ending before them) gets their
+    // defaults.
+    /// Longest HTTP request head (request line and headers) in bytes; a
+    /// longer one gets HTTP 431 as soon as this much has arrived.
+    /// Default 65536, between 1024 and 16 MiB.
+    pub max_handshake_bytes: usize,
+    /// Most headers in an HTTP request; one more gets HTTP 431 as soon as
+    /// it arrives. Default 64, between 8 and 1024.
+    pub max_headers: usize,
 }
 
 /// What happens to a client whose queue is full.
@@ -569,18 +581,31 @@ fn with_c_request<R>(
 /// lacks its NULL terminator, rather than read on until something breaks.
 const MAX_TOPIC_LIST_LEN: usize = 1 << 20;
 
-/// The one `wshub_options` layout this library reads: its size is its
-/// version. (To append a field, accept the previous size too, reading only
-/// that prefix and defaulting the rest, and say so in the header.)
+/// The size of the current `wshub_options` layout: its version.
 const OPTIONS_SIZE: usize = std::mem::size_of::<wshub_options>();
 
+/// The size of the first versioned layout, which ended with
+/// `publish_queue_bytes`. It is still read: that prefix of the current
+/// layout, the fields appended since taking their defaults. (To append a
+/// field, accept the previous size too in the same way, and say so in the
+/// header.)
+const OPTIONS_SIZE_V1: usize = std::mem::offset_of!(wshub_options, max_handshake_bytes);
+
+// The first layout had no padding after its last field, so its `sizeof`
+// (what its hosts pass) is exactly the offset of the first appended field.
+const _: () = assert!(
+    OPTIONS_SIZE_V1
+        == std::mem::offset_of!(wshub_options, publish_queue_bytes) + std::mem::size_of::<usize>()
+);
+
 fn check_struct_size(size: usize, name: &str) -> Result<(), Failure> {
-    if size == OPTIONS_SIZE {
+    if size == OPTIONS_SIZE || size == OPTIONS_SIZE_V1 {
         return Ok(());
     }
     Err(Failure::invalid_argument(format!(
-        "{name} is {size}, but this wshub {} has a wshub_options of {OPTIONS_SIZE} bytes: \
-         fill it with wshub_options_default() and build against the library's wshub.h",
+        "{name} is {size}, but this wshub {} reads a wshub_options of {OPTIONS_SIZE} bytes \
+         (or {OPTIONS_SIZE_V1}, the layout before max_handshake_bytes): fill it with \
+         wshub_options_default() and build against the library's wshub.h",
         env!("CARGO_PKG_VERSION")
     )))
 }
@@ -594,11 +619,13 @@ const DEFAULT_PATH: &CStr = c"/api/ws";
 /// strings owned by wshub. Call it as `wshub_options_default(&opts)`, the
 /// macro that passes `sizeof opts`: `struct_size` must be the size of the
 /// caller's struct, so that a library newer than the header the host was
-/// compiled with never writes past the host's struct.
+/// compiled with never writes past the host's struct. The size of the
+/// previous layout (before `max_handshake_bytes` and `max_headers`) is
+/// accepted too: then only that many bytes are written.
 ///
 /// Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` when `out` is NULL
-/// or `struct_size` is not the `sizeof(wshub_options)` of this library
-/// (then nothing is written).
+/// or `struct_size` is neither the `sizeof(wshub_options)` of this library
+/// nor that of the previous layout (then nothing is written).
 ///
 /// # Safety
 /// `out` must be NULL or point to `struct_size` writable bytes.
@@ -607,45 +634,63 @@ pub unsafe extern "C" fn wshub_options_init(out: *mut wshub_options, struct_size
     guard(code_as_int, || {
         let out = non_null(out, "out")?;
         check_struct_size(struct_size, "struct_size")?;
-        let config = Config::default();
-        let secs = |d: std::time::Duration| d.as_secs_f64();
         let options = wshub_options {
-            struct_size: OPTIONS_SIZE,
-            host: DEFAULT_HOST.as_ptr(),
-            port: config.port,
-            path: DEFAULT_PATH.as_ptr(),
-            topics: ptr::null(),
-            allowed_origins: ptr::null(),
-            max_connections: config.max_connections,
-            max_message_bytes: config.max_message_bytes,
-            send_queue: config.send_queue,
-            send_queue_bytes: config.send_queue_bytes,
-            max_topics_per_connection: config.max_topics_per_connection,
-            slow_client: wshub_slow_client::WSHUB_SLOW_CLIENT_DISCONNECT as c_int,
-            rate_limit: config.rate_limit,
-            rate_burst: config.rate_burst,
-            publish_queue: config.publish_queue,
-            ping_interval: secs(config.ping_interval),
-            ping_timeout: secs(config.ping_timeout),
-            handshake_timeout: secs(config.handshake_timeout),
-            shutdown_timeout: secs(config.shutdown_timeout),
-            worker_threads: config.worker_threads,
-            on_subscription: None,
-            on_subscription_data: ptr::null_mut(),
-            authorize: None,
-            authorize_data: ptr::null_mut(),
-            authorize_timeout: secs(config.authorize_timeout),
-            backplane: ptr::null(),
-            backplane_prefix: ptr::null(),
-            reuse_port: config.reuse_port,
-            max_topics: config.max_topics,
-            publish_queue_bytes: config.publish_queue_bytes,
+            struct_size,
+            ..default_options()
         };
-        // SAFETY: the caller promises `out` is writable; `write` does not
-        // read (or drop) what was there, which may be uninitialised.
-        unsafe { out.write(options) };
+        // SAFETY: the caller promises `struct_size` writable bytes at `out`,
+        // and `struct_size` is at most `size_of::<wshub_options>()` bytes
+        // (checked above). An untyped copy: it does not read (or drop)
+        // what was there, which may be uninitialised.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                ptr::addr_of!(options).cast::<u8>(),
+                out.cast::<u8>(),
+                struct_size,
+            );
+        };
         Ok(WSHUB_OK as c_int)
     })
+}
+
+/// The defaults of every field, for the current layout.
+fn default_options() -> wshub_options {
+    let config = Config::default();
+    let secs = |d: std::time::Duration| d.as_secs_f64();
+    wshub_options {
+        struct_size: OPTIONS_SIZE,
+        host: DEFAULT_HOST.as_ptr(),
+        port: config.port,
+        path: DEFAULT_PATH.as_ptr(),
+        topics: ptr::null(),
+        allowed_origins: ptr::null(),
+        max_connections: config.max_connections,
+        max_message_bytes: config.max_message_bytes,
+        send_queue: config.send_queue,
+        send_queue_bytes: config.send_queue_bytes,
+        max_topics_per_connection: config.max_topics_per_connection,
+        slow_client: wshub_slow_client::WSHUB_SLOW_CLIENT_DISCONNECT as c_int,
+        rate_limit: config.rate_limit,
+        rate_burst: config.rate_burst,
+        publish_queue: config.publish_queue,
+        ping_interval: secs(config.ping_interval),
+        ping_timeout: secs(config.ping_timeout),
+        handshake_timeout: secs(config.handshake_timeout),
+        shutdown_timeout: secs(config.shutdown_timeout),
+        worker_threads: config.worker_threads,
+        on_subscription: None,
+        on_subscription_data: ptr::null_mut(),
+        authorize: None,
+        authorize_data: ptr::null_mut(),
+        authorize_timeout: secs(config.authorize_timeout),
+        backplane: ptr::null(),
+        backplane_prefix: ptr::null(),
+        reuse_port: config.reuse_port,
+        max_topics: config.max_topics,
+        publish_queue_bytes: config.publish_queue_bytes,
+        max_handshake_bytes: config.max_handshake_bytes,
+        max_headers: config.max_headers,
+    }
 }
 
 /// Starts a hub: checks the options, starts its threads and binds the
@@ -657,7 +702,8 @@ pub unsafe extern "C" fn wshub_options_init(out: *mut wshub_options, struct_size
 /// `wshub_last_error_code()` is one of `WSHUB_ERR_INVALID_ARGUMENT`,
 /// `WSHUB_ERR_INVALID_CONFIG`, `WSHUB_ERR_BIND`, `WSHUB_ERR_ADDR_IN_USE`,
 /// `WSHUB_ERR_RUNTIME`, `WSHUB_ERR_BACKPLANE`. An `opts->struct_size`
-/// other than this library's `sizeof(wshub_options)` is
+/// other than this library's `sizeof(wshub_options)` or the previous
+/// layout's (whose missing fields take their defaults) is
 /// `WSHUB_ERR_INVALID_ARGUMENT`, and nothing after it is read.
 ///
 /// # Safety
@@ -789,7 +835,8 @@ unsafe fn broadcast(
 /// Writes the hub's counters as one line of JSON, with the same fields as
 /// the Python `stats()`: `{"connections":N,"topics":{"name":subscribers,
 /// ...},"published":N,"sent":N,"sent_bytes":N,"dropped":N,
-/// "slow_consumer_closes":N,"conflated":N,"connections_opened":N,
+/// "slow_consumer_closes":N,"conflated":N,"subscription_events_dropped":N,
+/// "connections_opened":N,
 /// "connections_closed":N,
 /// "handshakes_rejected":{"auth":N,"capacity":N,"invalid":N,"key":N,"method":N,
 /// "not_upgrade":N,"origin":N,"path":N,"timeout":N,"too_large":N,"too_many_headers":N,
@@ -1115,12 +1162,22 @@ unsafe fn config_from(
     // contract whatever version of the struct it is.
     let size = unsafe { ptr::addr_of!((*opts).struct_size).read() };
     check_struct_size(size, "opts->struct_size")?;
-    // SAFETY: readable by the caller's contract, of this layout (checked
-    // above); every bit pattern of the fields (pointers, integers, doubles)
-    // is a valid value.
-    let Some(o) = (unsafe { opts.as_ref() }) else {
-        return Ok(Config::default());
+    // The host's `size` bytes over the defaults: all of the struct for the
+    // current layout, the prefix it had for the previous one (the fields
+    // appended since keep their defaults).
+    let mut options = default_options();
+    // SAFETY: `size` bytes at `opts` are readable by the caller's contract
+    // and `size` is at most `size_of::<wshub_options>()` (checked above);
+    // every layout is a prefix of the current one, and every bit pattern
+    // of the fields (pointers, integers, doubles) is a valid value.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            opts.cast::<u8>(),
+            ptr::addr_of_mut!(options).cast::<u8>(),
+            size,
+        );
     };
+    let o = &options;
     // SAFETY (three calls): string pointers are NULL or NUL-terminated,
     // `topics` NULL or NULL-terminated, by the caller's contract.
     let host = unsafe { c_str(o.host, "opts->host", WSHUB_ERR_INVALID_CONFIG) }?;
@@ -1167,6 +1224,8 @@ unsafe fn config_from(
         reuse_port: o.reuse_port,
         max_topics: o.max_topics,
         publish_queue_bytes: o.publish_queue_bytes,
+        max_handshake_bytes: o.max_handshake_bytes,
+        max_headers: o.max_headers,
     })
 }
 

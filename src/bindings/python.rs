@@ -56,7 +56,8 @@ impl From<Error> for PyErr {
 ///        rate_limit=100.0, rate_burst=200,
 ///        publish_queue=65536, publish_queue_bytes=67108864,
 ///        ping_interval=20.0, ping_timeout=20.0,
-///        handshake_timeout=10.0, shutdown_timeout=2.0, worker_threads=1,
+///        handshake_timeout=10.0, max_handshake_bytes=65536, max_headers=64,
+///        shutdown_timeout=2.0, worker_threads=1,
 ///        on_subscription=None, backplane=None,
 ///        backplane_prefix="wshub:", reuse_port=False, authorize=None,
 ///        authorize_timeout=5.0)
@@ -92,6 +93,8 @@ impl PyServer {
         ping_interval = 20.0,
         ping_timeout = 20.0,
         handshake_timeout = 10.0,
+        max_handshake_bytes = 65_536,
+        max_headers = 64,
         shutdown_timeout = 2.0,
         worker_threads = 1,
         on_subscription = None,
@@ -123,6 +126,8 @@ impl PyServer {
         ping_interval: f64,
         ping_timeout: f64,
         handshake_timeout: f64,
+        max_handshake_bytes: usize,
+        max_headers: usize,
         shutdown_timeout: f64,
         worker_threads: usize,
         on_subscription: Option<Py<PyAny>>,
@@ -165,6 +170,8 @@ impl PyServer {
             ping_interval: seconds("ping_interval", ping_interval)?,
             ping_timeout: seconds("ping_timeout", ping_timeout)?,
             handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,
+            max_handshake_bytes,
+            max_headers,
             shutdown_timeout: seconds("shutdown_timeout", shutdown_timeout)?,
             worker_threads,
             on_subscription,
@@ -257,7 +264,9 @@ impl PyServer {
     /// connections (open now), topics (subscribers per topic), published,
     /// sent (publication frames written), dropped (publication frames lost
     /// to closed slow clients), slow_consumer_closes, conflated (pending
-    /// publications replaced by a newer one of their key), connections_opened,
+    /// publications replaced by a newer one of their key),
+    /// subscription_events_dropped (on_subscription calls dropped because
+    /// the listener fell behind), connections_opened,
     /// connections_closed, sent_bytes, handshakes_rejected, and for the
     /// Redis backplane: backplane_published, backplane_received,
     /// backplane_dropped, backplane_missed, backplane_reconnects,
@@ -275,6 +284,10 @@ impl PyServer {
         dict.set_item("dropped", stats.dropped)?;
         dict.set_item("slow_consumer_closes", stats.slow_consumer_closes)?;
         dict.set_item("conflated", stats.conflated)?;
+        dict.set_item(
+            "subscription_events_dropped",
+            stats.subscription_events_dropped,
+        )?;
         dict.set_item("connections_opened", stats.connections_opened)?;
         dict.set_item("connections_closed", stats.connections_closed)?;
         dict.set_item("sent_bytes", stats.sent_bytes)?;

@@ -97,11 +97,14 @@ impl Authorization {
 
 /// Parses a complete request head (up to and including the blank line)
 /// from `peer`. Returns `None` when it is not a well-formed HTTP/1.x
-/// request.
-pub fn parse_request(head: &[u8], peer: SocketAddr) -> Option<HandshakeRequest> {
-    // Enough for real browsers; a request with more is refused.
-    const MAX_HEADERS: usize = 64;
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+/// request with at most `max_headers` headers (the hub's `max_headers`,
+/// which the head was already checked against).
+pub fn parse_request(
+    head: &[u8],
+    peer: SocketAddr,
+    max_headers: usize,
+) -> Option<HandshakeRequest> {
+    let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
@@ -143,20 +146,20 @@ mod tests {
     #[test]
     fn request_head_is_split_into_path_query_and_headers() {
         let head = b"GET /api/ws?topics=a&token=x HTTP/1.1\r\nHost: h\r\nCookie: s=1\r\n\r\n";
-        let request = parse_request(head, peer()).unwrap();
+        let request = parse_request(head, peer(), 64).unwrap();
         assert_eq!(request.path, "/api/ws");
         assert_eq!(request.query, "topics=a&token=x");
         assert_eq!(request.headers, pairs(&[("host", "h"), ("cookie", "s=1")]));
         assert_eq!(request.peer, peer());
-        assert!(parse_request(b"garbage\r\n\r\n", peer()).is_none());
-        assert!(parse_request(b"GET / HTTP/1.1\r\nHost: h\r\n", peer()).is_none());
+        assert!(parse_request(b"garbage\r\n\r\n", peer(), 64).is_none());
+        assert!(parse_request(b"GET / HTTP/1.1\r\nHost: h\r\n", peer(), 64).is_none());
     }
 
     #[test]
     fn query_params_cookies_and_topics_are_parsed() {
         let head = b"GET /ws?topics=a,b&topics=c&t=x%20y&t=2&flag HTTP/1.1\r\n\
             Cookie: session=abc; theme=\"dark\"; junk\r\nCookie: late=1\r\n\r\n";
-        let request = parse_request(head, peer()).unwrap();
+        let request = parse_request(head, peer(), 64).unwrap();
         assert_eq!(request.topics, ["a", "b", "c"]);
         assert_eq!(
             request.query_params(),
@@ -172,7 +175,7 @@ mod tests {
             request.cookies(),
             pairs(&[("session", "abc"), ("theme", "dark"), ("late", "1")])
         );
-        let bare = parse_request(b"GET /ws HTTP/1.1\r\n\r\n", peer()).unwrap();
+        let bare = parse_request(b"GET /ws HTTP/1.1\r\n\r\n", peer(), 64).unwrap();
         assert!(bare.topics.is_empty() && bare.query_params().is_empty());
         assert!(bare.cookies().is_empty());
     }

@@ -98,6 +98,13 @@ pub struct Config {
     pub ping_timeout: Duration,
     /// How long a new TCP connection may take to finish its HTTP upgrade.
     pub handshake_timeout: Duration,
+    /// Longest HTTP request head (request line and headers) in bytes;
+    /// a longer one gets 431 as soon as this much has arrived. Browsers
+    /// send 1-2 KB; the default 64 KiB leaves room for large cookies.
+    pub max_handshake_bytes: usize,
+    /// Most headers in an HTTP request; one more gets 431 as soon as it
+    /// arrives. A browser's upgrade has about 15.
+    pub max_headers: usize,
     /// How long `stop()` waits for clients to receive their close frame.
     pub shutdown_timeout: Duration,
     /// Threads of the hub's own tokio runtime.
@@ -137,8 +144,18 @@ pub const DEFAULT_BACKPLANE_PREFIX: &str = "wshub:";
 pub const MAX_MESSAGE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Longest WebSocket path (a configuration sanity bound; request heads
-/// themselves are capped at 64 KB).
+/// themselves are capped by `max_handshake_bytes`).
 pub const MAX_PATH_LEN: usize = 256;
+
+/// Bounds of `max_handshake_bytes`: below 1 KiB a browser's own upgrade
+/// would not fit; above 16 MiB each handshake could hold that much memory,
+/// which is a mistake, not a tuning choice.
+pub const MAX_HANDSHAKE_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
+
+/// Bounds of `max_headers`: a WebSocket upgrade needs about 6 headers and
+/// a browser sends about 15; the parser's header table is `max_headers`
+/// entries, so thousands would only cost memory per handshake.
+pub const MAX_HEADERS_RANGE: std::ops::RangeInclusive<usize> = 8..=1024;
 
 /// Upper bound on `worker_threads`; more than this is a configuration
 /// mistake, not a tuning choice.
@@ -166,6 +183,8 @@ impl Default for Config {
             ping_interval: Duration::from_secs(20),
             ping_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
+            max_handshake_bytes: 64 * 1024,
+            max_headers: 64,
             shutdown_timeout: Duration::from_secs(2),
             worker_threads: 1,
             backplane: None,
@@ -253,6 +272,22 @@ impl Config {
                 "max_message_bytes must be at most {MAX_MESSAGE_BYTES_LIMIT}"
             ));
         }
+        for (name, value, range) in [
+            (
+                "max_handshake_bytes",
+                self.max_handshake_bytes,
+                MAX_HANDSHAKE_BYTES_RANGE,
+            ),
+            ("max_headers", self.max_headers, MAX_HEADERS_RANGE),
+        ] {
+            if !range.contains(&value) {
+                return bad(format!(
+                    "{name} must be between {} and {}, got {value}",
+                    range.start(),
+                    range.end()
+                ));
+            }
+        }
         if self.worker_threads > MAX_WORKER_THREADS {
             return bad(format!(
                 "worker_threads must be at most {MAX_WORKER_THREADS}"
@@ -338,6 +373,33 @@ mod tests {
             },
         ] {
             assert!(cfg.validate().is_err(), "{cfg:?}");
+        }
+    }
+
+    #[test]
+    fn request_head_limits_must_be_in_their_range() {
+        for (bytes, headers, bad) in [
+            (0, 64, Some("max_handshake_bytes")),
+            (1023, 64, Some("max_handshake_bytes")),
+            (16 * 1024 * 1024 + 1, 64, Some("max_handshake_bytes")),
+            (65_536, 0, Some("max_headers")),
+            (65_536, 7, Some("max_headers")),
+            (65_536, 1025, Some("max_headers")),
+            (1024, 8, None),
+            (16 * 1024 * 1024, 1024, None),
+        ] {
+            let cfg = Config {
+                max_handshake_bytes: bytes,
+                max_headers: headers,
+                ..Config::default()
+            };
+            match bad {
+                Some(name) => {
+                    let err = cfg.validate().unwrap_err().to_string();
+                    assert!(err.contains(name), "{err}");
+                }
+                None => cfg.validate().unwrap(),
+            }
         }
     }
 

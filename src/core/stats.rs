@@ -31,7 +31,8 @@ pub struct Counters {
     /// Pending publications replaced by a newer one of the same key
     /// (conflate policy).
     pub conflated: AtomicU64,
-    /// Subscription events dropped because the listener fell behind.
+    /// Subscription events (`on_subscription` calls) dropped because the
+    /// listener fell behind and their bounded queue was full.
     pub events_dropped: AtomicU64,
     /// Handshakes on a path other than the WebSocket path (404).
     pub rejected_path: AtomicU64,
@@ -71,9 +72,9 @@ pub struct Counters {
     pub rejected_version: AtomicU64,
     /// Upgrades with a missing or invalid `Sec-WebSocket-Key` (400).
     pub rejected_key: AtomicU64,
-    /// Request heads over the 64 KB cap (431).
+    /// Request heads over `max_handshake_bytes` (431).
     pub rejected_too_large: AtomicU64,
-    /// Request heads with more headers than allowed (431).
+    /// Request heads with more than `max_headers` headers (431).
     pub rejected_too_many_headers: AtomicU64,
 }
 
@@ -105,6 +106,9 @@ pub struct Stats {
     pub slow_consumer_closes: u64,
     /// Pending publications replaced by newer ones (conflate policy).
     pub conflated: u64,
+    /// Subscription events (`on_subscription` calls) dropped because the
+    /// listener fell behind and their queue was full.
+    pub subscription_events_dropped: u64,
     /// Handshakes completed since start.
     pub connections_opened: u64,
     /// Connections ended since start, for any reason.
@@ -144,6 +148,7 @@ impl Stats {
             dropped: get(&c.dropped),
             slow_consumer_closes: get(&c.slow_consumer_closes),
             conflated: get(&c.conflated),
+            subscription_events_dropped: get(&c.events_dropped),
             connections_opened: get(&c.connections_opened),
             connections_closed: get(&c.connections_closed),
             handshakes_rejected: [

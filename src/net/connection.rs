@@ -78,7 +78,12 @@ async fn open(
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let counters = &shared.hub.counters;
     let mut received = false;
-    let head = match before(&shared, deadline, http::read_head(&stream, &mut received)).await {
+    let limits = http::HeadLimits {
+        max_bytes: shared.config.max_handshake_bytes,
+        max_headers: shared.config.max_headers,
+    };
+    let read = http::read_head(&stream, limits, &mut received);
+    let head = match before(&shared, deadline, read).await {
         Some(Ok(head)) => head,
         Some(Err(http::ReadError::Malformed(why))) => {
             Counters::add(why.counter(counters), 1);
@@ -216,7 +221,8 @@ async fn authorize(
     peer: SocketAddr,
     authorizer: &Authorizer,
 ) -> Result<Option<BTreeSet<String>>, (u16, &'static str)> {
-    let request = parse_request(head, peer).ok_or((400, "malformed request"))?;
+    let request =
+        parse_request(head, peer, shared.config.max_headers).ok_or((400, "malformed request"))?;
     let check = Arc::clone(&authorizer.0);
     let decision = tokio::task::spawn_blocking(move || check(&request));
     match tokio::time::timeout(shared.config.authorize_timeout, decision).await {

@@ -22,13 +22,15 @@ use std::sync::atomic::AtomicU64;
 use crate::core::stats::{Counters, Stats};
 use crate::net::metrics;
 
-/// Longest request head (request line and headers) read before answering
-/// 431. Browsers send 1-2 KB; 64 KB leaves room for large cookies.
-pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// Most header lines in a request head; more get 431 as soon as they
-/// arrive. A browser's upgrade has about 15.
-pub(crate) const MAX_HEADERS: usize = 64;
+/// How much of a request head is read before answering 431: the
+/// `max_handshake_bytes` and `max_headers` options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadLimits {
+    /// Longest request head (request line and headers).
+    pub(crate) max_bytes: usize,
+    /// Most header lines; more get 431 as soon as they arrive.
+    pub(crate) max_headers: usize,
+}
 
 /// Bytes reserved per read while a head arrives: a typical head in one.
 const READ_CHUNK_BYTES: usize = 2048;
@@ -70,9 +72,9 @@ pub(crate) enum Malformed {
     Version,
     /// `Sec-WebSocket-Key` missing or not 16 bytes in base64 (400).
     Key,
-    /// A head over [`MAX_HEAD_BYTES`] (431).
+    /// A head over `max_handshake_bytes` (431).
     TooLarge,
-    /// More than [`MAX_HEADERS`] headers (431).
+    /// More than `max_headers` headers (431).
     TooManyHeaders,
 }
 
@@ -196,11 +198,15 @@ impl Head {
     }
 }
 
-/// Reads one request head, at most [`MAX_HEAD_BYTES`] and [`MAX_HEADERS`]
-/// headers. The caller bounds it in time (the handshake deadline);
-/// `received` tells it afterwards whether any byte came, so that a
-/// request cut short by the deadline can be answered 408.
-pub(crate) async fn read_head(stream: &TcpStream, received: &mut bool) -> Result<Head, ReadError> {
+/// Reads one request head, at most `limits.max_bytes` long with at most
+/// `limits.max_headers` headers. The caller bounds it in time (the
+/// handshake deadline); `received` tells it afterwards whether any byte
+/// came, so that a request cut short by the deadline can be answered 408.
+pub(crate) async fn read_head(
+    stream: &TcpStream,
+    limits: HeadLimits,
+    received: &mut bool,
+) -> Result<Head, ReadError> {
     // Nothing is allocated until the client sends something: an idle
     // socket costs its parked task only.
     let mut bytes = Vec::new();
@@ -216,16 +222,16 @@ pub(crate) async fn read_head(stream: &TcpStream, received: &mut bool) -> Result
             Err(_) => return Err(ReadError::Io),
         }
         if let Some(len) = find_head_end(&bytes, &mut scanned, &mut lines) {
-            if len > MAX_HEAD_BYTES {
+            if len > limits.max_bytes {
                 return Err(ReadError::Malformed(Malformed::TooLarge));
             }
-            return parse_head(bytes, len).map_err(ReadError::Malformed);
+            return parse_head(bytes, len, limits.max_headers).map_err(ReadError::Malformed);
         }
         // The request line, the headers, and the blank line still to come.
-        if lines > MAX_HEADERS + 1 {
+        if lines > limits.max_headers + 1 {
             return Err(ReadError::Malformed(Malformed::TooManyHeaders));
         }
-        if bytes.len() >= MAX_HEAD_BYTES {
+        if bytes.len() >= limits.max_bytes {
             return Err(ReadError::Malformed(Malformed::TooLarge));
         }
     }
@@ -255,9 +261,12 @@ fn find_head_end(bytes: &[u8], scanned: &mut usize, lines: &mut usize) -> Option
 }
 
 /// Parses a complete head (`bytes[..len]`) with httparse into an
-/// `http::Request`, the type tungstenite's upgrade checks take.
-fn parse_head(bytes: Vec<u8>, len: usize) -> Result<Head, Malformed> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+/// `http::Request`, the type tungstenite's upgrade checks take; more than
+/// `max_headers` headers is [`Malformed::TooManyHeaders`].
+fn parse_head(bytes: Vec<u8>, len: usize, max_headers: usize) -> Result<Head, Malformed> {
+    // On the heap, as `max_headers` is the host's choice (at most
+    // `config::MAX_HEADERS_RANGE`), and only while the head is parsed.
+    let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(bytes.get(..len).unwrap_or_default()) {
         Ok(httparse::Status::Complete(_)) => {}
@@ -399,10 +408,17 @@ pub(crate) async fn respond(
 mod tests {
     use super::*;
 
+    /// The default `max_headers`.
+    const MAX_HEADERS: usize = 64;
+
     fn head(text: &[u8]) -> Result<Head, Malformed> {
+        head_with(text, MAX_HEADERS)
+    }
+
+    fn head_with(text: &[u8], max_headers: usize) -> Result<Head, Malformed> {
         let (mut scanned, mut lines) = (0, 0);
         let len = find_head_end(text, &mut scanned, &mut lines).ok_or(Malformed::Invalid)?;
-        parse_head(text.to_vec(), len)
+        parse_head(text.to_vec(), len, max_headers)
     }
 
     #[test]
@@ -457,6 +473,11 @@ mod tests {
         let many: String = (0..=MAX_HEADERS).map(|i| format!("x{i}: y\r\n")).collect();
         let text = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert_eq!(err(text.as_bytes()), Some(Malformed::TooManyHeaders));
+        assert!(head_with(text.as_bytes(), MAX_HEADERS + 1).is_ok());
+        assert_eq!(
+            head_with(b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\n\r\n", 1).err(),
+            Some(Malformed::TooManyHeaders)
+        );
     }
 
     #[test]

@@ -71,6 +71,11 @@ pub fn render(stats: &Stats) -> String {
             stats.conflated,
         ),
         (
+            "subscription_events_dropped",
+            "Subscription events dropped because the on_subscription listener fell behind",
+            stats.subscription_events_dropped,
+        ),
+        (
             "backplane_published",
             "Publications handed to the Redis backplane",
             stats.backplane_published,
@@ -158,6 +163,7 @@ mod tests {
         let mut stats = Stats {
             connections: 3,
             published: 7,
+            subscription_events_dropped: 5,
             ..Stats::default()
         };
         stats.topics.insert("odds".into(), 2);
@@ -174,6 +180,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("wshub_backplane_connected 0\n"), "{text}");
+        assert!(
+            text.contains("wshub_subscription_events_dropped_total 5\n"),
+            "{text}"
+        );
         assert!(text.contains("wshub_backplane_dropped_total 0\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }

@@ -13,6 +13,10 @@
  *   rate_limit=X        opts.rate_limit
  *   rate_burst=N        opts.rate_burst
  *   max_topics=N        opts.max_topics_per_connection
+ *   max_handshake_bytes=N  opts.max_handshake_bytes
+ *   max_headers=N       opts.max_headers
+ *   old_layout          opts.struct_size of the layout before
+ *                       max_handshake_bytes (whose fields then hold junk)
  *
  * Prints "PORT <n>" once the hub listens, or "START_ERR <code> <message>"
  * and exits 1 when wshub_start() fails. Then answers each stdin line:
@@ -340,6 +344,12 @@ int main(int argc, char **argv) {
         if (IS("events")) {
             opts.on_subscription = on_subscription;
             opts.on_subscription_data = &events;
+        } else if (IS("old_layout")) {
+            /* A host built before these fields existed: the library must
+             * not read them (their junk would fail validation). */
+            opts.struct_size = offsetof(wshub_options, max_handshake_bytes);
+            opts.max_handshake_bytes = 0;
+            opts.max_headers = 0;
         } else if (eq == NULL) {
             return usage(arg);
         } else if (IS("origin")) {
@@ -365,6 +375,10 @@ int main(int argc, char **argv) {
             opts.rate_burst = (uint32_t)strtoul(value, NULL, 10);
         } else if (IS("max_topics")) {
             opts.max_topics_per_connection = (size_t)strtoull(value, NULL, 10);
+        } else if (IS("max_handshake_bytes")) {
+            opts.max_handshake_bytes = (size_t)strtoull(value, NULL, 10);
+        } else if (IS("max_headers")) {
+            opts.max_headers = (size_t)strtoull(value, NULL, 10);
         } else {
             return usage(arg);
         }
