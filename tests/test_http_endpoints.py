@@ -74,6 +74,25 @@ def test_metrics_parse_and_follow_the_hub():
         assert stats["sent_bytes"] == got[("wshub_sent_bytes_total", ())]
 
 
+def test_every_stats_number_has_its_metrics_series_with_the_same_value():
+    with wshub.start(0) as hub:
+        with ws_connect(f"ws://127.0.0.1:{hub.port}/api/ws?topics=odds", open_timeout=5) as ws:
+            ws.recv(timeout=5)
+            hub.broadcast("odds", '{"p":1}')
+            ws.recv(timeout=5)
+            wait_until(lambda: hub.stats()["sent"] == 1, timeout=5)
+            _, _, text = get(hub, "/metrics")
+            stats = hub.stats()
+    got = samples(text)
+    numbers = {k: v for k, v in stats.items() if type(v) is int}
+    assert len(numbers) >= 15, sorted(numbers)
+    for name, value in numbers.items():
+        series = [got[key] for key in ((f"wshub_{name}", ()), (f"wshub_{name}_total", ()))
+                  if key in got]
+        assert series == [value], (name, value, series)
+    assert got[("wshub_backplane_connected", ())] == int(stats["backplane_connected"])
+
+
 def test_metrics_with_a_query_string_and_other_paths():
     with wshub.start(0) as hub:
         assert get(hub, "/metrics?x=1")[0] == 200

@@ -833,16 +833,15 @@ unsafe fn broadcast(
 }
 
 /// Writes the hub's counters as one line of JSON, with the same fields as
-/// the Python `stats()`: `{"connections":N,"topics":{"name":subscribers,
-/// ...},"published":N,"sent":N,"sent_bytes":N,"dropped":N,
-/// "slow_consumer_closes":N,"conflated":N,"subscription_events_dropped":N,
-/// "connections_opened":N,
-/// "connections_closed":N,
+/// the Python `stats()`: `{"connections":N,"connections_opened":N,
+/// "connections_closed":N,"published":N,"sent":N,"sent_bytes":N,
+/// "dropped":N,"slow_consumer_closes":N,"conflated":N,
+/// "subscription_events_dropped":N,"backplane_published":N,
+/// "backplane_received":N,"backplane_dropped":N,"backplane_missed":N,
+/// "backplane_reconnects":N,"topics":{"name":subscribers,...},
 /// "handshakes_rejected":{"auth":N,"capacity":N,"invalid":N,"key":N,"method":N,
 /// "not_upgrade":N,"origin":N,"path":N,"timeout":N,"too_large":N,"too_many_headers":N,
-/// "version":N},
-/// "backplane_published":N,"backplane_received":N,"backplane_dropped":N,
-/// "backplane_missed":N,"backplane_reconnects":N,"backplane_connected":B}`.
+/// "version":N},"backplane_connected":B}` (keys in that order).
 ///
 /// Contract like `snprintf`: returns the length of the JSON in bytes, not
 /// counting the terminating NUL. When that length is less than `cap`, the

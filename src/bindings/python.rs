@@ -277,26 +277,11 @@ impl PyServer {
         // Python threads run meanwhile.
         let stats = py.detach(|| self.server.stats());
         let dict = PyDict::new(py);
-        dict.set_item("connections", stats.connections)?;
+        for number in stats.numbers() {
+            dict.set_item(number.name, number.value)?;
+        }
         dict.set_item("topics", stats.topics)?;
-        dict.set_item("published", stats.published)?;
-        dict.set_item("sent", stats.sent)?;
-        dict.set_item("dropped", stats.dropped)?;
-        dict.set_item("slow_consumer_closes", stats.slow_consumer_closes)?;
-        dict.set_item("conflated", stats.conflated)?;
-        dict.set_item(
-            "subscription_events_dropped",
-            stats.subscription_events_dropped,
-        )?;
-        dict.set_item("connections_opened", stats.connections_opened)?;
-        dict.set_item("connections_closed", stats.connections_closed)?;
-        dict.set_item("sent_bytes", stats.sent_bytes)?;
         dict.set_item("handshakes_rejected", stats.handshakes_rejected)?;
-        dict.set_item("backplane_published", stats.backplane_published)?;
-        dict.set_item("backplane_received", stats.backplane_received)?;
-        dict.set_item("backplane_dropped", stats.backplane_dropped)?;
-        dict.set_item("backplane_missed", stats.backplane_missed)?;
-        dict.set_item("backplane_reconnects", stats.backplane_reconnects)?;
         dict.set_item("backplane_connected", stats.backplane_connected)?;
         Ok(dict)
     }

@@ -362,7 +362,7 @@ impl Hub {
             events.report(
                 &Arc::from(topic),
                 subscribers,
-                &self.counters.events_dropped,
+                &self.counters.subscription_events_dropped,
             );
         }
     }

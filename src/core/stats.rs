@@ -1,5 +1,13 @@
 //! Counters the hub keeps while it runs, and the snapshot `stats()` returns.
 //!
+//! Each number is described once, in the [`numbers!`] list below: its name
+//! (the key of Python's `stats()` and of the C JSON, and the `/metrics`
+//! series `wshub_<name>`), whether it is a gauge or a counter, its help
+//! text and its doc. The live [`Counters`], the [`Stats`] snapshot, the
+//! copy from one to the other and [`Stats::numbers`], which the bindings
+//! and `/metrics` walk, are all made from that list, so a number cannot be
+//! added to one of them and forgotten in another.
+//!
 //! Counters are relaxed atomics: they are observations, not
 //! synchronisation, and must cost nothing on the fan-out path beyond one
 //! add per batch.
@@ -9,73 +17,196 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 
-/// Live counters, owned by the hub.
-#[derive(Debug, Default)]
-pub struct Counters {
+/// Whether a number goes up only (a counter: `/metrics` names it
+/// `..._total`) or up and down (a gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Counts since start.
+    Counter,
+    /// A level now.
+    Gauge,
+}
+
+/// One number of a [`Stats`], as the bindings and `/metrics` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Number {
+    /// The `stats()` key, and the `/metrics` name after `wshub_`.
+    pub name: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// The `/metrics` help text.
+    pub help: &'static str,
+    /// Its value in the snapshot.
+    pub value: u64,
+}
+
+/// Why a handshake was refused: the keys of `handshakes_rejected` (and the
+/// `reason` label of `wshub_handshakes_rejected_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// A path other than the WebSocket path (404).
+    Path,
+    /// An origin not in `allowed_origins` (403).
+    Origin,
+    /// Refused by the host's `authorize` check (its status).
+    Auth,
+    /// Over `max_connections` (503).
+    Capacity,
+    /// Not well-formed HTTP/1.1 (400), or closed or reset before the
+    /// request head was complete.
+    Invalid,
+    /// Not complete within `handshake_timeout` (408 to a client that sent
+    /// part of a request, nothing to one that sent nothing).
+    Timeout,
+    /// A method other than GET (405).
+    Method,
+    /// A GET on the WebSocket path that does not ask for an upgrade (426).
+    NotUpgrade,
+    /// An upgrade without `Sec-WebSocket-Version: 13` (426).
+    Version,
+    /// A missing or invalid `Sec-WebSocket-Key` (400).
+    Key,
+    /// A request head over `max_handshake_bytes` (431).
+    TooLarge,
+    /// More headers than `max_headers` (431).
+    TooManyHeaders,
+}
+
+impl Rejection {
+    /// Every reason, in the order `stats()` lists them.
+    pub const ALL: [Rejection; 12] = [
+        Rejection::Path,
+        Rejection::Origin,
+        Rejection::Auth,
+        Rejection::Capacity,
+        Rejection::Invalid,
+        Rejection::Timeout,
+        Rejection::Method,
+        Rejection::NotUpgrade,
+        Rejection::Version,
+        Rejection::Key,
+        Rejection::TooLarge,
+        Rejection::TooManyHeaders,
+    ];
+
+    /// The reason's name in `stats()` and `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Path => "path",
+            Rejection::Origin => "origin",
+            Rejection::Auth => "auth",
+            Rejection::Capacity => "capacity",
+            Rejection::Invalid => "invalid",
+            Rejection::Timeout => "timeout",
+            Rejection::Method => "method",
+            Rejection::NotUpgrade => "not_upgrade",
+            Rejection::Version => "version",
+            Rejection::Key => "key",
+            Rejection::TooLarge => "too_large",
+            Rejection::TooManyHeaders => "too_many_headers",
+        }
+    }
+}
+
+/// Makes [`Counters`], [`Stats`] and their conversions from one list of
+/// `doc, name: Kind = "help"` entries.
+macro_rules! numbers {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $kind:ident = $help:literal; )+) => {
+        /// Live counters, owned by the hub.
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $( $(#[doc = $doc])+ pub $name: AtomicU64, )+
+            /// Whether the backplane is connected to Redis now.
+            pub backplane_connected: AtomicBool,
+            /// Refused handshakes, indexed by [`Rejection`].
+            handshakes_rejected: [AtomicU64; Rejection::ALL.len()],
+        }
+
+        /// A point-in-time copy of the counters, plus subscribers per topic.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+        pub struct Stats {
+            $( $(#[doc = $doc])+ pub $name: u64, )+
+            /// Subscribers per topic, for topics with at least one.
+            pub topics: BTreeMap<String, u64>,
+            /// Refused handshakes by reason (every [`Rejection`] is
+            /// present, by its [`Rejection::as_str`] name).
+            pub handshakes_rejected: BTreeMap<String, u64>,
+            /// Whether the backplane is connected to Redis now (always
+            /// false for a hub without one).
+            pub backplane_connected: bool,
+        }
+
+        impl Stats {
+            pub(crate) fn from_counters(c: &Counters, topics: BTreeMap<String, u64>) -> Self {
+                Stats {
+                    $( $name: c.$name.load(Ordering::Relaxed), )+
+                    topics,
+                    handshakes_rejected: Rejection::ALL
+                        .iter()
+                        .map(|&r| (r.as_str().to_owned(), c.rejected(r)))
+                        .collect(),
+                    backplane_connected: c.backplane_connected.load(Ordering::Relaxed),
+                }
+            }
+
+            /// Every plain number of the snapshot, in the list's order,
+            /// with what `/metrics` needs to show it. `topics`,
+            /// `handshakes_rejected` and `backplane_connected` are apart:
+            /// they are not one number each.
+            pub fn numbers(&self) -> impl Iterator<Item = Number> {
+                [$(
+                    Number {
+                        name: stringify!($name),
+                        kind: Kind::$kind,
+                        help: $help,
+                        value: self.$name,
+                    },
+                )+]
+                .into_iter()
+            }
+        }
+    };
+}
+
+numbers! {
     /// WebSocket connections open now.
-    pub connections: AtomicU64,
+    connections: Gauge = "Open WebSocket connections";
     /// Handshakes completed since start.
-    pub connections_opened: AtomicU64,
+    connections_opened: Counter = "Handshakes completed";
     /// Connections ended since start, for any reason.
-    pub connections_closed: AtomicU64,
+    connections_closed: Counter = "Connections ended, for any reason";
     /// Publications accepted by `broadcast`.
-    pub published: AtomicU64,
+    published: Counter = "Publications accepted by broadcast";
     /// Publication frames written to clients.
-    pub sent: AtomicU64,
+    sent: Counter = "Publication frames written to clients";
     /// Bytes of those frames on the wire (WebSocket header included).
-    pub sent_bytes: AtomicU64,
+    sent_bytes: Counter = "Bytes of publication frames written to clients, headers included";
     /// Publication frames discarded because their client was closed.
-    pub dropped: AtomicU64,
+    dropped: Counter = "Publication frames lost to closed slow clients";
     /// Clients closed with 1008 because their queue was full.
-    pub slow_consumer_closes: AtomicU64,
+    slow_consumer_closes: Counter = "Clients closed with 1008 for a full queue";
     /// Pending publications replaced by a newer one of the same key
     /// (conflate policy).
-    pub conflated: AtomicU64,
+    conflated: Counter = "Pending publications replaced by newer ones of their key";
     /// Subscription events (`on_subscription` calls) dropped because the
-    /// listener fell behind and their bounded queue was full.
-    pub events_dropped: AtomicU64,
-    /// Handshakes on a path other than the WebSocket path (404).
-    pub rejected_path: AtomicU64,
+    /// listener fell behind and their queue was full.
+    subscription_events_dropped: Counter =
+        "Subscription events dropped because on_subscription fell behind";
     /// Publications this hub handed to the Redis backplane.
-    pub backplane_published: AtomicU64,
+    backplane_published: Counter = "Publications handed to the Redis backplane";
     /// Publications received from the backplane (and fanned out here to
     /// whoever is subscribed, possibly nobody).
-    pub backplane_received: AtomicU64,
+    backplane_received: Counter = "Publications received from the Redis backplane";
     /// Publications of this hub that never reached Redis: outbound queue
     /// full, or in a batch cut short by a failed connection.
-    pub backplane_dropped: AtomicU64,
+    backplane_dropped: Counter = "Publications of this hub that never reached Redis";
     /// Publications of the backplane this hub did not deliver: gaps in a
     /// topic's `seq` (e.g. published while this hub was reconnecting), or
     /// a `seq` not above the last one delivered.
-    pub backplane_missed: AtomicU64,
+    backplane_missed: Counter =
+        "Publications of the backplane this hub did not deliver (seq gaps)";
     /// Times the backplane re-established its connection to Redis.
-    pub backplane_reconnects: AtomicU64,
-    /// Whether the backplane is connected to Redis now.
-    pub backplane_connected: AtomicBool,
-    /// Handshakes from an origin not in `allowed_origins` (403).
-    pub rejected_origin: AtomicU64,
-    /// Handshakes refused by the host's `authorize` check.
-    pub rejected_auth: AtomicU64,
-    /// Handshakes over `max_connections` (503).
-    pub rejected_capacity: AtomicU64,
-    /// Requests that were not well-formed HTTP/1.1 (400), or connections
-    /// closed or reset before their request head was complete.
-    pub rejected_invalid: AtomicU64,
-    /// Handshakes not complete within `handshake_timeout` (408 to a client
-    /// that sent part of a request, nothing to one that sent nothing).
-    pub rejected_timeout: AtomicU64,
-    /// Requests with a method other than GET (405).
-    pub rejected_method: AtomicU64,
-    /// GETs on the WebSocket path that do not ask for an upgrade (426).
-    pub rejected_not_upgrade: AtomicU64,
-    /// Upgrades without `Sec-WebSocket-Version: 13` (426).
-    pub rejected_version: AtomicU64,
-    /// Upgrades with a missing or invalid `Sec-WebSocket-Key` (400).
-    pub rejected_key: AtomicU64,
-    /// Request heads over `max_handshake_bytes` (431).
-    pub rejected_too_large: AtomicU64,
-    /// Request heads with more than `max_headers` headers (431).
-    pub rejected_too_many_headers: AtomicU64,
+    backplane_reconnects: Counter = "Times the backplane re-established its connection to Redis";
 }
 
 impl Counters {
@@ -85,95 +216,52 @@ impl Counters {
             counter.fetch_add(n, Ordering::Relaxed);
         }
     }
+
+    /// Counts a refused handshake.
+    pub fn reject(&self, why: Rejection) {
+        Counters::add(&self.handshakes_rejected[why as usize], 1);
+    }
+
+    /// Handshakes refused for `why` so far.
+    pub fn rejected(&self, why: Rejection) -> u64 {
+        self.handshakes_rejected[why as usize].load(Ordering::Relaxed)
+    }
 }
 
-/// A point-in-time copy of the counters, plus subscribers per topic.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Stats {
-    /// WebSocket connections open now.
-    pub connections: u64,
-    /// Subscribers per topic, for topics with at least one.
-    pub topics: BTreeMap<String, u64>,
-    /// Publications accepted by `broadcast`.
-    pub published: u64,
-    /// Publication frames written to clients.
-    pub sent: u64,
-    /// Bytes of those frames.
-    pub sent_bytes: u64,
-    /// Publication frames discarded because their client was closed.
-    pub dropped: u64,
-    /// Clients closed with 1008 because their queue was full.
-    pub slow_consumer_closes: u64,
-    /// Pending publications replaced by newer ones (conflate policy).
-    pub conflated: u64,
-    /// Subscription events (`on_subscription` calls) dropped because the
-    /// listener fell behind and their queue was full.
-    pub subscription_events_dropped: u64,
-    /// Handshakes completed since start.
-    pub connections_opened: u64,
-    /// Connections ended since start, for any reason.
-    pub connections_closed: u64,
-    /// Refused handshakes by reason: `path` (404), `origin` (403), `auth`
-    /// (the callback's status), `capacity` (503), `invalid` (400, or
-    /// closed before a complete request), `timeout` (408 or dropped),
-    /// `method` (405), `not_upgrade` (426), `version` (426), `key` (400),
-    /// `too_large` and `too_many_headers` (431). Every reason is present.
-    pub handshakes_rejected: BTreeMap<String, u64>,
-    /// Publications this hub handed to the Redis backplane.
-    pub backplane_published: u64,
-    /// Publications received from the backplane and fanned out here.
-    pub backplane_received: u64,
-    /// Publications of this hub that never reached Redis (outbound queue
-    /// full, or in a batch cut short by a failed connection).
-    pub backplane_dropped: u64,
-    /// Publications of the backplane this hub did not deliver (a gap in a
-    /// topic's `seq`, e.g. while it was reconnecting).
-    pub backplane_missed: u64,
-    /// Times the backplane re-established its connection to Redis.
-    pub backplane_reconnects: u64,
-    /// Whether the backplane is connected to Redis now (always false for
-    /// a hub without one).
-    pub backplane_connected: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Stats {
-    pub(crate) fn from_counters(c: &Counters, topics: BTreeMap<String, u64>) -> Self {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Stats {
-            connections: get(&c.connections),
-            topics,
-            published: get(&c.published),
-            sent: get(&c.sent),
-            sent_bytes: get(&c.sent_bytes),
-            dropped: get(&c.dropped),
-            slow_consumer_closes: get(&c.slow_consumer_closes),
-            conflated: get(&c.conflated),
-            subscription_events_dropped: get(&c.events_dropped),
-            connections_opened: get(&c.connections_opened),
-            connections_closed: get(&c.connections_closed),
-            handshakes_rejected: [
-                ("path", &c.rejected_path),
-                ("origin", &c.rejected_origin),
-                ("auth", &c.rejected_auth),
-                ("capacity", &c.rejected_capacity),
-                ("invalid", &c.rejected_invalid),
-                ("timeout", &c.rejected_timeout),
-                ("method", &c.rejected_method),
-                ("not_upgrade", &c.rejected_not_upgrade),
-                ("version", &c.rejected_version),
-                ("key", &c.rejected_key),
-                ("too_large", &c.rejected_too_large),
-                ("too_many_headers", &c.rejected_too_many_headers),
-            ]
-            .into_iter()
-            .map(|(reason, counter)| (reason.to_owned(), get(counter)))
-            .collect(),
-            backplane_published: get(&c.backplane_published),
-            backplane_received: get(&c.backplane_received),
-            backplane_dropped: get(&c.backplane_dropped),
-            backplane_missed: get(&c.backplane_missed),
-            backplane_reconnects: get(&c.backplane_reconnects),
-            backplane_connected: c.backplane_connected.load(Ordering::Relaxed),
+    #[test]
+    fn every_rejection_has_its_own_slot_and_name() {
+        let counters = Counters::default();
+        for (i, &why) in Rejection::ALL.iter().enumerate() {
+            assert_eq!(why as usize, i, "{why:?}: ALL is in declaration order");
+            for _ in 0..=i {
+                counters.reject(why);
+            }
+        }
+        let stats = Stats::from_counters(&counters, BTreeMap::new());
+        assert_eq!(stats.handshakes_rejected.len(), Rejection::ALL.len());
+        for (i, why) in Rejection::ALL.iter().enumerate() {
+            assert_eq!(stats.handshakes_rejected[why.as_str()], i as u64 + 1);
+        }
+    }
+
+    #[test]
+    fn numbers_are_the_snapshot_fields_by_name() {
+        let counters = Counters::default();
+        Counters::add(&counters.sent, 3);
+        Counters::add(&counters.connections, 2);
+        let stats = Stats::from_counters(&counters, BTreeMap::new());
+        let numbers: BTreeMap<_, _> = stats.numbers().map(|n| (n.name, n)).collect();
+        assert_eq!(numbers["sent"].value, 3);
+        assert_eq!(numbers["connections"].kind, Kind::Gauge);
+        assert_eq!(numbers["sent"].kind, Kind::Counter);
+        // The JSON of the snapshot (the C stats) has every number too.
+        let json = serde_json::to_value(&stats).unwrap();
+        for number in stats.numbers() {
+            assert_eq!(json[number.name], number.value, "{}", number.name);
         }
     }
 }

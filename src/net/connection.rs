@@ -24,7 +24,7 @@ use crate::core::authorize::{parse_request, Authorization, Authorizer};
 use crate::core::config::{Config, TopicPolicy};
 use crate::core::hub::ConnId;
 use crate::core::outbox::{Closed, OutFrame, Outbox, Pushed};
-use crate::core::stats::Counters;
+use crate::core::stats::{Counters, Rejection};
 use crate::net::http::{self, Route};
 use crate::net::rate_limit::{TokenBucket, Verdict};
 use crate::net::socket::{ClientSocket, Ws};
@@ -86,13 +86,13 @@ async fn open(
     let head = match before(&shared, deadline, read).await {
         Some(Ok(head)) => head,
         Some(Err(http::ReadError::Malformed(why))) => {
-            Counters::add(why.counter(counters), 1);
-            tracing::debug!(target: LOG_TARGET, %peer, reason = why.reason(), "handshake refused: malformed request");
+            counters.reject(why.rejection());
+            tracing::debug!(target: LOG_TARGET, %peer, reason = why.rejection().as_str(), "handshake refused: malformed request");
             before(&shared, deadline, http::refuse_malformed(stream, why)).await;
             return None;
         }
         Some(Err(http::ReadError::Io)) => {
-            Counters::add(&counters.rejected_invalid, 1);
+            counters.reject(Rejection::Invalid);
             return None;
         }
         None => {
@@ -101,7 +101,7 @@ async fn open(
             if received && !shared.shutdown.is_cancelled() {
                 http::refuse_timed_out(&stream);
             }
-            Counters::add(&counters.rejected_timeout, 1);
+            counters.reject(Rejection::Timeout);
             tracing::debug!(target: LOG_TARGET, %peer, "handshake timed out");
             return None;
         }
@@ -110,7 +110,7 @@ async fn open(
         Route::Upgrade => {}
         route => {
             if route == Route::NotFound {
-                Counters::add(&counters.rejected_path, 1);
+                counters.reject(Rejection::Path);
             }
             let running = !shared.hub.is_closed();
             let served = http::respond(stream, route, running, || shared.hub.stats());
@@ -121,8 +121,8 @@ async fn open(
     let response = match head.upgrade_response() {
         Ok(response) => response,
         Err(why) => {
-            Counters::add(why.counter(counters), 1);
-            tracing::debug!(target: LOG_TARGET, %peer, reason = why.reason(), "handshake refused: not a valid upgrade");
+            counters.reject(why.rejection());
+            tracing::debug!(target: LOG_TARGET, %peer, reason = why.rejection().as_str(), "handshake refused: not a valid upgrade");
             before(&shared, deadline, http::refuse_malformed(stream, why)).await;
             return None;
         }
@@ -134,13 +134,13 @@ async fn open(
             match before(&shared, deadline, check).await {
                 Some(Ok(granted)) => granted,
                 Some(Err((status, why))) => {
-                    Counters::add(&counters.rejected_auth, 1);
+                    counters.reject(Rejection::Auth);
                     tracing::warn!(target: LOG_TARGET, %peer, status, why, "handshake rejected by authorize");
                     before(&shared, deadline, http::refuse(stream, status, why)).await;
                     return None;
                 }
                 None => {
-                    Counters::add(&counters.rejected_timeout, 1);
+                    counters.reject(Rejection::Timeout);
                     return None;
                 }
             }
@@ -153,12 +153,12 @@ async fn open(
             match before(&shared, deadline, upgrade).await {
                 Some(Ok(ws)) => (ws, query, slot),
                 Some(Err(error)) => {
-                    Counters::add(&counters.rejected_invalid, 1);
+                    counters.reject(Rejection::Invalid);
                     tracing::debug!(target: LOG_TARGET, %peer, %error, "handshake failed");
                     return None;
                 }
                 None => {
-                    Counters::add(&counters.rejected_timeout, 1);
+                    counters.reject(Rejection::Timeout);
                     tracing::debug!(target: LOG_TARGET, %peer, "handshake timed out");
                     return None;
                 }
@@ -281,12 +281,12 @@ fn admit(shared: &Arc<Shared>, request: &Request) -> Result<ConnectionSlot, (u16
     let counters = &shared.hub.counters;
     if !origin_allowed(&shared.config, request) {
         tracing::warn!(target: LOG_TARGET, origin = ?request.headers().get("origin"), "handshake rejected: origin not allowed");
-        Counters::add(&counters.rejected_origin, 1);
+        counters.reject(Rejection::Origin);
         return Err((403, "origin not allowed"));
     }
     ConnectionSlot::try_take(shared).ok_or_else(|| {
         tracing::warn!(target: LOG_TARGET, "handshake rejected: max_connections reached");
-        Counters::add(&counters.rejected_capacity, 1);
+        counters.reject(Rejection::Capacity);
         (503, "too many connections")
     })
 }

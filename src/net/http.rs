@@ -17,9 +17,7 @@ use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::server::{create_response, Request, Response};
 use tokio_tungstenite::tungstenite::http::{self, HeaderName, HeaderValue};
 
-use std::sync::atomic::AtomicU64;
-
-use crate::core::stats::{Counters, Stats};
+use crate::core::stats::{Rejection, Stats};
 use crate::net::metrics;
 
 /// How much of a request head is read before answering 431: the
@@ -79,29 +77,16 @@ pub(crate) enum Malformed {
 }
 
 impl Malformed {
-    /// The `reason` label it is counted under.
-    pub(crate) fn reason(self) -> &'static str {
+    /// The reason it is counted under.
+    pub(crate) fn rejection(self) -> Rejection {
         match self {
-            Malformed::Invalid => "invalid",
-            Malformed::Method => "method",
-            Malformed::NotUpgrade => "not_upgrade",
-            Malformed::Version => "version",
-            Malformed::Key => "key",
-            Malformed::TooLarge => "too_large",
-            Malformed::TooManyHeaders => "too_many_headers",
-        }
-    }
-
-    /// The counter it is counted in.
-    pub(crate) fn counter(self, counters: &Counters) -> &AtomicU64 {
-        match self {
-            Malformed::Invalid => &counters.rejected_invalid,
-            Malformed::Method => &counters.rejected_method,
-            Malformed::NotUpgrade => &counters.rejected_not_upgrade,
-            Malformed::Version => &counters.rejected_version,
-            Malformed::Key => &counters.rejected_key,
-            Malformed::TooLarge => &counters.rejected_too_large,
-            Malformed::TooManyHeaders => &counters.rejected_too_many_headers,
+            Malformed::Invalid => Rejection::Invalid,
+            Malformed::Method => Rejection::Method,
+            Malformed::NotUpgrade => Rejection::NotUpgrade,
+            Malformed::Version => Rejection::Version,
+            Malformed::Key => Rejection::Key,
+            Malformed::TooLarge => Rejection::TooLarge,
+            Malformed::TooManyHeaders => Rejection::TooManyHeaders,
         }
     }
 
@@ -492,15 +477,19 @@ mod tests {
             TooLarge,
             TooManyHeaders,
         ] {
-            let counters = Counters::default();
-            Counters::add(why.counter(&counters), 1);
+            let counters = crate::core::stats::Counters::default();
+            counters.reject(why.rejection());
             let stats = Stats::from_counters(&counters, Default::default());
             let counted: Vec<_> = stats
                 .handshakes_rejected
                 .iter()
                 .filter(|(_, n)| **n > 0)
                 .collect();
-            assert_eq!(counted, [(&why.reason().to_owned(), &1)], "{why:?}");
+            assert_eq!(
+                counted,
+                [(&why.rejection().as_str().to_owned(), &1)],
+                "{why:?}"
+            );
         }
     }
 }

@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
-use crate::core::stats::Stats;
+use crate::core::stats::{Kind, Stats};
 
 /// Topics that get a `wshub_topic_subscribers{topic=...}` series at most
 /// (those with the most subscribers; ties by name). Every topic is still
@@ -28,80 +28,13 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub fn render(stats: &Stats) -> String {
     let mut registry = Registry::with_prefix("wshub");
     let gauge = |v: u64| ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
-    registry.register(
-        "connections",
-        "Open WebSocket connections",
-        gauge(stats.connections),
-    );
-    for (name, help, value) in [
-        (
-            "connections_opened",
-            "Handshakes completed",
-            stats.connections_opened,
-        ),
-        (
-            "connections_closed",
-            "Connections ended, for any reason",
-            stats.connections_closed,
-        ),
-        (
-            "published",
-            "Publications accepted by broadcast",
-            stats.published,
-        ),
-        ("sent", "Publication frames written to clients", stats.sent),
-        (
-            "sent_bytes",
-            "Bytes of publication frames written to clients, headers included",
-            stats.sent_bytes,
-        ),
-        (
-            "dropped",
-            "Publication frames lost to closed slow clients",
-            stats.dropped,
-        ),
-        (
-            "slow_consumer_closes",
-            "Clients closed with 1008 for a full queue",
-            stats.slow_consumer_closes,
-        ),
-        (
-            "conflated",
-            "Pending publications replaced by newer ones of their key",
-            stats.conflated,
-        ),
-        (
-            "subscription_events_dropped",
-            "Subscription events dropped because the on_subscription listener fell behind",
-            stats.subscription_events_dropped,
-        ),
-        (
-            "backplane_published",
-            "Publications handed to the Redis backplane",
-            stats.backplane_published,
-        ),
-        (
-            "backplane_received",
-            "Publications received from the Redis backplane",
-            stats.backplane_received,
-        ),
-        (
-            "backplane_dropped",
-            "Publications of this hub that never reached Redis",
-            stats.backplane_dropped,
-        ),
-        (
-            "backplane_missed",
-            "Publications of the backplane this hub did not deliver (seq gaps)",
-            stats.backplane_missed,
-        ),
-        (
-            "backplane_reconnects",
-            "Times the backplane re-established its connection to Redis",
-            stats.backplane_reconnects,
-        ),
-    ] {
-        registry.register(name, help, ConstCounter::new(value));
+    for number in stats.numbers() {
+        match number.kind {
+            Kind::Gauge => registry.register(number.name, number.help, gauge(number.value)),
+            Kind::Counter => {
+                registry.register(number.name, number.help, ConstCounter::new(number.value));
+            }
+        }
     }
     registry.register(
         "backplane_connected",
