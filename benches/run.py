@@ -536,6 +536,9 @@ def main():
                          "next run with the same NAME) instead of the file's head")
     ap.add_argument("--loadgen-args", default="", help='extra loadgen flags, e.g. "--coalesce-us 100"')
     ap.add_argument("--ref-batch", type=int, default=128, help="frames per write of the reference server")
+    ap.add_argument("--base-publisher", metavar="PATH",
+                    help="a rust_publisher built from another commit (a before/after run): "
+                         "measured as server `wshub-rust-base` right after `wshub-rust`")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=1.0)
@@ -575,7 +578,16 @@ def main():
             args.max_from = newest_closed_run(args.out, args.payload, [int(x) for x in args.subs.split(",")])
         maxima = closed_loop_maxima(args.max_from)
     rows, skipped = [], {}
-    for name in [s.strip() for s in args.servers.split(",") if s.strip()]:
+    names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if args.base_publisher:
+        SERVERS["wshub-rust-base"] = ([os.path.abspath(args.base_publisher)], None,
+                                      "wshub-rust built from the base commit of a before/after run")
+        at = names.index("wshub-rust") + 1 if "wshub-rust" in names else len(names)
+        names.insert(at, "wshub-rust-base")
+        if os.environ.get("WSHUB_BENCH_BASE_FIRST"):
+            names.remove("wshub-rust-base")
+            names.insert(max(at - 1, 0), "wshub-rust-base")
+    for name in names:
         if name not in SERVERS:
             sys.exit(f"unknown server {name}; known: {', '.join(SERVERS)}")
         why = available(name)
