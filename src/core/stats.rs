@@ -128,8 +128,12 @@ macro_rules! numbers {
             $( $(#[doc = $doc])+ pub $name: u64, )+
             /// Subscribers per topic, for topics with at least one.
             pub topics: BTreeMap<String, u64>,
-            /// Refused handshakes by reason (every [`Rejection`] is
-            /// present, by its [`Rejection::as_str`] name).
+            /// Refused handshakes by reason: `path` (404), `origin` (403),
+            /// `auth` (the callback's status), `capacity` (503), `invalid`
+            /// (400, or closed before a complete request), `timeout` (408
+            /// or dropped), `method` (405), `not_upgrade` (426), `version`
+            /// (426), `key` (400), `too_large` and `too_many_headers`
+            /// (431). Every reason is present.
             pub handshakes_rejected: BTreeMap<String, u64>,
             /// Whether the backplane is connected to Redis now (always
             /// false for a hub without one).

@@ -1,0 +1,190 @@
+//! Reading what a C host passes: pointers checked for NULL, strings for
+//! UTF-8, lengths before a slice is formed, and the options struct turned
+//! into a [`Config`].
+
+use super::*;
+
+pub(super) fn non_null<T>(pointer: *mut T, name: &str) -> Result<*mut T, Failure> {
+    if pointer.is_null() {
+        return Err(Failure::invalid_argument(format!("{name} is NULL")));
+    }
+    Ok(pointer)
+}
+
+/// Borrows the hub behind a handle.
+///
+/// # Safety
+/// `server` must be NULL or a live pointer from `wshub_start`.
+pub(super) unsafe fn hub_ref<'a>(server: *const wshub_server) -> Result<&'a wshub_server, Failure> {
+    // SAFETY: non-NULL, so live by the caller's contract.
+    unsafe { server.as_ref() }.ok_or_else(|| Failure::invalid_argument("server is NULL"))
+}
+
+/// Borrows a NUL-terminated UTF-8 string; `not_utf8` is the code for a
+/// string that is present but not UTF-8.
+///
+/// # Safety
+/// `pointer` must be NULL or NUL-terminated and readable up to the NUL.
+pub(super) unsafe fn c_str<'a>(
+    pointer: *const c_char,
+    name: &str,
+    not_utf8: wshub_code,
+) -> Result<&'a str, Failure> {
+    if pointer.is_null() {
+        return Err(Failure::invalid_argument(format!("{name} is NULL")));
+    }
+    // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+    let text = unsafe { CStr::from_ptr(pointer) };
+    text.to_str()
+        .map_err(|e| Failure::new(not_utf8, format!("{name} is not valid UTF-8 ({e})")))
+}
+
+/// Borrows `len` bytes at `pointer`.
+///
+/// # Safety
+/// `pointer` must be NULL or point to `len` readable bytes.
+pub(super) unsafe fn byte_slice<'a>(
+    pointer: *const c_char,
+    len: usize,
+    name: &str,
+) -> Result<&'a [u8], Failure> {
+    if pointer.is_null() {
+        return Err(Failure::invalid_argument(format!("{name} is NULL")));
+    }
+    // `slice::from_raw_parts` requires this; a larger length is garbage.
+    if isize::try_from(len).is_err() {
+        return Err(Failure::invalid_argument(format!(
+            "{name}_len {len} is larger than PTRDIFF_MAX"
+        )));
+    }
+    // SAFETY: non-NULL, `len` readable bytes by the caller's contract, and
+    // `len <= isize::MAX` checked above.
+    Ok(unsafe { std::slice::from_raw_parts(pointer.cast::<u8>(), len) })
+}
+
+/// Builds the [`Config`] from C options (NULL: the defaults); the host's
+/// callbacks run through `callbacks`.
+///
+/// # Safety
+/// As `opts` of [`wshub_start`].
+pub(super) unsafe fn config_from(
+    opts: *const wshub_options,
+    callbacks: &Arc<CallbackGate>,
+) -> Result<Config, Failure> {
+    if opts.is_null() {
+        return Ok(Config::default());
+    }
+    // SAFETY: non-NULL, so its first field is readable by the caller's
+    // contract whatever version of the struct it is.
+    let size = unsafe { ptr::addr_of!((*opts).struct_size).read() };
+    check_struct_size(size, "opts->struct_size")?;
+    // The host's `size` bytes over the defaults: all of the struct for the
+    // current layout, the prefix it had for the previous one (the fields
+    // appended since keep their defaults).
+    let mut options = default_options();
+    // SAFETY: `size` bytes at `opts` are readable by the caller's contract
+    // and `size` is at most `size_of::<wshub_options>()` (checked above);
+    // every layout is a prefix of the current one, and every bit pattern
+    // of the fields (pointers, integers, doubles) is a valid value.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            opts.cast::<u8>(),
+            ptr::addr_of_mut!(options).cast::<u8>(),
+            size,
+        );
+    };
+    let o = &options;
+    // SAFETY (three calls): string pointers are NULL or NUL-terminated,
+    // `topics` NULL or NULL-terminated, by the caller's contract.
+    let host = unsafe { c_str(o.host, "opts->host", WSHUB_ERR_INVALID_CONFIG) }?;
+    let path = unsafe { c_str(o.path, "opts->path", WSHUB_ERR_INVALID_CONFIG) }?;
+    let topics = match unsafe { string_set(o.topics, "opts->topics") }? {
+        None => TopicPolicy::Any,
+        Some(names) => TopicPolicy::Only(names),
+    };
+    // SAFETY: `allowed_origins` is NULL or NULL-terminated, likewise.
+    let allowed_origins = unsafe { string_set(o.allowed_origins, "opts->allowed_origins") }?;
+    Ok(Config {
+        host: host.to_owned(),
+        port: o.port,
+        path: path.to_owned(),
+        topics,
+        allowed_origins,
+        max_connections: o.max_connections,
+        max_message_bytes: o.max_message_bytes,
+        send_queue: o.send_queue,
+        send_queue_bytes: o.send_queue_bytes,
+        max_topics_per_connection: o.max_topics_per_connection,
+        slow_client: slow_client_policy(o.slow_client)?,
+        rate_limit: o.rate_limit,
+        rate_burst: o.rate_burst,
+        publish_queue: o.publish_queue,
+        ping_interval: seconds("ping_interval", o.ping_interval)?,
+        ping_timeout: seconds("ping_timeout", o.ping_timeout)?,
+        handshake_timeout: seconds("handshake_timeout", o.handshake_timeout)?,
+        shutdown_timeout: seconds("shutdown_timeout", o.shutdown_timeout)?,
+        worker_threads: o.worker_threads,
+        on_subscription: o.on_subscription.map(|callback| {
+            let data = UserData(o.on_subscription_data);
+            subscription_listener(callback, data, Arc::clone(callbacks))
+        }),
+        authorize: o.authorize.map(|callback| {
+            authorizer(callback, UserData(o.authorize_data), Arc::clone(callbacks))
+        }),
+        authorize_timeout: seconds("authorize_timeout", o.authorize_timeout)?,
+        // SAFETY (two calls): string options are NULL or NUL-terminated
+        // by the caller's contract.
+        backplane: unsafe { optional_str(o.backplane, "opts->backplane") }?,
+        backplane_prefix: unsafe { optional_str(o.backplane_prefix, "opts->backplane_prefix") }?
+            .unwrap_or_else(|| crate::core::config::DEFAULT_BACKPLANE_PREFIX.to_owned()),
+        reuse_port: o.reuse_port,
+        max_topics: o.max_topics,
+        publish_queue_bytes: o.publish_queue_bytes,
+        max_handshake_bytes: o.max_handshake_bytes,
+        max_headers: o.max_headers,
+    })
+}
+
+/// Copies an optional string option (NULL: `None`).
+///
+/// # Safety
+/// `pointer` must be NULL or NUL-terminated and readable up to the NUL.
+pub(super) unsafe fn optional_str(
+    pointer: *const c_char,
+    name: &str,
+) -> Result<Option<String>, Failure> {
+    if pointer.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-NULL, so NUL-terminated by the caller's contract.
+    unsafe { c_str(pointer, name, WSHUB_ERR_INVALID_CONFIG) }.map(|s| Some(s.to_owned()))
+}
+
+/// Reads the NULL-terminated allow-list (NULL: any topic). The names are
+/// checked by [`Config::validate`], like the Python binding's.
+///
+/// # Safety
+/// `list` must be NULL or a NULL-terminated array of NUL-terminated strings.
+pub(super) unsafe fn string_set(
+    list: *const *const c_char,
+    field: &str,
+) -> Result<Option<BTreeSet<String>>, Failure> {
+    if list.is_null() {
+        return Ok(None);
+    }
+    let mut names = BTreeSet::new();
+    for index in 0..MAX_TOPIC_LIST_LEN {
+        // SAFETY: every element up to the NULL terminator is readable.
+        let item = unsafe { list.add(index).read() };
+        if item.is_null() {
+            return Ok(Some(names));
+        }
+        let name = format!("{field}[{index}]");
+        // SAFETY: a non-NULL element is NUL-terminated.
+        let topic = unsafe { c_str(item, &name, WSHUB_ERR_INVALID_CONFIG) }?;
+        names.insert(topic.to_owned());
+    }
+    Err(Failure::invalid_argument(format!(
+        "{field} has no NULL terminator within {MAX_TOPIC_LIST_LEN} entries"
+    )))
+}
