@@ -146,6 +146,11 @@ typedef enum wshub_authorize_answer {
 } wshub_authorize_answer;
 
 /**
+ * How much of each topic's stream the hub keeps.
+ */
+typedef struct HistoryLimits HistoryLimits;
+
+/**
  * Where `authorize` lists the topics it allows, with
  * `wshub_grant_topic()`. Opaque; owned by wshub and valid only during the
  * `authorize` call it was passed to.
@@ -260,8 +265,9 @@ typedef struct wshub_options {
      * `sizeof(wshub_options)` as the host was compiled: the struct's
      * version. `wshub_options_default()` sets it; a host that fills the
      * struct by hand must set it too. Fields are only appended, so the
-     * size of the previous layout (ending with `publish_queue_bytes`) is
-     * read too, the fields after it taking their defaults. `wshub_start()`
+     * sizes of the previous layouts (ending with `publish_queue_bytes`,
+     * and with `max_headers`) are read too, the fields after them taking
+     * their defaults. `wshub_start()`
      * refuses any other size (`WSHUB_ERR_INVALID_ARGUMENT`), so that a
      * host built against another version of the header fails cleanly
      * instead of having its fields misread: rebuild it against the
@@ -457,6 +463,22 @@ typedef struct wshub_options {
      * it arrives. Default 64, between 8 and 1024.
      */
     size_t max_headers;
+    /**
+     * Publications kept per topic for clients that recover what they
+     * missed (protocol `since`); 0 keeps none. Default 1024, at most
+     * 1000000.
+     */
+    size_t history_size;
+    /**
+     * Bytes of those publications kept per topic at most. Default 1 MiB,
+     * at most 1 GiB.
+     */
+    size_t history_bytes;
+    /**
+     * Seconds after which a publication leaves the history; 0 (the
+     * default): never by age.
+     */
+    double history_ttl;
 } wshub_options;
 
 #ifdef __cplusplus
@@ -486,13 +508,14 @@ int wshub_grant_topic(struct wshub_grant *grant, const char *topic);
  * strings owned by wshub. Call it as `wshub_options_default(&opts)`, the
  * macro that passes `sizeof opts`: `struct_size` must be the size of the
  * caller's struct, so that a library newer than the header the host was
- * compiled with never writes past the host's struct. The size of the
- * previous layout (before `max_handshake_bytes` and `max_headers`) is
- * accepted too: then only that many bytes are written.
+ * compiled with never writes past the host's struct. The sizes of the
+ * previous layouts (before `history_size`, and before
+ * `max_handshake_bytes`) are accepted too: then only that many bytes are
+ * written.
  *
  * Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` when `out` is NULL
  * or `struct_size` is neither the `sizeof(wshub_options)` of this library
- * nor that of the previous layout (then nothing is written).
+ * nor that of a previous layout (then nothing is written).
  *
  * # Safety
  * `out` must be NULL or point to `struct_size` writable bytes.
@@ -600,6 +623,24 @@ int64_t wshub_broadcast_keyed(struct wshub_server *server, const char *topic, co
  * `buf` must be NULL or point to `cap` writable bytes.
  */
 int wshub_stats_json(const struct wshub_server *server, char *buf, size_t cap);
+
+/**
+ * Where `topic`'s stream stands, as a client's `connected`/`subscribed`
+ * answer tells it: writes the `seq` of its newest publication (0 if none)
+ * to `*seq` and its epoch, NUL-terminated, to `epoch` (`cap` bytes).
+ *
+ * Returns the epoch's length like `snprintf` (when it is not less than
+ * `cap` nothing but a NUL at `epoch[0]` is written, if `cap > 0`); 0
+ * when the hub holds no such topic (nobody subscribed and no history;
+ * `*seq` is then 0); or `WSHUB_ERR_INVALID_ARGUMENT` (NULL `server`,
+ * `topic` or `seq`, NULL `epoch` with `cap > 0`), `WSHUB_ERR_INVALID_TOPIC`
+ * (`topic` not UTF-8).
+ *
+ * # Safety
+ * `server` must be NULL or a live hub, `topic` NULL or NUL-terminated,
+ * `epoch` NULL or `cap` writable bytes, `seq` NULL or writable.
+ */
+int wshub_stream(const struct wshub_server *server, const char *topic, char *epoch, size_t cap, uint64_t *seq);
 
 /**
  * Stops the hub and frees it: refuses further publications, sends close

@@ -21,6 +21,7 @@ use crate::core::error::Error;
 use crate::core::hub::{check_publication, mark_runtime_thread, Hub};
 use crate::core::outbox::lock;
 use crate::core::stats::Stats;
+use crate::core::stream::HistoryLimits;
 use crate::core::subscription_events::SubscriptionEvents;
 use crate::net::listener::{accept_loop, bind, bind_error};
 use crate::net::Shared;
@@ -137,7 +138,12 @@ impl Server {
                 Hub::with_events(config.publish_queue, events)
                     .conflating(config.slow_client == SlowClientPolicy::Conflate)
                     .paced(config.send_queue, config.send_queue_bytes)
-                    .bounded(config.max_topics, config.publish_queue_bytes),
+                    .bounded(config.max_topics, config.publish_queue_bytes)
+                    .with_history(HistoryLimits {
+                        size: config.history_size,
+                        bytes: config.history_bytes,
+                        ttl: config.history_ttl,
+                    }),
             ),
             config,
             shutdown: CancellationToken::new(),
@@ -157,6 +163,11 @@ impl Server {
                 backplane.run(Arc::clone(&shared.hub), shared.shutdown.clone(), link),
                 runtime.handle(),
             );
+        }
+        if let Some(ttl) = shared.config.history_ttl {
+            shared
+                .tracker
+                .spawn_on(expire_histories(Arc::clone(&shared), ttl), runtime.handle());
         }
         shared
             .tracker
@@ -193,7 +204,9 @@ impl Server {
 
     /// Publishes `data` (JSON text) on `topic` and returns how many
     /// subscribers the topic has now, i.e. how many it will be queued for.
-    /// A topic nobody is subscribed to queues nothing (and uses no `seq`).
+    /// A topic the hub does not hold queues nothing (and uses no `seq`);
+    /// one it keeps for its history (see `history_size`) is numbered and
+    /// recorded for clients that recover.
     ///
     /// Waits (only) when the publish queue is full, in publications or in
     /// bytes, which bounds memory when publishers outrun the fan-out.
@@ -255,6 +268,16 @@ impl Server {
     /// Counters and subscribers per topic.
     pub fn stats(&self) -> Stats {
         self.shared.hub.stats()
+    }
+
+    /// Where `topic`'s stream stands: its epoch and the `seq` of its newest
+    /// publication (0 if none), as a client's answer tells them; `None`
+    /// when the hub holds no such topic (nobody subscribed, no history).
+    pub fn stream(&self, topic: &str) -> Option<(String, u64)> {
+        self.shared
+            .hub
+            .stream_position(topic)
+            .map(|(epoch, seq)| (epoch.to_string(), seq))
     }
 
     /// Stops the hub: refuses new publications, delivers the ones already
@@ -324,6 +347,21 @@ impl Server {
         self.shared.shutdown.cancel();
         runtime.shutdown_background();
         self.shared.hub.stop_events();
+    }
+}
+
+/// Trims idle topics' histories by age, a few times per `ttl`, so that a
+/// topic nobody reads any more does not keep its history (and its place in
+/// the registry) past it.
+async fn expire_histories(shared: Arc<Shared>, ttl: Duration) {
+    let every = (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => shared.hub.expire_histories(),
+        }
     }
 }
 

@@ -117,12 +117,32 @@ def publication(topic: str, seq: int, data: str) -> str:
 # --------------------------------------------------------------------------
 
 
+def without_streams(answer: dict) -> dict:
+    """An answer without its ``streams`` (epoch and newest seq per topic,
+    which each run numbers anew), for comparing the rest of it exactly."""
+    return {k: v for k, v in answer.items() if k != "streams"}
+
+
 class Client:
-    """A websockets sync client that has already read its ``connected`` ack."""
+    """A websockets sync client that has already read its ``connected`` ack.
+
+    The ``streams`` of the answers (epoch and newest seq per topic newly
+    subscribed) are taken out of them into ``self.streams``, so that tests
+    of everything else compare answers as protocol v1 wrote them;
+    ``self.last_streams`` holds those of the latest answer.
+    """
 
     def __init__(self, ws, ack: dict):
         self.ws = ws
-        self.ack = ack
+        self.streams: dict = {}
+        self.last_streams: dict = {}
+        self.ack = self._take_streams(ack)
+
+    def _take_streams(self, answer: dict) -> dict:
+        if answer.get("type") in ("connected", "subscribed"):
+            self.last_streams = answer.pop("streams", {})
+            self.streams.update(self.last_streams)
+        return answer
 
     # receiving ------------------------------------------------------------
     def recv_text(self, timeout: float = 5.0) -> str:
@@ -137,7 +157,7 @@ class Client:
         text = self.recv_text(timeout)
         value = json.loads(text)
         assert isinstance(value, dict) and isinstance(value.get("type"), str), text
-        return value
+        return self._take_streams(value)
 
     def recv_messages(self, n: int, timeout: float = 10.0) -> list[dict]:
         """Receive ``n`` frames that must all be publications."""

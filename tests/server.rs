@@ -42,9 +42,16 @@ fn start(config: Config) -> Server {
 async fn publications_reach_subscribers_byte_for_byte() {
     let server = start(Config::default());
     let mut ws = connect(&server, "?topics=odds").await;
+    let ack = next_text(&mut ws).await;
+    let (epoch, seq) = server
+        .stream("odds")
+        .expect("a subscribed topic has a stream");
+    assert_eq!(seq, 0);
     assert_eq!(
-        next_text(&mut ws).await,
-        r#"{"type":"connected","topics":["odds"],"rejected":[]}"#
+        ack,
+        format!(
+            r#"{{"type":"connected","topics":["odds"],"rejected":[],"streams":{{"odds":{{"epoch":"{epoch}","seq":0}}}}}}"#
+        )
     );
     assert_eq!(server.broadcast("odds", r#"{"home": 1.85}"#).unwrap(), 1);
     assert_eq!(server.broadcast("other", "1").unwrap(), 0);
@@ -69,9 +76,15 @@ async fn allow_list_subscribes_to_all_when_nothing_valid_is_asked() {
         ..Config::default()
     });
     let mut ws = connect(&server, "?topics=zzz").await;
+    let ack = next_text(&mut ws).await;
+    let epoch = |t: &str| server.stream(t).expect("subscribed").0;
     assert_eq!(
-        next_text(&mut ws).await,
-        r#"{"type":"connected","topics":["a","b"],"rejected":["zzz"],"reasons":{"zzz":"not_allowed"}}"#
+        ack,
+        format!(
+            r#"{{"type":"connected","topics":["a","b"],"rejected":["zzz"],"reasons":{{"zzz":"not_allowed"}},"streams":{{"a":{{"epoch":"{}","seq":0}},"b":{{"epoch":"{}","seq":0}}}}}}"#,
+            epoch("a"),
+            epoch("b")
+        )
     );
     ws.send(Message::text(r#"{"type":"unsubscribe","topics":["a"]}"#))
         .await

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect as async_connect
 
 import wshub
-from helpers import publication, wait_until, ws_url
+from helpers import publication, wait_until, ws_url, without_streams
 
 TOPICS = [f"t{i}" for i in range(5)]
 
@@ -211,7 +211,8 @@ def test_broadcast_from_asyncio_coroutine_without_await(hub):
     async def main():
         async with async_connect(url, ping_interval=None, close_timeout=1, **options) as ws:
             ack = json.loads(await asyncio.wait_for(ws.recv(), 5))
-            assert ack == {"type": "connected", "topics": ["t", "u"], "rejected": []}
+            assert without_streams(ack) == {"type": "connected", "topics": ["t", "u"],
+                                            "rejected": []}
             # plain calls inside the coroutine: no await, must not block the loop
             assert wshub.broadcast("t", {"from": "asyncio"}) == 1
             assert hub.broadcast("u", "[1]") == 1

@@ -130,6 +130,7 @@ def test_publish_reaches_a_websocket_client(serve):
     with ws_connect(ws_url + "?topics=odds_updates", open_timeout=TIMEOUT,
                     **_WS_KW) as ws:
         ack = recv_json(ws)
+        assert set(ack.pop("streams")) == {"odds_updates"}
         assert ack == {"type": "connected", "topics": ["odds_updates"],
                        "rejected": []}
         odds = {"match": "Test FC v Example United", "market": "1X2",

@@ -27,7 +27,11 @@ def test_ack_frame_is_a_text_frame_holding_one_json_object(hub):
     with open_ws(hub.port, ["a"]) as ws:
         frame = ws.recv(timeout=5)
     assert isinstance(frame, str)
-    assert json.loads(frame) == {"type": "connected", "topics": ["a"], "rejected": []}
+    ack = json.loads(frame)
+    epoch = ack["streams"]["a"]["epoch"]
+    assert isinstance(epoch, str) and 0 < len(epoch) <= 64
+    assert ack == {"type": "connected", "topics": ["a"], "rejected": [],
+                   "streams": {"a": {"epoch": epoch, "seq": 0}}}
 
 
 def test_empty_items_in_topics_query_are_ignored(hub, connect):

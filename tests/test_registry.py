@@ -175,16 +175,56 @@ def test_a_million_topics_published_on_leave_the_registry_and_rss_flat(make_hub,
 
 
 def test_a_topic_left_by_everyone_is_forgotten_and_restarts_its_seq(make_hub, connect):
-    hub = make_hub()
+    # Without a history nothing keeps the topic once its last subscriber
+    # left: it is forgotten, and numbered anew in a new epoch.
+    hub = make_hub(history_size=0)
     first = connect(hub, ["t"])
+    epoch = first.streams["t"]["epoch"]
     hub.broadcast("t", "1")
     hub.broadcast("t", "2")
     assert [m["seq"] for m in first.recv_messages(2)] == [1, 2]
     first.close()
-    wait_until(lambda: hub.stats()["topics"] == {})
+    wait_until(lambda: hub.stats()["topics"] == {} and hub.stream("t") is None)
     again = connect(hub, ["t"])
+    assert again.streams["t"]["epoch"] != epoch
     hub.broadcast("t", "3")
     assert again.recv_json() == {"type": "message", "topic": "t", "seq": 1, "data": 3}
+
+
+def test_a_topic_with_a_history_stays_and_goes_on_numbering(make_hub, connect):
+    hub = make_hub()
+    first = connect(hub, ["t"])
+    epoch = first.streams["t"]["epoch"]
+    hub.broadcast("t", "1")
+    assert [m["seq"] for m in first.recv_messages(1)] == [1]
+    first.close()
+    wait_until(lambda: hub.stats()["topics"] == {})
+    assert hub.stream("t") == (epoch, 1)
+    hub.broadcast("t", "2")
+    again = connect(hub, ["t"])
+    assert again.streams["t"] == {"epoch": epoch, "seq": 2}
+    hub.broadcast("t", "3")
+    assert again.recv_json()["seq"] == 3
+
+
+def test_idle_topics_give_their_place_up_when_the_registry_is_full(make_hub, connect):
+    hub = make_hub(max_topics=2)
+    for name in ("a", "b"):
+        client = connect(hub, [name])
+        hub.broadcast(name, "1")
+        client.recv_messages(1)
+        client.close()
+    wait_until(lambda: hub.stats()["connections"] == 0)
+    assert hub.stream("a") is not None and hub.stream("b") is not None
+    # Both idle with a history: a new topic evicts the longest idle.
+    c = connect(hub, ["c"])
+    assert c.ack["topics"] == ["c"]
+    assert hub.stream("a") is None and hub.stream("b") is not None
+    # A topic somebody is subscribed to is never evicted.
+    d = connect(hub, ["d"])
+    assert d.ack["topics"] == ["d"] and hub.stream("b") is None
+    e = connect(hub, ["e"])
+    assert e.ack["topics"] == [] and e.ack["reasons"] == {"e": "hub_full"}
 
 
 def test_an_answer_to_junk_names_stays_small(make_hub, raw_ws):

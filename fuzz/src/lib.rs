@@ -57,7 +57,7 @@ pub fn check_client_message(text: &str) {
 fn check_accepted(text: &str, message: &ClientMessage, plain: Option<&Value>) {
     let kind = match message {
         ClientMessage::Ping { .. } => "ping",
-        ClientMessage::Subscribe(_) => "subscribe",
+        ClientMessage::Subscribe { .. } => "subscribe",
         ClientMessage::Unsubscribe(_) => "unsubscribe",
     };
     // serde_json::Value refuses numbers beyond f64 (e.g. an id of 1e400)
@@ -71,7 +71,7 @@ fn check_accepted(text: &str, message: &ClientMessage, plain: Option<&Value>) {
                 assert_eq!(Some(&id), value.get("id"));
             }
             ClientMessage::Ping { id: None } => assert!(value.get("id").is_none()),
-            ClientMessage::Subscribe(topics) | ClientMessage::Unsubscribe(topics) => {
+            ClientMessage::Subscribe { topics, .. } | ClientMessage::Unsubscribe(topics) => {
                 let listed: Vec<String> =
                     serde_json::from_value(value["topics"].clone()).expect("topics are strings");
                 assert_eq!(topics, &listed);
@@ -113,6 +113,10 @@ fn check_rejected(code: ErrorCode, plain: Option<&Value>) {
             matches!(kind, Some("subscribe" | "unsubscribe")),
             "invalid_topics for type {kind:?}"
         ),
+        ErrorCode::InvalidSince => assert!(
+            kind == Some("subscribe") && object.contains_key("since"),
+            "invalid_since without a subscribe's since: {value}"
+        ),
         other => panic!("parser produced {other:?}"),
     }
 }
@@ -122,7 +126,25 @@ pub fn render(message: &ClientMessage) -> String {
     match message {
         ClientMessage::Ping { id: None } => r#"{"type":"ping"}"#.to_owned(),
         ClientMessage::Ping { id: Some(id) } => format!(r#"{{"type":"ping","id":{id}}}"#),
-        ClientMessage::Subscribe(topics) => topics_message("subscribe", topics),
+        ClientMessage::Subscribe { topics, since } if since.is_empty() => {
+            topics_message("subscribe", topics)
+        }
+        ClientMessage::Subscribe { topics, since } => {
+            let list = serde_json::to_string(topics).unwrap_or_default();
+            let since: serde_json::Map<String, Value> = since
+                .iter()
+                .map(|(topic, p)| {
+                    (
+                        topic.clone(),
+                        serde_json::json!({"seq": p.seq, "epoch": p.epoch}),
+                    )
+                })
+                .collect();
+            format!(
+                r#"{{"type":"subscribe","topics":{list},"since":{}}}"#,
+                Value::Object(since)
+            )
+        }
         ClientMessage::Unsubscribe(topics) => topics_message("unsubscribe", topics),
     }
 }

@@ -94,6 +94,9 @@ def start(
     rate_burst: int = 200,
     publish_queue: int = 65_536,
     publish_queue_bytes: int = 67_108_864,
+    history_size: int = 1024,
+    history_bytes: int = 1_048_576,
+    history_ttl: float | None = None,
     ping_interval: float = 20.0,
     ping_timeout: float = 20.0,
     handshake_timeout: float = 10.0,
@@ -186,6 +189,18 @@ def start(
         waits for room the same way, so a burst of large publications does
         not pile up in memory. A single publication larger than this still
         goes through (alone).
+    history_size (int, default 1024):
+        Publications kept per topic so that a client that lost its
+        connection can recover exactly what it missed (it reconnects with
+        ``since``, see docs/protocol.md); 0 keeps none. A topic with a
+        history stays in the hub while nobody is subscribed, until its
+        place is needed (max_topics) or its history expires. A client
+        recovers at most what its send_queue takes at once.
+    history_bytes (int, default 1048576):
+        Bytes of those publications kept per topic, at most (up to 1 GiB).
+    history_ttl (float seconds or None, default None):
+        Age after which a publication leaves the history; None: only
+        history_size and history_bytes push it out.
     ping_interval (float seconds, default 20.0):
         How often the server pings each client.
     ping_timeout (float seconds, default 20.0):
@@ -272,6 +287,9 @@ def start(
         rate_burst=rate_burst,
         publish_queue=publish_queue,
         publish_queue_bytes=publish_queue_bytes,
+        history_size=history_size,
+        history_bytes=history_bytes,
+        history_ttl=history_ttl,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         handshake_timeout=handshake_timeout,

@@ -36,6 +36,9 @@ class Server:
         rate_burst: int = 200,
         publish_queue: int = 65536,
         publish_queue_bytes: int = 67108864,
+        history_size: int = 1024,
+        history_bytes: int = 1048576,
+        history_ttl: float | None = None,
         ping_interval: float = 20.0,
         ping_timeout: float = 20.0,
         handshake_timeout: float = 10.0,
@@ -73,6 +76,8 @@ class Server:
     def broadcast_many(self, items: Iterable[tuple[str, Any]]) -> list[int]:
         """Publish each (topic, data) pair in order with one call; all are
         checked first, so on error nothing is sent."""
+    def stream(self, topic: str) -> tuple[str, int] | None:
+        """(epoch, newest seq) of topic's stream, or None if the hub holds no such topic."""
     def stats(self) -> dict[str, Any]:
         """Counters: connections, topics, published, sent, sent_bytes,
         dropped, slow_consumer_closes, conflated, subscription_events_dropped

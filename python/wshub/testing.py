@@ -38,7 +38,7 @@ import json
 import time
 import urllib.parse
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Union
 
 import wshub
 from wshub import Server
@@ -70,6 +70,9 @@ DEFAULT_PATH = "/api/ws"
 #: What a client connects to: a running server, a port on 127.0.0.1, or a
 #: full ``ws://`` URL (used as given; ``topics`` is then appended).
 Target = Union[Server, int, str]
+#: Positions to recover from: topic -> {"seq": N, "epoch": E}, as in
+#: ``Client.positions``.
+Since = Mapping[str, Mapping[str, Any]]
 
 _INSTALL_HINT = (
     "wshub.testing's clients need the 'websockets' package (version 13 or "
@@ -93,10 +96,12 @@ def url_for(
     topics: Iterable[str] | None = None,
     *,
     path: str | None = None,
+    since: Since | None = None,
 ) -> str:
     """The WebSocket URL of ``target`` (a Server, a port or a ws:// URL),
     with ``?topics=a,b`` when ``topics`` is given (each name
-    percent-encoded)."""
+    percent-encoded), and ``since=topic:seq:epoch,...`` for the positions
+    in ``since`` (see :attr:`Client.positions`)."""
     if isinstance(target, str):
         url = target
     else:
@@ -122,6 +127,9 @@ def url_for(
             raise TypeError("topics must be a list of names, not a str")
         joined = ",".join(urllib.parse.quote(t, safe="") for t in topics)
         url += ("&" if "?" in url else "?") + "topics=" + joined
+    if since:
+        items = ",".join(f"{t}:{int(p['seq'])}:{p['epoch']}" for t, p in since.items())
+        url += ("&" if "?" in url else "?") + "since=" + urllib.parse.quote(items, safe=",:")
     return url
 
 
@@ -160,6 +168,17 @@ def _ping_request(id: Any) -> dict[str, Any]:
     return {"type": "ping"} if id is None else {"type": "ping", "id": id}
 
 
+def _subscribe_request(topics: Iterable[str], since: Since | None,
+                       positions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    request: dict[str, Any] = {"type": "subscribe", "topics": _topic_list(topics)}
+    if since:
+        request["since"] = {t: {"seq": int(p["seq"]), "epoch": p["epoch"]}
+                            for t, p in since.items()}
+        for topic, position in request["since"].items():
+            positions[topic] = dict(position)
+    return request
+
+
 def _topic_list(topics: Iterable[str]) -> list[str]:
     if isinstance(topics, str):
         raise TypeError("topics must be a list of names, not a str")
@@ -186,14 +205,38 @@ def _collect_timeout(n: int, timeout: float,
 
 
 class _Base:
-    """State shared by both clients: the ack and publications that arrived
-    while waiting for an answer (handed out first by next_message)."""
+    """State shared by both clients: the ack, publications that arrived
+    while waiting for an answer (handed out first by next_message), and
+    where the client stands in each topic's stream."""
 
     url: str
     ack: dict[str, Any]
 
-    def __init__(self) -> None:
+    def __init__(self, since: Since | None = None) -> None:
         self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        #: topic -> {"seq": last seq received, "epoch": E}: pass it as
+        #: ``since=`` to a new client to recover what this one misses.
+        self.positions: dict[str, dict[str, Any]] = {
+            t: {"seq": int(p["seq"]), "epoch": p["epoch"]} for t, p in (since or {}).items()}
+
+    @property
+    def recovered(self) -> dict[str, bool]:
+        """Per topic asked ``since=``: whether the hub recovered it (from
+        the ``connected`` answer)."""
+        return dict(self.ack.get("recovered", {}))
+
+    def _seen(self, frame: dict[str, Any]) -> dict[str, Any]:
+        kind = frame["type"]
+        if kind == "message":
+            position = self.positions.get(frame["topic"])
+            if position is not None:
+                position["seq"] = frame["seq"]
+        elif kind in ("connected", "subscribed"):
+            recovered = frame.get("recovered", {})
+            for topic, stream in frame.get("streams", {}).items():
+                if not recovered.get(topic):
+                    self.positions[topic] = {"seq": stream["seq"], "epoch": stream["epoch"]}
+        return frame
 
     def _take_publication(self, frame: dict[str, Any]) -> dict[str, Any]:
         if frame["type"] != "message":
@@ -220,11 +263,12 @@ class Client(_Base):
         *,
         path: str | None = None,
         timeout: float = 5.0,
+        since: Since | None = None,
         **connect_kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(since)
         client = _import("websockets.sync.client")
-        self.url = url_for(target, topics, path=path)
+        self.url = url_for(target, topics, path=path, since=since)
         self.ws: SyncConnection = client.connect(
             self.url, **_connect_options(client.connect, timeout, connect_kwargs))
         try:
@@ -243,7 +287,7 @@ class Client(_Base):
             frame = self.ws.recv(timeout=timeout)
         except TimeoutError:
             raise TimeoutError(f"no frame arrived within {timeout}s") from None
-        return _parse(frame)
+        return self._seen(_parse(frame))
 
     def send(self, message: Any) -> None:
         """Send ``message``: a str verbatim, anything else as JSON."""
@@ -258,7 +302,7 @@ class Client(_Base):
         while True:
             remaining = deadline - time.monotonic()
             try:
-                frame = _parse(self.ws.recv(timeout=max(remaining, 0.0)))
+                frame = self._seen(_parse(self.ws.recv(timeout=max(remaining, 0.0))))
             except TimeoutError:
                 raise TimeoutError(
                     f"no answer to {message!r} within {timeout}s") from None
@@ -267,11 +311,12 @@ class Client(_Base):
             self._pending.append(frame)
 
     # protocol ---------------------------------------------------------------
-    def subscribe(self, topics: Iterable[str], timeout: float = 5.0) -> dict[str, Any]:
+    def subscribe(self, topics: Iterable[str], timeout: float = 5.0,
+                  since: Since | None = None) -> dict[str, Any]:
         """Subscribe; returns the answer, e.g. ``{"type": "subscribed",
-        "topics": [...all current...], "rejected": [...]}``."""
-        return self.request(
-            {"type": "subscribe", "topics": _topic_list(topics)}, timeout)
+        "topics": [...all current...], "rejected": [...], "streams": {...}}``
+        (with ``"recovered"`` for the topics of ``since``)."""
+        return self.request(_subscribe_request(topics, since, self.positions), timeout)
 
     def unsubscribe(self, topics: Iterable[str], timeout: float = 5.0) -> dict[str, Any]:
         """Unsubscribe; returns ``{"type": "unsubscribed", "topics": [...]}``."""
@@ -353,10 +398,11 @@ class AsyncClient(_Base):
         *,
         path: str | None = None,
         timeout: float = 5.0,
+        since: Since | None = None,
         **connect_kwargs: Any,
     ) -> None:
-        super().__init__()
-        self.url = url_for(target, topics, path=path)
+        super().__init__(since)
+        self.url = url_for(target, topics, path=path, since=since)
         self._timeout = timeout
         self._connect_kwargs = connect_kwargs
         self._ws: AsyncConnection | None = None
@@ -369,10 +415,12 @@ class AsyncClient(_Base):
         *,
         path: str | None = None,
         timeout: float = 5.0,
+        since: Since | None = None,
         **connect_kwargs: Any,
     ) -> AsyncClient:
         """Create a client and :meth:`open` it."""
-        client = cls(target, topics, path=path, timeout=timeout, **connect_kwargs)
+        client = cls(target, topics, path=path, timeout=timeout, since=since,
+                     **connect_kwargs)
         await client.open()
         return client
 
@@ -402,7 +450,7 @@ class AsyncClient(_Base):
             frame = await asyncio.wait_for(self.ws.recv(), max(timeout, 0.0))
         except asyncio.TimeoutError:  # not the builtin before Python 3.11
             raise TimeoutError(f"no frame arrived within {timeout}s") from None
-        return _parse(frame)
+        return self._seen(_parse(frame))
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
         """The next frame of any type, parsed. Raises TimeoutError."""
@@ -429,10 +477,11 @@ class AsyncClient(_Base):
                 return frame
             self._pending.append(frame)
 
-    async def subscribe(self, topics: Iterable[str], timeout: float = 5.0) -> dict[str, Any]:
-        """Subscribe; returns the ``subscribed`` answer."""
-        return await self.request(
-            {"type": "subscribe", "topics": _topic_list(topics)}, timeout)
+    async def subscribe(self, topics: Iterable[str], timeout: float = 5.0,
+                        since: Since | None = None) -> dict[str, Any]:
+        """Subscribe; returns the ``subscribed`` answer (with
+        ``"recovered"`` for the topics of ``since``)."""
+        return await self.request(_subscribe_request(topics, since, self.positions), timeout)
 
     async def unsubscribe(self, topics: Iterable[str], timeout: float = 5.0) -> dict[str, Any]:
         """Unsubscribe; returns the ``unsubscribed`` answer."""

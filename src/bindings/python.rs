@@ -55,6 +55,7 @@ impl From<Error> for PyErr {
 ///        max_topics=100000, slow_client="disconnect",
 ///        rate_limit=100.0, rate_burst=200,
 ///        publish_queue=65536, publish_queue_bytes=67108864,
+///        history_size=1024, history_bytes=1048576, history_ttl=None,
 ///        ping_interval=20.0, ping_timeout=20.0,
 ///        handshake_timeout=10.0, max_handshake_bytes=65536, max_headers=64,
 ///        shutdown_timeout=2.0, worker_threads=1,
@@ -90,6 +91,9 @@ impl PyServer {
         rate_burst = 200,
         publish_queue = 65_536,
         publish_queue_bytes = 67_108_864,
+        history_size = 1024,
+        history_bytes = 1_048_576,
+        history_ttl = None,
         ping_interval = 20.0,
         ping_timeout = 20.0,
         handshake_timeout = 10.0,
@@ -123,6 +127,9 @@ impl PyServer {
         rate_burst: u32,
         publish_queue: usize,
         publish_queue_bytes: usize,
+        history_size: usize,
+        history_bytes: usize,
+        history_ttl: Option<f64>,
         ping_interval: f64,
         ping_timeout: f64,
         handshake_timeout: f64,
@@ -167,6 +174,11 @@ impl PyServer {
             rate_burst,
             publish_queue,
             publish_queue_bytes,
+            history_size,
+            history_bytes,
+            history_ttl: history_ttl
+                .map(|ttl| seconds("history_ttl", ttl))
+                .transpose()?,
             ping_interval: seconds("ping_interval", ping_interval)?,
             ping_timeout: seconds("ping_timeout", ping_timeout)?,
             handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,
@@ -257,6 +269,16 @@ impl PyServer {
             batch.push((topic, text));
         }
         Ok(py.detach(|| self.server.broadcast_many(&batch))?)
+    }
+
+    /// stream(topic) -> tuple[str, int] | None
+    ///
+    /// Where topic's stream stands, as a client's connected/subscribed
+    /// answer tells it: (epoch, seq of the newest publication, 0 if none),
+    /// or None when the hub holds no such topic (nobody subscribed and no
+    /// history kept).
+    fn stream(&self, topic: &str) -> Option<(String, u64)> {
+        self.server.stream(topic)
     }
 
     /// stats() -> dict

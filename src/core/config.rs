@@ -92,6 +92,16 @@ pub struct Config {
     /// piling up. One publication larger than this is still taken when
     /// the queue is empty.
     pub publish_queue_bytes: usize,
+    /// Publications kept per topic for clients that recover what they
+    /// missed (`since`); 0 keeps none. A topic with a history stays in
+    /// the registry while nobody is subscribed, until the registry needs
+    /// its place (`max_topics`) or its history expires.
+    pub history_size: usize,
+    /// Bytes of those publications' frames kept per topic at most.
+    pub history_bytes: usize,
+    /// Age after which a publication leaves the history (`None`: kept
+    /// until `history_size` or `history_bytes` push it out).
+    pub history_ttl: Option<Duration>,
     /// How often the server pings an idle client.
     pub ping_interval: Duration,
     /// How long after a ping a silent client is given before it is closed.
@@ -139,6 +149,12 @@ pub struct Config {
 /// Channel and key prefix of the backplane when the host sets none.
 pub const DEFAULT_BACKPLANE_PREFIX: &str = "wshub:";
 
+/// Upper bound on `history_size`: publications kept per topic.
+pub const MAX_HISTORY_SIZE: usize = 1_000_000;
+
+/// Upper bound on `history_bytes`: bytes kept per topic.
+pub const MAX_HISTORY_BYTES: usize = 1024 * 1024 * 1024;
+
 /// Upper bound on `max_message_bytes`: tungstenite buffers a whole message
 /// before handing it over, so this is also a per-client memory bound.
 pub const MAX_MESSAGE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
@@ -180,6 +196,9 @@ impl Default for Config {
             rate_burst: 200,
             publish_queue: 65_536,
             publish_queue_bytes: 64 * 1024 * 1024,
+            history_size: 1024,
+            history_bytes: 1024 * 1024,
+            history_ttl: None,
             ping_interval: Duration::from_secs(20),
             ping_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
@@ -253,6 +272,18 @@ impl Config {
             if value == 0 {
                 return bad(format!("{name} must be at least 1"));
             }
+        }
+        if self.history_size > MAX_HISTORY_SIZE {
+            return bad(format!(
+                "history_size must be at most {MAX_HISTORY_SIZE}, got {}",
+                self.history_size
+            ));
+        }
+        if self.history_bytes > MAX_HISTORY_BYTES {
+            return bad(format!(
+                "history_bytes must be at most {MAX_HISTORY_BYTES}, got {}",
+                self.history_bytes
+            ));
         }
         if !self.rate_limit.is_finite() || self.rate_limit <= 0.0 {
             return bad(format!(

@@ -11,11 +11,19 @@
 //! many small ones.
 //!
 //! The registry holds only topics somebody is subscribed to (or is about
-//! to be, see [`Reserved`]), at most `max_topics` of them: a publication
-//! on a topic nobody listens to is counted and dropped without creating an
-//! entry, and a topic is forgotten when its last subscriber leaves. So
-//! neither clients (made-up names) nor hosts (per-entity topics such as
-//! `match:123`) can grow it without bound.
+//! to be, see [`Reserved`]) or that keep a history for clients that will
+//! recover (see [`crate::core::stream`]), at most `max_topics` of them: a
+//! publication on a topic the hub does not hold is counted and dropped
+//! without creating an entry, a topic is forgotten when its last
+//! subscriber leaves unless it keeps a history, and a full registry evicts
+//! the longest-idle topic kept for its history. So neither clients
+//! (made-up names) nor hosts (per-entity topics such as `match:123`) can
+//! grow it without bound.
+//!
+//! The fan-out appends each publication to its topic's stream under the
+//! topic's lock, where subscribers are added: a subscriber that recovers
+//! gets the stream's entries after its position, and everything numbered
+//! later through the fan-out, with no gap and no repeat.
 //!
 //! Ordering guarantees come from two locks: `seq` is assigned and the
 //! publication queued under the queue lock (so the queue is in `seq` order
@@ -27,8 +35,8 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -38,9 +46,10 @@ use crate::core::backplane::Outbound;
 use crate::core::error::Error;
 use crate::core::outbox::{lock, OutFrame, Outbox, Pacing, Tally};
 use crate::core::stats::{Counters, Stats};
+use crate::core::stream::{Epochs, HistoryLimits, Stream};
 use crate::core::subscription_events::SubscriptionEvents;
 use crate::protocol::frame::{encode_publication, MAX_FRAME_HEADER_LEN};
-use crate::protocol::{is_valid_topic, publication_len, validate_json};
+use crate::protocol::{is_valid_topic, publication_len, validate_json, Position, TopicStream};
 
 /// Deliveries the fan-out makes before it lets the writers run: large
 /// enough that each client's write carries many frames (one syscall for
@@ -94,9 +103,13 @@ fn on_runtime_thread() -> bool {
     ON_RUNTIME_THREAD.with(Cell::get)
 }
 
-/// One topic: its sequence counter and its subscribers.
+/// One topic: its sequence counter, its subscribers and its stream.
 #[derive(Debug)]
 struct Topic {
+    /// Names this lifetime of the topic's numbering (see
+    /// [`crate::core::stream`]): a topic forgotten and registered anew
+    /// gets a new one, and its `seq` restarts at 1.
+    epoch: Arc<str>,
     /// Next `seq` to assign; only touched under the publish-queue lock.
     next_seq: AtomicU64,
     /// Mirrors `subscribers.len()` so `publish` can answer without locking.
@@ -128,6 +141,10 @@ struct Subscribers {
     /// registry: nobody may subscribe to this entry any more; a newcomer
     /// registers a fresh one under the same name.
     forgotten: bool,
+    /// The last publications, for clients that recover (appended by the
+    /// fan-out under this lock, so a subscriber's `from_seq` and what
+    /// the stream holds agree).
+    stream: Stream,
 }
 
 impl Subscribers {
@@ -153,8 +170,9 @@ impl Subscribers {
 }
 
 impl Topic {
-    fn new() -> Self {
+    fn new(epoch: Arc<str>) -> Self {
         Topic {
+            epoch,
             next_seq: AtomicU64::new(1),
             subscriber_count: AtomicU64::new(0),
             subscribers: Mutex::new(Subscribers::default()),
@@ -163,10 +181,16 @@ impl Topic {
 }
 
 impl Subscribers {
-    /// Nobody subscribed and nobody about to: the topic can leave the
-    /// registry (its `seq` numbering restarts if it is subscribed again).
-    fn is_unused(&self) -> bool {
+    /// Nobody subscribed and nobody about to: the topic has no reader.
+    fn is_idle(&self) -> bool {
         self.list.is_empty() && self.reserved == 0
+    }
+
+    /// Idle and keeping no history: the topic can leave the registry (its
+    /// `seq` numbering restarts, in a new epoch, if it is subscribed
+    /// again).
+    fn is_unused(&self) -> bool {
+        self.is_idle() && self.stream.is_empty()
     }
 }
 
@@ -179,6 +203,35 @@ impl Subscribers {
 #[must_use]
 pub struct Reserved {
     topic: Arc<Topic>,
+    /// What the answer says of the topic's stream.
+    stream: TopicStream,
+    /// A recovery promised: the first `seq` to send from the stream.
+    recover_from: Option<u64>,
+    /// What that recovery sends at once: publications and bytes.
+    backlog: (usize, usize),
+}
+
+impl Reserved {
+    /// Publications and bytes the promised recovery sends at once (zero
+    /// without one), for the connection's budget over several topics.
+    pub fn backlog(&self) -> (usize, usize) {
+        self.backlog
+    }
+
+    /// The topic's epoch and newest `seq`, and whether the position asked
+    /// for (if any) will be recovered, for the answer.
+    pub fn stream(&self) -> &TopicStream {
+        &self.stream
+    }
+}
+
+/// How much a recovery may send a client at once: what its queue holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Backlog {
+    /// Publications at most.
+    pub frames: usize,
+    /// Bytes at most.
+    pub bytes: usize,
 }
 
 /// A publication on its way to the fan-out.
@@ -258,6 +311,15 @@ pub struct Hub {
     /// overflows a client that is not lagging.
     publications_per_slice: usize,
     bytes_per_slice: usize,
+    /// How much of each topic's stream is kept.
+    history: HistoryLimits,
+    /// Names each topic's epoch.
+    epochs: Epochs,
+    /// Topics without a subscriber kept for their history, oldest first,
+    /// to be evicted when the registry is full or their history expires.
+    /// Entries may be stale (the topic got a subscriber, or was forgotten
+    /// since): they are checked when taken.
+    idle: Mutex<VecDeque<(Arc<str>, Weak<Topic>)>>,
 }
 
 /// What [`Hub::ingest`] did with a publication from the backplane.
@@ -304,7 +366,24 @@ impl Hub {
             pacing: Arc::default(),
             publications_per_slice: DEFAULT_PUBLICATIONS_PER_SLICE,
             bytes_per_slice: usize::MAX,
+            history: HistoryLimits::NONE,
+            epochs: Epochs::default(),
+            idle: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Keeps each topic's last publications within `limits`, for clients
+    /// that recover (set once, at start).
+    #[must_use]
+    pub fn with_history(mut self, limits: HistoryLimits) -> Self {
+        self.history = limits;
+        self
+    }
+
+    /// Whether topics keep a history (and publications on a topic that
+    /// has one are numbered even while nobody is subscribed).
+    fn keeps_history(&self) -> bool {
+        self.history.size > 0
     }
 
     /// Sizes the fan-out's slices for clients whose queues hold
@@ -369,7 +448,8 @@ impl Hub {
 
     /// Publishes `data` (JSON text) on `topic` and returns how many
     /// subscribers the topic has now, i.e. how many it will be queued for.
-    /// A topic nobody is subscribed to queues nothing (and uses no `seq`).
+    /// A topic the hub does not hold queues nothing (and uses no `seq`);
+    /// one kept for its history is numbered and recorded.
     ///
     /// Waits (only) when the publish queue is full, in publications or in
     /// bytes, which bounds memory when publishers outrun the fan-out.
@@ -437,7 +517,9 @@ impl Hub {
         // Read under the queue lock, where `subscribe` changes it: a
         // subscriber counted here is one the fan-out delivers to.
         let subscribers = entry.subscriber_count.load(Ordering::Relaxed);
-        if subscribers == 0 {
+        // A topic kept for its history (nobody subscribed now) still
+        // numbers and records what is published, for whoever recovers.
+        if subscribers == 0 && !self.keeps_history() {
             drop(state);
             return self.publish_unwatched();
         }
@@ -529,7 +611,7 @@ impl Hub {
         if seq < next {
             return Ok(Ingested::Stale);
         }
-        if entry.subscriber_count.load(Ordering::Relaxed) == 0 {
+        if entry.subscriber_count.load(Ordering::Relaxed) == 0 && !self.keeps_history() {
             return Ok(Ingested::Unwatched);
         }
         if !self.queue.has_room(&state, frame.len()) {
@@ -637,6 +719,7 @@ impl Hub {
     /// time: the order each client sees across topics is the publish order.
     fn fan_out_batch(&self, batch: &[Publication]) {
         let mut tally = Tally::default();
+        let now = Instant::now();
         let mut rest = batch;
         while let Some(first) = rest.first() {
             let len = rest
@@ -645,9 +728,9 @@ impl Hub {
                 .unwrap_or(rest.len());
             let (run, after) = rest.split_at(len);
             if let [publication] = run {
-                self.fan_out(publication, &mut tally);
+                self.fan_out(publication, &mut tally, now);
             } else {
-                self.fan_out_run(run, &mut tally);
+                self.fan_out_run(run, &mut tally, now);
             }
             rest = after;
         }
@@ -656,8 +739,8 @@ impl Hub {
         Counters::add(&self.counters.slow_consumer_closes, tally.overflowed);
     }
 
-    fn fan_out(&self, publication: &Publication, tally: &mut Tally) {
-        let subscribers = lock(&publication.topic.subscribers);
+    fn fan_out(&self, publication: &Publication, tally: &mut Tally, now: Instant) {
+        let mut subscribers = lock(&publication.topic.subscribers);
         for subscriber in &subscribers.list {
             if publication.seq < subscriber.from_seq {
                 continue;
@@ -667,13 +750,28 @@ impl Hub {
                 publication.key.clone(),
             )));
         }
+        self.record(&mut subscribers.stream, publication, now);
+    }
+
+    /// Appends a fanned-out publication to its topic's stream.
+    fn record(&self, stream: &mut Stream, publication: &Publication, now: Instant) {
+        stream.append(
+            publication.seq,
+            publication.frame.clone(),
+            publication.key.clone(),
+            &self.history,
+            now,
+        );
     }
 
     /// Fans out consecutive publications of one topic (in `seq` order):
     /// their frames are copied once into one buffer, and each subscriber
     /// gets the part from its `from_seq` on as a single queue entry.
-    fn fan_out_run(&self, run: &[Publication], tally: &mut Tally) {
-        let subscribers = lock(&run[0].topic.subscribers);
+    fn fan_out_run(&self, run: &[Publication], tally: &mut Tally, now: Instant) {
+        let mut subscribers = lock(&run[0].topic.subscribers);
+        for publication in run {
+            self.record(&mut subscribers.stream, publication, now);
+        }
         if subscribers.list.is_empty() {
             return;
         }
@@ -709,10 +807,22 @@ impl Hub {
 
     /// Holds a place on `topic` for a connection that is about to
     /// subscribe, registering the topic if needed; `None` when the registry
-    /// already holds `max_topics` topics (the name is then rejected with
-    /// `hub_full`). A connection answers with the topics it holds places on
-    /// before it subscribes, so that no publication precedes the answer.
-    pub fn reserve(&self, topic: &str) -> Option<Reserved> {
+    /// already holds `max_topics` topics and none of them can be evicted
+    /// (the name is then rejected with `hub_full`). A connection answers
+    /// with the topics it holds places on before it subscribes, so that no
+    /// publication precedes the answer.
+    ///
+    /// With `since`, decides whether the client's position can be
+    /// recovered: same epoch, every later publication still in the stream,
+    /// and no more of them than `backlog` (what the client's queue takes at
+    /// once). If so, the stream keeps them until
+    /// [`Hub::subscribe_reserved`] sends them.
+    pub fn reserve(
+        &self,
+        topic: &str,
+        since: Option<&Position>,
+        backlog: Backlog,
+    ) -> Option<Reserved> {
         loop {
             let entry = match self.lookup(topic) {
                 Some(entry) => entry,
@@ -720,9 +830,15 @@ impl Hub {
                     let mut topics = write(&self.topics);
                     match topics.get(topic) {
                         Some(entry) => Arc::clone(entry),
-                        None if topics.len() >= self.max_topics => return None,
+                        None if topics.len() >= self.max_topics => {
+                            drop(topics);
+                            if self.evict_idle() {
+                                continue;
+                            }
+                            return None;
+                        }
                         None => {
-                            let entry = Arc::new(Topic::new());
+                            let entry = Arc::new(Topic::new(self.epochs.next()));
                             topics.insert(Arc::from(topic), Arc::clone(&entry));
                             entry
                         }
@@ -732,8 +848,30 @@ impl Hub {
             let mut subscribers = lock(&entry.subscribers);
             if !subscribers.forgotten {
                 subscribers.reserved += 1;
+                let newest = entry.next_seq.load(Ordering::Relaxed) - 1;
+                let recover_from = since
+                    .filter(|position| {
+                        self.recoverable(&entry, &subscribers.stream, position, newest, backlog)
+                    })
+                    .map(|position| position.seq + 1);
+                let mut backlog = (0, 0);
+                if let Some(from) = recover_from {
+                    subscribers.stream.pin(from);
+                    backlog = subscribers.stream.backlog(from - 1);
+                }
                 drop(subscribers);
-                return Some(Reserved { topic: entry });
+                let stream = TopicStream {
+                    topic: topic.to_owned(),
+                    epoch: Arc::clone(&entry.epoch),
+                    seq: newest,
+                    recovered: since.map(|_| recover_from.is_some()),
+                };
+                return Some(Reserved {
+                    topic: entry,
+                    stream,
+                    recover_from,
+                    backlog,
+                });
             }
             // Lost its last subscriber just now: take it out of the
             // registry (if its unsubscriber has not yet) and register anew.
@@ -742,12 +880,45 @@ impl Hub {
         }
     }
 
+    /// Whether a client at `position` can be sent exactly what it missed.
+    fn recoverable(
+        &self,
+        entry: &Topic,
+        stream: &Stream,
+        position: &Position,
+        newest: u64,
+        backlog: Backlog,
+    ) -> bool {
+        if *position.epoch != *entry.epoch || position.seq > newest {
+            return false;
+        }
+        let now = Instant::now();
+        if !stream.covers(position.seq, &self.history, now) {
+            return false;
+        }
+        let (frames, bytes) = stream.backlog(position.seq);
+        frames < backlog.frames && bytes <= backlog.bytes
+    }
+
+    /// The epoch of `topic` and the `seq` of its newest publication, if the
+    /// hub holds the topic.
+    pub fn stream_position(&self, topic: &str) -> Option<(Arc<str>, u64)> {
+        let entry = self.lookup(topic)?;
+        let newest = entry.next_seq.load(Ordering::Relaxed) - 1;
+        Some((Arc::clone(&entry.epoch), newest))
+    }
+
     /// Adds a connection to a topic (a no-op if it is already there) and
     /// returns true; false when the registry is full (see
     /// [`Hub::reserve`]). It receives exactly the publications `publish`
     /// counts it for: those made from now on.
+    #[cfg(test)]
     pub fn subscribe(&self, topic: &str, id: ConnId, outbox: &Arc<Outbox>) -> bool {
-        match self.reserve(topic) {
+        let unbounded = Backlog {
+            frames: 0,
+            bytes: 0,
+        };
+        match self.reserve(topic, None, unbounded) {
             Some(reserved) => {
                 self.subscribe_reserved(topic, reserved, id, outbox);
                 true
@@ -756,7 +927,9 @@ impl Hub {
         }
     }
 
-    /// [`Hub::subscribe`] on a place [`Hub::reserve`] held.
+    /// [`Hub::subscribe`] on a place [`Hub::reserve`] held. When that
+    /// promised a recovery, the publications the client missed are queued
+    /// first, then everything later, with no gap and no repeat.
     pub fn subscribe_reserved(
         &self,
         topic: &str,
@@ -767,15 +940,34 @@ impl Hub {
         let entry = reserved.topic;
         let mut subscribers = lock(&entry.subscribers);
         subscribers.reserved -= 1;
+        let now = Instant::now();
         if subscribers.index.contains_key(&id) {
+            if let Some(from) = reserved.recover_from {
+                subscribers.stream.unpin(from, &self.history, now);
+            }
             return;
         }
         // Read the next seq and bump the count under the queue lock, which
         // `publish` holds while it does the same, so the two agree.
         let queue = lock(&self.queue.state);
-        let from_seq = entry.next_seq.load(Ordering::Relaxed);
+        let mut from_seq = entry.next_seq.load(Ordering::Relaxed);
         let before = entry.subscriber_count.fetch_add(1, Ordering::Relaxed);
         drop(queue);
+        if let Some(from) = reserved.recover_from {
+            // What the stream holds from `from` on goes first; what is
+            // numbered but not yet fanned out (still in the publish queue)
+            // comes through the fan-out, as to every subscriber.
+            let mut tally = Tally::default();
+            for missed in subscribers.stream.after(from - 1) {
+                tally.add(outbox.push(OutFrame::publication(
+                    missed.frame.clone(),
+                    missed.key.clone(),
+                )));
+            }
+            from_seq = subscribers.stream.last().max(from - 1) + 1;
+            subscribers.stream.unpin(from, &self.history, now);
+            self.count(tally);
+        }
         subscribers.insert(Subscriber {
             id,
             outbox: Arc::clone(outbox),
@@ -788,8 +980,16 @@ impl Hub {
         }
     }
 
+    fn count(&self, tally: Tally) {
+        Counters::add(&self.counters.conflated, tally.conflated);
+        Counters::add(&self.counters.dropped, tally.dropped);
+        Counters::add(&self.counters.slow_consumer_closes, tally.overflowed);
+    }
+
     /// Removes a connection from a topic (a no-op if it is not there); the
-    /// topic is forgotten when that was its last subscriber.
+    /// topic is forgotten when that was its last subscriber, unless it
+    /// keeps a history (then it waits, idle, for its subscribers to come
+    /// back, until evicted or expired).
     pub fn unsubscribe(&self, topic: &str, id: ConnId) {
         let Some(entry) = self.lookup(topic) else {
             return;
@@ -805,7 +1005,8 @@ impl Hub {
     }
 
     /// Marks an unused topic forgotten (under its lock, so nobody can
-    /// subscribe to it any more) and takes it out of the registry.
+    /// subscribe to it any more) and takes it out of the registry; an idle
+    /// one with a history joins the idle list.
     fn forget_if_unused(
         &self,
         topic: &str,
@@ -813,6 +1014,10 @@ impl Hub {
         mut subscribers: std::sync::MutexGuard<'_, Subscribers>,
     ) {
         if !subscribers.is_unused() {
+            if subscribers.is_idle() {
+                drop(subscribers);
+                self.mark_idle(topic, entry);
+            }
             return;
         }
         subscribers.forgotten = true;
@@ -820,6 +1025,66 @@ impl Hub {
         // everywhere else (see `reserve`).
         drop(subscribers);
         self.forget(topic, entry);
+    }
+
+    fn mark_idle(&self, topic: &str, entry: &Arc<Topic>) {
+        let mut idle = lock(&self.idle);
+        // Stale entries (topics subscribed again, or gone) are dropped
+        // when they would outnumber the registry.
+        if idle.len() >= self.max_topics.saturating_mul(2).max(MIN_REGISTRY_CAPACITY) {
+            idle.retain(|(_, weak)| {
+                weak.upgrade()
+                    .is_some_and(|t| lock(&t.subscribers).is_idle())
+            });
+        }
+        idle.push_back((Arc::from(topic), Arc::downgrade(entry)));
+    }
+
+    /// Forgets the oldest idle topic, history and all, to make room in a
+    /// full registry; false when no topic is idle.
+    fn evict_idle(&self) -> bool {
+        loop {
+            let Some((name, weak)) = lock(&self.idle).pop_front() else {
+                return false;
+            };
+            let Some(entry) = weak.upgrade() else {
+                continue;
+            };
+            let mut subscribers = lock(&entry.subscribers);
+            if !subscribers.is_idle() || subscribers.forgotten {
+                continue;
+            }
+            subscribers.forgotten = true;
+            drop(subscribers);
+            self.forget(&name, &entry);
+            return true;
+        }
+    }
+
+    /// Trims every idle topic's history by age and forgets those left
+    /// empty; called now and then when histories expire (`history_ttl`).
+    pub fn expire_histories(&self) {
+        let now = Instant::now();
+        let idle: Vec<_> = lock(&self.idle).iter().cloned().collect();
+        for (name, weak) in idle {
+            let Some(entry) = weak.upgrade() else {
+                continue;
+            };
+            let mut subscribers = lock(&entry.subscribers);
+            if subscribers.forgotten || !subscribers.is_idle() {
+                continue;
+            }
+            subscribers.stream.trim(&self.history, now);
+            if subscribers.is_unused() {
+                subscribers.forgotten = true;
+                drop(subscribers);
+                self.forget(&name, &entry);
+            }
+        }
+        lock(&self.idle).retain(|(_, weak)| {
+            weak.upgrade()
+                .is_some_and(|t| !lock(&t.subscribers).forgotten)
+        });
     }
 
     /// Removes `entry` from the registry if it is still the one under
@@ -989,7 +1254,16 @@ mod tests {
             assert!(hub.subscribe(name, 1, &a));
         }
         assert!(!hub.subscribe("w", 1, &a));
-        assert!(hub.reserve("w").is_none());
+        assert!(hub
+            .reserve(
+                "w",
+                None,
+                Backlog {
+                    frames: 0,
+                    bytes: 0
+                }
+            )
+            .is_none());
         // Topics it already holds are still open to others.
         assert!(hub.subscribe("x", 2, &b));
         hub.unsubscribe("y", 1);

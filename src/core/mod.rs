@@ -8,6 +8,8 @@
 //! - [`hub`]: the topic registry, the publish queue and the fan-out.
 //! - [`outbox`]: one subscriber's bounded queue, and the pacing of the
 //!   fan-out by the clients that lag.
+//! - [`stream`]: a topic's last publications and its epoch, for clients
+//!   that recover what they missed.
 //! - [`backplane`]: what the core asks of a backplane engine.
 //! - [`authorize`]: the host's check of each handshake (what it sees and
 //!   answers).
@@ -22,4 +24,5 @@ pub(crate) mod error;
 pub(crate) mod hub;
 pub(crate) mod outbox;
 pub(crate) mod stats;
+pub(crate) mod stream;
 pub(crate) mod subscription_events;

@@ -22,14 +22,16 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::core::authorize::{parse_request, Authorization, Authorizer};
 use crate::core::config::{Config, TopicPolicy};
-use crate::core::hub::ConnId;
+use crate::core::hub::{Backlog, ConnId, Reserved};
 use crate::core::outbox::{Closed, OutFrame, Outbox, Pushed};
 use crate::core::stats::{Counters, Rejection};
 use crate::net::http::{self, Route};
 use crate::net::rate_limit::{TokenBucket, Verdict};
 use crate::net::socket::{ClientSocket, Ws};
 use crate::net::Shared;
-use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError, RejectReason, Rejected};
+use crate::protocol::{
+    self, ClientMessage, ErrorCode, Position, ProtocolError, RejectReason, Rejected,
+};
 
 /// The log target (a Python logger name, `wshub.connection`, once
 /// through pyo3-log) this module's records have always had, kept apart from
@@ -342,6 +344,7 @@ impl Connection {
     /// Queues the ack, then subscribes, so no publication can precede it.
     fn start(&mut self, query: Option<&str>) {
         let requested = protocol::topics_from_query(query);
+        let (since, mut malformed) = protocol::since_from_query(query);
         let (mut accepted, rejected) = self.sort_requested(requested);
         if accepted.is_empty() {
             if let TopicPolicy::Only(all) = &self.shared.config.topics {
@@ -351,14 +354,57 @@ impl Connection {
             }
         }
         accepted.sort_unstable();
+        // A position for a topic not subscribed here is as wrong as one
+        // that does not parse.
+        malformed += since
+            .iter()
+            .filter(|(topic, _)| accepted.binary_search(topic).is_err())
+            .count();
         let mut rejected = rejected;
-        // Places first (the hub may be full), the answer next, then the
-        // subscriptions: no publication can precede the answer.
+        let (topics, places) = self.reserve_all(accepted, &since, &mut rejected);
+        let streams: Vec<_> = places.iter().map(|p| p.stream().clone()).collect();
+        self.reply(protocol::connected_frame(&topics, &rejected, &streams));
+        if malformed > 0 {
+            self.reply(protocol::error_frame(&ProtocolError {
+                code: ErrorCode::InvalidSince,
+                message: format!(
+                    "{malformed} item(s) of the query's \"since\" ignored: each must be \
+                     topic:seq:epoch for a topic being subscribed"
+                ),
+            }));
+        }
+        for (topic, place) in topics.iter().zip(places) {
+            self.shared
+                .hub
+                .subscribe_reserved(topic, place, self.id, &self.outbox);
+        }
+        self.subscriptions = topics;
+    }
+
+    /// Holds places on `accepted` (sorted), deciding the recoveries asked
+    /// for in `since` within what the client's queue takes at once; names
+    /// the full hub cannot take go to `rejected`.
+    fn reserve_all(
+        &self,
+        accepted: Vec<String>,
+        since: &[(String, Position)],
+        rejected: &mut Vec<Rejected>,
+    ) -> (Vec<String>, Vec<Reserved>) {
+        let config = &self.shared.config;
+        // Room for the answer and an error frame besides what is sent.
+        let mut budget = Backlog {
+            frames: config.send_queue.saturating_sub(2),
+            bytes: config.send_queue_bytes / 2,
+        };
         let mut topics = Vec::with_capacity(accepted.len());
         let mut places = Vec::with_capacity(accepted.len());
         for name in accepted {
-            match self.shared.hub.reserve(&name) {
+            let position = since.iter().find(|(t, _)| *t == name).map(|(_, p)| p);
+            match self.shared.hub.reserve(&name, position, budget) {
                 Some(place) => {
+                    let (frames, bytes) = place.backlog();
+                    budget.frames -= frames;
+                    budget.bytes -= bytes;
                     topics.push(name);
                     places.push(place);
                 }
@@ -368,13 +414,7 @@ impl Connection {
                 }),
             }
         }
-        self.reply(protocol::connected_frame(&topics, &rejected));
-        for (topic, place) in topics.iter().zip(places) {
-            self.shared
-                .hub
-                .subscribe_reserved(topic, place, self.id, &self.outbox);
-        }
-        self.subscriptions = topics;
+        (topics, places)
     }
 
     fn is_subscribed(&self, topic: &String) -> bool {
@@ -527,21 +567,27 @@ impl Connection {
     fn answer(&mut self, request: ClientMessage) {
         match request {
             ClientMessage::Ping { id } => self.reply(protocol::pong_frame(id.as_deref())),
-            ClientMessage::Subscribe(names) => {
-                let (accepted, mut rejected) = self.sort_requested(names);
-                for topic in accepted {
-                    if !self.shared.hub.subscribe(&topic, self.id, &self.outbox) {
-                        rejected.push(Rejected {
-                            name: topic,
-                            reason: RejectReason::HubFull,
-                        });
-                        continue;
-                    }
-                    if let Err(at) = self.subscriptions.binary_search(&topic) {
-                        self.subscriptions.insert(at, topic);
+            ClientMessage::Subscribe { topics, since } => {
+                let (accepted, mut rejected) = self.sort_requested(topics);
+                let (added, places) = self.reserve_all(accepted, &since, &mut rejected);
+                for topic in &added {
+                    if let Err(at) = self.subscriptions.binary_search(topic) {
+                        self.subscriptions.insert(at, topic.clone());
                     }
                 }
-                self.reply(protocol::subscribed_frame(&self.subscriptions, &rejected));
+                let streams: Vec<_> = places.iter().map(|p| p.stream().clone()).collect();
+                // The answer first, then what was recovered, then live
+                // publications: the same order as at connect time.
+                self.reply(protocol::subscribed_frame(
+                    &self.subscriptions,
+                    &rejected,
+                    &streams,
+                ));
+                for (topic, place) in added.iter().zip(places) {
+                    self.shared
+                        .hub
+                        .subscribe_reserved(topic, place, self.id, &self.outbox);
+                }
             }
             ClientMessage::Unsubscribe(names) => {
                 for topic in names {

@@ -5,6 +5,8 @@
 //! structs: a publication frame is assembled once per `broadcast` around the
 //! publisher's JSON, which must go out byte for byte.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::io::Write as _;
@@ -50,6 +52,9 @@ pub enum ErrorCode {
     BinaryNotSupported,
     /// The client sends faster than `rate_limit`; the message was dropped.
     RateLimited,
+    /// A `since` (in `subscribe`, or the handshake's query) that is not
+    /// `{topic: {"seq": N, "epoch": E}}` for topics being subscribed.
+    InvalidSince,
 }
 
 impl ErrorCode {
@@ -61,6 +66,7 @@ impl ErrorCode {
             ErrorCode::InvalidTopics => "invalid_topics",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::InvalidSince => "invalid_since",
         }
     }
 }
@@ -73,8 +79,15 @@ pub enum ClientMessage {
         /// The raw JSON text of any value, echoed verbatim in the pong.
         id: Option<String>,
     },
-    /// `{"type":"subscribe","topics":[...]}`
-    Subscribe(Vec<String>),
+    /// `{"type":"subscribe","topics":[...]}`, with the positions the
+    /// client had reached (`"since":{topic:{"seq":N,"epoch":E}}`) for the
+    /// topics it wants to recover.
+    Subscribe {
+        /// The topics asked for.
+        topics: Vec<String>,
+        /// Where the client was, per topic of `topics` (at most one each).
+        since: Vec<(String, Position)>,
+    },
     /// `{"type":"unsubscribe","topics":[...]}`
     Unsubscribe(Vec<String>),
 }
@@ -110,6 +123,8 @@ struct Envelope<'a> {
     id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     topics: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    since: Option<&'a RawValue>,
 }
 
 fn present<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
@@ -144,7 +159,14 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
         "ping" => Ok(ClientMessage::Ping {
             id: envelope.id.map(|raw| raw.get().to_owned()),
         }),
-        "subscribe" => Ok(ClientMessage::Subscribe(topic_list(envelope.topics)?)),
+        "subscribe" => {
+            let topics = topic_list(envelope.topics)?;
+            let since = match envelope.since {
+                Some(raw) => since_list(raw, &topics)?,
+                None => Vec::new(),
+            };
+            Ok(ClientMessage::Subscribe { topics, since })
+        }
         "unsubscribe" => Ok(ClientMessage::Unsubscribe(topic_list(envelope.topics)?)),
         other => Err(ProtocolError::new(
             ErrorCode::UnknownType,
@@ -162,6 +184,87 @@ fn topic_list(raw: Option<&RawValue>) -> Result<Vec<String>, ProtocolError> {
             "\"topics\" must be an array of strings",
         )
     })
+}
+
+/// Where a client had got to in a topic's stream: the `seq` of the last
+/// publication it received, in the numbering `epoch` names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Position {
+    /// The last `seq` received (0: none).
+    pub seq: u64,
+    /// The epoch the hub announced for the topic (`streams` of an answer).
+    pub epoch: String,
+}
+
+/// Longest epoch a client may send back: the hub's are much shorter, and
+/// nothing longer can match.
+pub const MAX_EPOCH_LEN: usize = 64;
+
+fn since_list(raw: &RawValue, topics: &[String]) -> Result<Vec<(String, Position)>, ProtocolError> {
+    let bad = |why: &str| {
+        ProtocolError::new(
+            ErrorCode::InvalidSince,
+            format!("\"since\" must be {{topic: {{\"seq\": N, \"epoch\": E}}}} for topics in \"topics\": {why}"),
+        )
+    };
+    let entries: std::collections::BTreeMap<String, Position> =
+        serde_json::from_str(raw.get()).map_err(|e| bad(truncate(&e.to_string(), 120)))?;
+    let mut since = Vec::with_capacity(entries.len());
+    for (topic, position) in entries {
+        if !topics.contains(&topic) {
+            return Err(bad(&format!(
+                "{:?} is not in \"topics\"",
+                truncate(&topic, MAX_TOPIC_LEN)
+            )));
+        }
+        if position.epoch.len() > MAX_EPOCH_LEN {
+            return Err(bad("epoch too long"));
+        }
+        since.push((topic, position));
+    }
+    Ok(since)
+}
+
+/// The `since` query parameter of a handshake (`since=odds:41:E,news:7:E2`,
+/// possibly repeated): topic, last `seq` and epoch per item, split from
+/// the right since topic names may hold `:`. Returns the items that parse
+/// and how many did not.
+pub fn since_from_query(query: Option<&str>) -> (Vec<(String, Position)>, usize) {
+    let mut since = Vec::new();
+    let mut malformed = 0;
+    let Some(query) = query else {
+        return (since, malformed);
+    };
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key != "since" {
+            continue;
+        }
+        for item in value.split(',').filter(|i| !i.is_empty()) {
+            let mut parts = item.rsplitn(3, ':');
+            let parsed = match (parts.next(), parts.next(), parts.next()) {
+                (Some(epoch), Some(seq), Some(topic))
+                    if !epoch.is_empty() && epoch.len() <= MAX_EPOCH_LEN && !topic.is_empty() =>
+                {
+                    seq.parse::<u64>().ok().map(|seq| {
+                        (
+                            topic.to_owned(),
+                            Position {
+                                seq,
+                                epoch: epoch.to_owned(),
+                            },
+                        )
+                    })
+                }
+                _ => None,
+            };
+            match parsed {
+                Some(entry) if !since.iter().any(|(t, _)| *t == entry.0) => since.push(entry),
+                _ => malformed += 1,
+            }
+        }
+    }
+    (since, malformed)
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -275,14 +378,47 @@ struct TopicsAnswer<'a> {
     /// Present only when something was rejected, so the common answer
     /// stays short.
     #[serde(skip_serializing_if = "Option::is_none")]
-    reasons: Option<std::collections::BTreeMap<&'a str, RejectReason>>,
+    reasons: Option<BTreeMap<&'a str, RejectReason>>,
     /// How many names were rejected, present only when `rejected` lists
     /// fewer ([`MAX_REJECTED_ECHOED`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     rejected_count: Option<usize>,
+    /// Epoch and newest `seq` of each topic newly subscribed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    streams: BTreeMap<&'a str, StreamState<'a>>,
+    /// For each topic asked `since` a position: whether it was recovered.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    recovered: BTreeMap<&'a str, bool>,
 }
 
-fn topics_answer(kind: &'static str, topics: &[String], rejected: Option<&[Rejected]>) -> String {
+#[derive(Serialize)]
+struct StreamState<'a> {
+    epoch: &'a str,
+    seq: u64,
+}
+
+/// What an answer tells of one topic it newly subscribed: the topic's
+/// epoch, the `seq` of its newest publication (0 if none), and, when the
+/// client asked to recover from a position, whether it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicStream {
+    /// The topic.
+    pub topic: String,
+    /// Names this lifetime of the topic's numbering.
+    pub epoch: std::sync::Arc<str>,
+    /// The newest `seq` so far.
+    pub seq: u64,
+    /// `Some(true)`: what the client missed follows the answer;
+    /// `Some(false)`: it could not be recovered; `None`: not asked.
+    pub recovered: Option<bool>,
+}
+
+fn topics_answer(
+    kind: &'static str,
+    topics: &[String],
+    rejected: Option<&[Rejected]>,
+    streams: &[TopicStream],
+) -> String {
     // Echo a bounded part of what was rejected: at most
     // MAX_REJECTED_ECHOED names, each cut to MAX_TOPIC_LEN characters
     // (longer names are invalid anyway).
@@ -299,6 +435,22 @@ fn topics_answer(kind: &'static str, topics: &[String], rejected: Option<&[Rejec
         rejected_count: rejected
             .map(<[Rejected]>::len)
             .filter(|&n| n > MAX_REJECTED_ECHOED),
+        streams: streams
+            .iter()
+            .map(|s| {
+                (
+                    s.topic.as_str(),
+                    StreamState {
+                        epoch: &s.epoch,
+                        seq: s.seq,
+                    },
+                )
+            })
+            .collect(),
+        recovered: streams
+            .iter()
+            .filter_map(|s| Some((s.topic.as_str(), s.recovered?)))
+            .collect(),
     };
     // Serialising strings and arrays of strings cannot fail.
     serde_json::to_string(&answer).unwrap_or_default()
@@ -308,20 +460,29 @@ fn topics_answer(kind: &'static str, topics: &[String], rejected: Option<&[Rejec
 /// `"reasons":{name: reason}` when something was rejected, and
 /// `"rejected_count":N` when more than [`MAX_REJECTED_ECHOED`] were (only
 /// that many are listed). `topics` is sorted (as every topic list in the
-/// answers).
-pub fn connected_frame(topics: &[String], rejected: &[Rejected]) -> String {
-    topics_answer("connected", topics, Some(rejected))
+/// answers). Then `"streams":{topic:{"epoch":E,"seq":N}}` for the topics
+/// in `streams` and `"recovered":{topic:bool}` for those asked to recover.
+pub fn connected_frame(
+    topics: &[String],
+    rejected: &[Rejected],
+    streams: &[TopicStream],
+) -> String {
+    topics_answer("connected", topics, Some(rejected), streams)
 }
 
 /// `{"type":"subscribed","topics":[...],"rejected":[...]}`, plus
-/// `"reasons"` as for [`connected_frame`].
-pub fn subscribed_frame(topics: &[String], rejected: &[Rejected]) -> String {
-    topics_answer("subscribed", topics, Some(rejected))
+/// `"reasons"`, `"streams"` and `"recovered"` as for [`connected_frame`].
+pub fn subscribed_frame(
+    topics: &[String],
+    rejected: &[Rejected],
+    streams: &[TopicStream],
+) -> String {
+    topics_answer("subscribed", topics, Some(rejected), streams)
 }
 
 /// `{"type":"unsubscribed","topics":[...]}`
 pub fn unsubscribed_frame(topics: &[String]) -> String {
-    topics_answer("unsubscribed", topics, None)
+    topics_answer("unsubscribed", topics, None, &[])
 }
 
 /// `{"type":"pong"}`, or `{"type":"pong","id":X}` echoing the ping's id.
@@ -429,7 +590,10 @@ mod tests {
     fn subscribe_lists_are_returned_as_given() {
         assert_eq!(
             parse_client_message(r#"{"type":"subscribe","topics":["b","a","bad name"]}"#).unwrap(),
-            ClientMessage::Subscribe(vec!["b".into(), "a".into(), "bad name".into()])
+            ClientMessage::Subscribe {
+                topics: vec!["b".into(), "a".into(), "bad name".into()],
+                since: Vec::new(),
+            }
         );
     }
 
@@ -452,11 +616,11 @@ mod tests {
             reason: RejectReason::InvalidName,
         }];
         assert_eq!(
-            connected_frame(&topics, &rejected),
+            connected_frame(&topics, &rejected, &[]),
             r#"{"type":"connected","topics":["a","b"],"rejected":["x y"],"reasons":{"x y":"invalid_name"}}"#
         );
         assert_eq!(
-            subscribed_frame(&topics, &[]),
+            subscribed_frame(&topics, &[], &[]),
             r#"{"type":"subscribed","topics":["a","b"],"rejected":[]}"#
         );
         assert_eq!(
@@ -478,7 +642,7 @@ mod tests {
                 reason: RejectReason::InvalidName,
             })
             .collect();
-        let frame = connected_frame(&[], &junk);
+        let frame = connected_frame(&[], &junk, &[]);
         let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
         let listed = value["rejected"].as_array().unwrap();
         assert_eq!(listed.len(), MAX_REJECTED_ECHOED);
@@ -489,7 +653,8 @@ mod tests {
         // 16 names of 128 escaped control characters, twice.
         assert!(frame.len() < 2 * MAX_REJECTED_ECHOED * 6 * MAX_TOPIC_LEN + 1024);
         let few = &junk[..MAX_REJECTED_ECHOED];
-        let value: serde_json::Value = serde_json::from_str(&subscribed_frame(&[], few)).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&subscribed_frame(&[], few, &[])).unwrap();
         assert!(value.get("rejected_count").is_none());
     }
 

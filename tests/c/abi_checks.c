@@ -277,6 +277,21 @@ static void check_broadcast(wshub_server *hub) {
     CHECK(wshub_broadcast(hub, "t", ok, ok_len) == 0);
 }
 
+/* wshub_stream: bad arguments are codes; a topic the hub does not hold
+ * is 0 with *seq 0; the epoch is written like snprintf. */
+static void check_stream(wshub_server *hub) {
+    char epoch[64];
+    uint64_t seq = 42;
+    CHECK(wshub_stream(NULL, "t", epoch, sizeof epoch, &seq) == WSHUB_ERR_INVALID_ARGUMENT);
+    CHECK(wshub_stream(hub, NULL, epoch, sizeof epoch, &seq) == WSHUB_ERR_INVALID_ARGUMENT);
+    CHECK(wshub_stream(hub, "t", epoch, sizeof epoch, NULL) == WSHUB_ERR_INVALID_ARGUMENT);
+    CHECK(wshub_stream(hub, "t", NULL, 5, &seq) == WSHUB_ERR_INVALID_ARGUMENT);
+    memset(epoch, 'x', sizeof epoch);
+    CHECK(wshub_stream(hub, "nobody-here", epoch, sizeof epoch, &seq) == 0);
+    CHECK(seq == 0 && epoch[0] == '\0');
+    CHECK(wshub_stream(hub, "nobody-here", NULL, 0, &seq) == 0);
+}
+
 static void check_stats(wshub_server *hub) {
     char small[4] = "xyz";
     CHECK(wshub_stats_json(NULL, small, sizeof small) == WSHUB_ERR_INVALID_ARGUMENT);
@@ -400,6 +415,7 @@ int main(void) {
     if (hub != NULL) {
         check_port(hub);
         check_broadcast(hub);
+        check_stream(hub);
         check_stats(hub);
         check_last_error_is_per_thread(hub);
         wshub_stop(hub);

@@ -44,6 +44,14 @@ int main(void) {
     printf("\"handshake_timeout\":%.17g,", o.handshake_timeout);
     printf("\"max_handshake_bytes\":%zu,", o.max_handshake_bytes);
     printf("\"max_headers\":%zu,", o.max_headers);
+    printf("\"history_size\":%zu,", o.history_size);
+    printf("\"history_bytes\":%zu,", o.history_bytes);
+    /* 0 is "off", which Python spells None. */
+    if (o.history_ttl == 0.0) {
+        printf("\"history_ttl\":null,");
+    } else {
+        printf("\"history_ttl\":%.17g,", o.history_ttl);
+    }
     printf("\"shutdown_timeout\":%.17g,", o.shutdown_timeout);
     printf("\"worker_threads\":%zu,", o.worker_threads);
     printf("\"on_subscription\":%s,", o.on_subscription ? "\"set\"" : "null");

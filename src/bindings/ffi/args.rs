@@ -142,6 +142,14 @@ pub(super) unsafe fn config_from(
         publish_queue_bytes: o.publish_queue_bytes,
         max_handshake_bytes: o.max_handshake_bytes,
         max_headers: o.max_headers,
+        history_size: o.history_size,
+        history_bytes: o.history_bytes,
+        // 0 is off; anything else must be a valid duration.
+        history_ttl: if o.history_ttl == 0.0 {
+            None
+        } else {
+            Some(seconds("history_ttl", o.history_ttl)?)
+        },
     })
 }
 

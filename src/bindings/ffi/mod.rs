@@ -119,8 +119,9 @@ pub struct wshub_options {
     /// `sizeof(wshub_options)` as the host was compiled: the struct's
     /// version. `wshub_options_default()` sets it; a host that fills the
     /// struct by hand must set it too. Fields are only appended, so the
-    /// size of the previous layout (ending with `publish_queue_bytes`) is
-    /// read too, the fields after it taking their defaults. `wshub_start()`
+    /// sizes of the previous layouts (ending with `publish_queue_bytes`,
+    /// and with `max_headers`) are read too, the fields after them taking
+    /// their defaults. `wshub_start()`
     /// refuses any other size (`WSHUB_ERR_INVALID_ARGUMENT`), so that a
     /// host built against another version of the header fails cleanly
     /// instead of having its fields misread: rebuild it against the
@@ -256,6 +257,18 @@ pub struct wshub_options {
     /// Most headers in an HTTP request; one more gets HTTP 431 as soon as
     /// it arrives. Default 64, between 8 and 1024.
     pub max_headers: usize,
+    // Fields below were appended after the second layout (ending with
+    // `max_headers`); a host built with it gets their defaults.
+    /// Publications kept per topic for clients that recover what they
+    /// missed (protocol `since`); 0 keeps none. Default 1024, at most
+    /// 1000000.
+    pub history_size: usize,
+    /// Bytes of those publications kept per topic at most. Default 1 MiB,
+    /// at most 1 GiB.
+    pub history_bytes: usize,
+    /// Seconds after which a publication leaves the history; 0 (the
+    /// default): never by age.
+    pub history_ttl: f64,
 }
 
 /// What happens to a client whose queue is full.
@@ -417,6 +430,15 @@ const OPTIONS_SIZE: usize = std::mem::size_of::<wshub_options>();
 /// header.)
 const OPTIONS_SIZE_V1: usize = std::mem::offset_of!(wshub_options, max_handshake_bytes);
 
+/// The size of the second layout, which ended with `max_headers`.
+const OPTIONS_SIZE_V2: usize = std::mem::offset_of!(wshub_options, history_size);
+
+// Nor had the second (its last field is a size_t, as is the next one).
+const _: () = assert!(
+    OPTIONS_SIZE_V2
+        == std::mem::offset_of!(wshub_options, max_headers) + std::mem::size_of::<usize>()
+);
+
 // The first layout had no padding after its last field, so its `sizeof`
 // (what its hosts pass) is exactly the offset of the first appended field.
 const _: () = assert!(
@@ -425,13 +447,14 @@ const _: () = assert!(
 );
 
 fn check_struct_size(size: usize, name: &str) -> Result<(), Failure> {
-    if size == OPTIONS_SIZE || size == OPTIONS_SIZE_V1 {
+    if size == OPTIONS_SIZE || size == OPTIONS_SIZE_V1 || size == OPTIONS_SIZE_V2 {
         return Ok(());
     }
     Err(Failure::invalid_argument(format!(
         "{name} is {size}, but this wshub {} reads a wshub_options of {OPTIONS_SIZE} bytes \
-         (or {OPTIONS_SIZE_V1}, the layout before max_handshake_bytes): fill it with \
-         wshub_options_default() and build against the library's wshub.h",
+         (or {OPTIONS_SIZE_V2} or {OPTIONS_SIZE_V1}, the layouts before history_size and \
+         before max_handshake_bytes): fill it with wshub_options_default() and build \
+         against the library's wshub.h",
         env!("CARGO_PKG_VERSION")
     )))
 }
@@ -445,13 +468,14 @@ const DEFAULT_PATH: &CStr = c"/api/ws";
 /// strings owned by wshub. Call it as `wshub_options_default(&opts)`, the
 /// macro that passes `sizeof opts`: `struct_size` must be the size of the
 /// caller's struct, so that a library newer than the header the host was
-/// compiled with never writes past the host's struct. The size of the
-/// previous layout (before `max_handshake_bytes` and `max_headers`) is
-/// accepted too: then only that many bytes are written.
+/// compiled with never writes past the host's struct. The sizes of the
+/// previous layouts (before `history_size`, and before
+/// `max_handshake_bytes`) are accepted too: then only that many bytes are
+/// written.
 ///
 /// Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` when `out` is NULL
 /// or `struct_size` is neither the `sizeof(wshub_options)` of this library
-/// nor that of the previous layout (then nothing is written).
+/// nor that of a previous layout (then nothing is written).
 ///
 /// # Safety
 /// `out` must be NULL or point to `struct_size` writable bytes.
@@ -516,6 +540,9 @@ fn default_options() -> wshub_options {
         publish_queue_bytes: config.publish_queue_bytes,
         max_handshake_bytes: config.max_handshake_bytes,
         max_headers: config.max_headers,
+        history_size: config.history_size,
+        history_bytes: config.history_bytes,
+        history_ttl: config.history_ttl.map_or(0.0, |ttl| ttl.as_secs_f64()),
     }
 }
 
@@ -716,6 +743,56 @@ pub unsafe extern "C" fn wshub_stats_json(
             unsafe { buf.write(0) };
         }
         Ok(needed)
+    })
+}
+
+/// Where `topic`'s stream stands, as a client's `connected`/`subscribed`
+/// answer tells it: writes the `seq` of its newest publication (0 if none)
+/// to `*seq` and its epoch, NUL-terminated, to `epoch` (`cap` bytes).
+///
+/// Returns the epoch's length like `snprintf` (when it is not less than
+/// `cap` nothing but a NUL at `epoch[0]` is written, if `cap > 0`); 0
+/// when the hub holds no such topic (nobody subscribed and no history;
+/// `*seq` is then 0); or `WSHUB_ERR_INVALID_ARGUMENT` (NULL `server`,
+/// `topic` or `seq`, NULL `epoch` with `cap > 0`), `WSHUB_ERR_INVALID_TOPIC`
+/// (`topic` not UTF-8).
+///
+/// # Safety
+/// `server` must be NULL or a live hub, `topic` NULL or NUL-terminated,
+/// `epoch` NULL or `cap` writable bytes, `seq` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn wshub_stream(
+    server: *const wshub_server,
+    topic: *const c_char,
+    epoch: *mut c_char,
+    cap: usize,
+    seq: *mut u64,
+) -> c_int {
+    guard(code_as_int, || {
+        // SAFETY (two calls): forwarded from the caller's contract.
+        let hub = unsafe { hub_ref(server) }?;
+        let topic = unsafe { c_str(topic, "topic", WSHUB_ERR_INVALID_TOPIC) }?;
+        let seq = non_null(seq, "seq")?;
+        if epoch.is_null() && cap > 0 {
+            return Err(Failure::invalid_argument("epoch is NULL but cap is not 0"));
+        }
+        let (name, newest) = hub.server.stream(topic).unwrap_or_default();
+        // SAFETY: `seq` is non-NULL and writable by the caller's contract.
+        unsafe { seq.write(newest) };
+        let epoch = epoch.cast::<u8>();
+        if name.len() < cap {
+            // SAFETY: `epoch` has `cap` writable bytes, of which we write
+            // `name.len() + 1 <= cap`.
+            unsafe {
+                ptr::copy_nonoverlapping(name.as_ptr(), epoch, name.len());
+                epoch.add(name.len()).write(0);
+            }
+        } else if cap > 0 {
+            // SAFETY: `cap > 0`, so `epoch[0]` is writable.
+            unsafe { epoch.write(0) };
+        }
+        // Epochs are a few hex digits: far below INT_MAX.
+        Ok(c_int::try_from(name.len()).unwrap_or(c_int::MAX))
     })
 }
 
