@@ -158,6 +158,7 @@ impl Server {
             runtime.handle(),
         );
         if let Some((backplane, link)) = backplane {
+            shared.hub.set_feed_epoch(Arc::clone(&link.epoch));
             shared.hub.set_backplane(backplane.outbound());
             shared.tracker.spawn_on(
                 backplane.run(Arc::clone(&shared.hub), shared.shutdown.clone(), link),

@@ -237,3 +237,50 @@ def test_stop_is_prompt_while_redis_is_stalled(redis_server, make_hub):
         assert time.monotonic() - started < 4
     finally:
         redis_server.resume()
+
+
+# --------------------------------------------------------------------------
+# recovery through another hub
+# --------------------------------------------------------------------------
+
+
+def test_a_client_recovers_on_another_hub_of_the_feed(redis_server, make_hub, connect):
+    a = make_hub(backplane=redis_server.url)
+    b = make_hub(backplane=redis_server.url)
+    on_a = connect(a, ["t"])
+    # Hub b holds the topic too (someone reads it there), so it keeps what
+    # the feed publishes on it.
+    on_b = connect(b, ["t"])
+    epoch = on_a.streams["t"]["epoch"]
+    assert on_b.streams["t"]["epoch"] == epoch  # one epoch for the feed
+    for n in range(1, 6):
+        a.broadcast("t", {"n": n})
+    assert [m["seq"] for m in on_a.recv_messages(5)] == [1, 2, 3, 4, 5]
+    on_b.recv_messages(5)
+    on_a.close()
+    for n in range(6, 11):
+        b.broadcast("t", {"n": n})
+    on_b.recv_messages(5)
+    # The client comes back on the other hub with where it was.
+    back = connect(b, query=f"topics=t&since=t:5:{epoch}")
+    assert back.ack["recovered"] == {"t": True}
+    assert back.streams["t"] == {"epoch": epoch, "seq": 10}
+    assert [(m["seq"], m["data"]["n"]) for m in back.recv_messages(5)] == [
+        (n, n) for n in range(6, 11)]
+    # A hub that never held a topic has nothing to recover it from.
+    c = make_hub(backplane=redis_server.url)
+    fresh = connect(c, query=f"topics=t&since=t:5:{epoch}")
+    assert fresh.ack["recovered"] == {"t": False}
+    assert fresh.streams["t"]["epoch"] == epoch
+    for client in (on_b, back, fresh):
+        client.close()
+
+
+def test_the_feed_epoch_lives_in_redis_and_survives_the_hubs(redis_server, make_hub, connect):
+    first = make_hub(backplane=redis_server.url)
+    epoch = connect(first, ["x"]).streams["x"]["epoch"]
+    first.stop()
+    second = make_hub(backplane=redis_server.url)
+    assert connect(second, ["x"]).streams["x"]["epoch"] == epoch
+    other = make_hub(backplane=redis_server.url, backplane_prefix="other:")
+    assert connect(other, ["x"]).streams["x"]["epoch"] != epoch

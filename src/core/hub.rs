@@ -315,6 +315,9 @@ pub struct Hub {
     history: HistoryLimits,
     /// Names each topic's epoch.
     epochs: Epochs,
+    /// With a backplane, the feed's one epoch, which every topic created
+    /// from then on takes (the numbering is Redis's, shared by every hub).
+    feed_epoch: RwLock<Option<Arc<str>>>,
     /// Topics without a subscriber kept for their history, oldest first,
     /// to be evicted when the registry is full or their history expires.
     /// Entries may be stale (the topic got a subscriber, or was forgotten
@@ -368,6 +371,7 @@ impl Hub {
             bytes_per_slice: usize::MAX,
             history: HistoryLimits::NONE,
             epochs: Epochs::default(),
+            feed_epoch: RwLock::new(None),
             idle: Mutex::new(VecDeque::new()),
         }
     }
@@ -548,6 +552,21 @@ impl Hub {
         }
         Counters::add(&self.counters.published, 1);
         Ok(0)
+    }
+
+    /// Names the numbering of the topics created from now on with the
+    /// backplane's epoch, shared by every hub of the feed, so that a
+    /// position a client had on one hub is understood by the others.
+    pub fn set_feed_epoch(&self, epoch: Arc<str>) {
+        *write(&self.feed_epoch) = Some(epoch);
+    }
+
+    /// The epoch for a topic created now.
+    fn new_epoch(&self) -> Arc<str> {
+        match &*read(&self.feed_epoch) {
+            Some(epoch) => Arc::clone(epoch),
+            None => self.epochs.next(),
+        }
     }
 
     /// Routes this hub's publications through a backplane from now on.
@@ -838,7 +857,7 @@ impl Hub {
                             return None;
                         }
                         None => {
-                            let entry = Arc::new(Topic::new(self.epochs.next()));
+                            let entry = Arc::new(Topic::new(self.new_epoch()));
                             topics.insert(Arc::from(topic), Arc::clone(&entry));
                             entry
                         }

@@ -38,7 +38,9 @@ use crate::core::backplane::{Outbound, Outgoing};
 use crate::core::error::Error;
 use crate::core::hub::{Hub, Ingested};
 use crate::core::stats::Counters;
+use crate::core::stream::Epochs;
 use crate::protocol::is_valid_topic;
+use crate::protocol::MAX_EPOCH_LEN;
 
 /// The log target (a Python logger name, `wshub.backplane`, once
 /// through pyo3-log) this module's records have always had, kept apart from
@@ -123,6 +125,8 @@ pub fn validate(url: &str, prefix: &str) -> Result<(), String> {
 
 /// The two connections of a live link to Redis.
 pub(crate) struct Link {
+    /// The feed's epoch, kept in Redis (see [`feed_epoch`]).
+    pub(crate) epoch: Arc<str>,
     publisher: MultiplexedConnection,
     /// Kept for `PING`; dropping it would not close the subscription, but
     /// we need it to check the connection.
@@ -210,12 +214,48 @@ impl Backplane {
             .load_async(&mut publisher)
             .await
             .map_err(|e| format!("cannot load the Lua script (is EVALSHA allowed?): {e}"))?;
+        let epoch = self.feed_epoch(&mut publisher).await?;
         let (sink, messages) = pubsub.split();
         Ok(Link {
+            epoch,
             publisher,
             sink,
             messages,
         })
+    }
+
+    /// The feed's epoch: one name for the numbering every hub of the feed
+    /// shares (`seq` comes from Redis's counters), kept in Redis under
+    /// `<prefix>epoch`. The first hub to connect sets it; the others, and
+    /// the same hub after a reconnect, read it. A Redis that lost its data
+    /// gets a new one, so positions from before are not taken for
+    /// positions in what it numbers next.
+    async fn feed_epoch(&self, publisher: &mut MultiplexedConnection) -> Result<Arc<str>, String> {
+        let key = format!("{}epoch", self.prefix);
+        let candidate = Epochs::default().next();
+        let (epoch,): (Option<String>,) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(&*candidate)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&key)
+            .query_async(publisher)
+            .await
+            .map_err(|e| format!("cannot read the feed's epoch ({key}): {e}"))?;
+        match epoch {
+            Some(epoch)
+                if !epoch.is_empty()
+                    && epoch.len() <= MAX_EPOCH_LEN
+                    && epoch.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                Ok(Arc::from(epoch))
+            }
+            other => Err(format!(
+                "{key} holds {other:?}, not an epoch wshub wrote (another program uses the prefix?)"
+            )),
+        }
     }
 
     /// Serves `link` and then reconnects, with backoff, whenever it fails,
@@ -240,6 +280,7 @@ impl Backplane {
                     };
                     match attempt {
                         Ok(current) => {
+                            hub.set_feed_epoch(Arc::clone(&current.epoch));
                             Counters::add(&counters.backplane_reconnects, 1);
                             tracing::info!(target: LOG_TARGET, addr = %self.addr, "backplane reconnected to Redis");
                             backoff = BACKOFF_MIN;
@@ -276,6 +317,7 @@ impl Backplane {
             mut publisher,
             mut sink,
             mut messages,
+            ..
         } = link;
         let mut batch = Vec::new();
         let mut ping =
