@@ -46,8 +46,11 @@ def test_raw_frame_parser_agrees_with_tungstenite_clients(loadgen, tmp_path):
                   "loadgen", str(tmp_path / "loadgen.err"))
         ready = lg.wait_event("ready", 60)
         assert ready["ready"] == raw + verify, ready
-        server.send("go")
+        # The loadgen counts per client what arrives in its measuring
+        # window: it must be measuring before the first publication leaves.
         lg.send("go")
+        lg.wait_event("started", 30)
+        server.send("go")
         result = lg.wait_event("result", 60)
     finally:
         if lg:
