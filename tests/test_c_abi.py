@@ -286,7 +286,7 @@ def test_stats_json_reports_connections_and_publications(driver, clients):
         "slow_consumer_closes", "conflated", "subscription_events_dropped",
         "connections_opened", "connections_closed",
         "handshakes_rejected", "backplane_published", "backplane_received",
-        "backplane_dropped", "backplane_missed", "backplane_reconnects",
+        "backplane_dropped", "backplane_missed", "backplane_reconnects", "history_bytes",
         "backplane_connected"}
     assert stats["backplane_connected"] is False
 

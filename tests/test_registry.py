@@ -225,6 +225,8 @@ def test_idle_topics_give_their_place_up_when_the_registry_is_full(make_hub, con
     assert d.ack["topics"] == ["d"] and hub.stream("b") is None
     e = connect(hub, ["e"])
     assert e.ack["topics"] == [] and e.ack["reasons"] == {"e": "hub_full"}
+    # The evicted histories left the gauge: none is kept now.
+    assert hub.stats()["history_bytes"] == 0
 
 
 def test_an_answer_to_junk_names_stays_small(make_hub, raw_ws):

@@ -181,9 +181,12 @@ def test_history_ttl_expires_what_nobody_came_back_for(make_hub):
     client = connect_client(hub, ["odds"])
     publish(hub, "odds", 1, 3)
     received_numbers(client, 3)
+    frame = len('{"type":"message","topic":"odds","seq":1,"data":{"n": 1}}') + 2
+    assert hub.stats()["history_bytes"] == 3 * frame
     client.close()
     # The idle topic's history expires, and the topic with it.
     wait_until(lambda: hub.stream("odds") is None, timeout=10)
+    assert hub.stats()["history_bytes"] == 0
 
 
 def test_a_recovery_larger_than_the_clients_queue_is_refused_not_a_close(make_hub):

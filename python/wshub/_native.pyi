@@ -85,7 +85,8 @@ class Server:
         connections_opened, connections_closed, handshakes_rejected (by
         reason), and for the Redis backplane: backplane_published, backplane_received,
         backplane_dropped, backplane_missed, backplane_reconnects (ints),
-        backplane_connected (bool)."""
+        backplane_connected (bool); history_bytes (bytes kept in topic
+        histories for clients that recover)."""
     def stop(self) -> None:
         """Close every client with 1001 and join the hub's threads."""
     def __enter__(self) -> Server: ...

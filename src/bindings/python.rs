@@ -292,8 +292,9 @@ impl PyServer {
     /// connections_closed, sent_bytes, handshakes_rejected, and for the
     /// Redis backplane: backplane_published, backplane_received,
     /// backplane_dropped, backplane_missed, backplane_reconnects,
-    /// backplane_connected (bool). topics holds at most max_topics entries
-    /// (only topics with subscribers are held).
+    /// backplane_connected (bool), and history_bytes (bytes of publication
+    /// frames kept in topic histories for clients that recover). topics
+    /// holds at most max_topics entries (only topics with subscribers).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         // Walking the registry takes a while with many topics: let other
         // Python threads run meanwhile.

@@ -769,18 +769,36 @@ impl Hub {
                 publication.key.clone(),
             )));
         }
-        self.record(&mut subscribers.stream, publication, now);
+        if !subscribers.forgotten {
+            self.record(&mut subscribers.stream, publication, now);
+        }
     }
 
     /// Appends a fanned-out publication to its topic's stream.
     fn record(&self, stream: &mut Stream, publication: &Publication, now: Instant) {
-        stream.append(
-            publication.seq,
-            publication.frame.clone(),
-            publication.key.clone(),
-            &self.history,
-            now,
-        );
+        self.tracked(stream, |stream| {
+            stream.append(
+                publication.seq,
+                publication.frame.clone(),
+                publication.key.clone(),
+                &self.history,
+                now,
+            );
+        });
+    }
+
+    /// Runs `change` on a stream and follows its size in the
+    /// `history_bytes` gauge.
+    fn tracked(&self, stream: &mut Stream, change: impl FnOnce(&mut Stream)) {
+        let before = stream.bytes();
+        change(stream);
+        let after = stream.bytes();
+        let gauge = &self.counters.history_bytes;
+        if after > before {
+            gauge.fetch_add((after - before) as u64, Ordering::Relaxed);
+        } else if before > after {
+            gauge.fetch_sub((before - after) as u64, Ordering::Relaxed);
+        }
     }
 
     /// Fans out consecutive publications of one topic (in `seq` order):
@@ -788,8 +806,12 @@ impl Hub {
     /// gets the part from its `from_seq` on as a single queue entry.
     fn fan_out_run(&self, run: &[Publication], tally: &mut Tally, now: Instant) {
         let mut subscribers = lock(&run[0].topic.subscribers);
-        for publication in run {
-            self.record(&mut subscribers.stream, publication, now);
+        // A forgotten entry's history would be kept by nobody (and never
+        // leave the `history_bytes` gauge).
+        if !subscribers.forgotten {
+            for publication in run {
+                self.record(&mut subscribers.stream, publication, now);
+            }
         }
         if subscribers.list.is_empty() {
             return;
@@ -962,7 +984,9 @@ impl Hub {
         let now = Instant::now();
         if subscribers.index.contains_key(&id) {
             if let Some(from) = reserved.recover_from {
-                subscribers.stream.unpin(from, &self.history, now);
+                self.tracked(&mut subscribers.stream, |s| {
+                    s.unpin(from, &self.history, now)
+                });
             }
             return;
         }
@@ -984,7 +1008,9 @@ impl Hub {
                 )));
             }
             from_seq = subscribers.stream.last().max(from - 1) + 1;
-            subscribers.stream.unpin(from, &self.history, now);
+            self.tracked(&mut subscribers.stream, |s| {
+                s.unpin(from, &self.history, now)
+            });
             self.count(tally);
         }
         subscribers.insert(Subscriber {
@@ -1073,6 +1099,8 @@ impl Hub {
             if !subscribers.is_idle() || subscribers.forgotten {
                 continue;
             }
+            // Its history goes with it.
+            self.tracked(&mut subscribers.stream, |s| *s = Stream::default());
             subscribers.forgotten = true;
             drop(subscribers);
             self.forget(&name, &entry);
@@ -1093,7 +1121,7 @@ impl Hub {
             if subscribers.forgotten || !subscribers.is_idle() {
                 continue;
             }
-            subscribers.stream.trim(&self.history, now);
+            self.tracked(&mut subscribers.stream, |s| s.trim(&self.history, now));
             if subscribers.is_unused() {
                 subscribers.forgotten = true;
                 drop(subscribers);

@@ -211,6 +211,9 @@ numbers! {
         "Publications of the backplane this hub did not deliver (seq gaps)";
     /// Times the backplane re-established its connection to Redis.
     backplane_reconnects: Counter = "Times the backplane re-established its connection to Redis";
+    /// Bytes of publication frames kept in topic histories now, for
+    /// clients that recover (`history_size`, `history_bytes`).
+    history_bytes: Gauge = "Bytes of publication frames kept in topic histories";
 }
 
 impl Counters {

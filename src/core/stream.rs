@@ -116,7 +116,6 @@ impl Stream {
     }
 
     /// Bytes of the frames kept.
-    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }

@@ -691,7 +691,7 @@ unsafe fn broadcast(
 /// "dropped":N,"slow_consumer_closes":N,"conflated":N,
 /// "subscription_events_dropped":N,"backplane_published":N,
 /// "backplane_received":N,"backplane_dropped":N,"backplane_missed":N,
-/// "backplane_reconnects":N,"topics":{"name":subscribers,...},
+/// "backplane_reconnects":N,"history_bytes":N,"topics":{"name":subscribers,...},
 /// "handshakes_rejected":{"auth":N,"capacity":N,"invalid":N,"key":N,"method":N,
 /// "not_upgrade":N,"origin":N,"path":N,"timeout":N,"too_large":N,"too_many_headers":N,
 /// "version":N},"backplane_connected":B}` (keys in that order).
