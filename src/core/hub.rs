@@ -1211,6 +1211,116 @@ mod tests {
         hub.fan_out_batch(batch.make_contiguous());
     }
 
+    fn with_history(size: usize) -> Hub {
+        Hub::new(64).with_history(HistoryLimits {
+            size,
+            bytes: usize::MAX,
+            ttl: None,
+        })
+    }
+
+    const ROOMY: Backlog = Backlog {
+        frames: 1000,
+        bytes: usize::MAX,
+    };
+
+    fn seqs(outbox: &Outbox) -> Vec<u64> {
+        texts(outbox)
+            .iter()
+            .map(|t| {
+                let v: serde_json::Value = serde_json::from_str(t).unwrap();
+                v["seq"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_recovery_takes_the_stream_then_what_is_still_queued_without_gap_or_repeat() {
+        let hub = with_history(16);
+        let first = Arc::new(Outbox::new(64, usize::MAX));
+        assert!(hub.subscribe("t", 1, &first));
+        for n in 1..=5 {
+            hub.publish("t", &n.to_string()).unwrap();
+        }
+        fan_out_all(&hub);
+        let epoch = hub.stream_position("t").unwrap().0;
+        // Two more are numbered but still in the publish queue when the
+        // client comes back from seq 2.
+        hub.publish("t", "6").unwrap();
+        hub.publish("t", "7").unwrap();
+        let back = Arc::new(Outbox::new(64, usize::MAX));
+        let since = Position {
+            seq: 2,
+            epoch: epoch.to_string(),
+        };
+        let place = hub.reserve("t", Some(&since), ROOMY).unwrap();
+        assert_eq!(place.stream().recovered, Some(true));
+        assert_eq!(place.stream().seq, 7);
+        assert_eq!(place.backlog().0, 3);
+        hub.subscribe_reserved("t", place, 2, &back);
+        hub.publish("t", "8").unwrap();
+        fan_out_all(&hub);
+        assert_eq!(seqs(&back), [3, 4, 5, 6, 7, 8]);
+    }
+
+    #[test]
+    fn a_promised_recovery_survives_trimming_until_it_is_taken() {
+        let hub = with_history(4);
+        let a = Arc::new(Outbox::new(64, usize::MAX));
+        assert!(hub.subscribe("t", 1, &a));
+        for n in 1..=4 {
+            hub.publish("t", &n.to_string()).unwrap();
+        }
+        fan_out_all(&hub);
+        let epoch = hub.stream_position("t").unwrap().0.to_string();
+        let since = Position { seq: 0, epoch };
+        let place = hub.reserve("t", Some(&since), ROOMY).unwrap();
+        assert_eq!(place.stream().recovered, Some(true));
+        // Four more fanned out before the subscription: without the pin
+        // they would have pushed 1..4 out of a history of 4.
+        for n in 5..=8 {
+            hub.publish("t", &n.to_string()).unwrap();
+        }
+        fan_out_all(&hub);
+        let back = Arc::new(Outbox::new(64, usize::MAX));
+        hub.subscribe_reserved("t", place, 2, &back);
+        assert_eq!(seqs(&back), [1, 2, 3, 4, 5, 6, 7, 8]);
+        // Released: the history is back within its bound.
+        let late = Position {
+            seq: 3,
+            epoch: hub.stream_position("t").unwrap().0.to_string(),
+        };
+        let refused = hub.reserve("t", Some(&late), ROOMY).unwrap();
+        assert_eq!(refused.stream().recovered, Some(false));
+        hub.subscribe_reserved("t", refused, 3, &back);
+        // Four frames of one byte of data each, two-byte headers.
+        let frame = message("t", 5, "5").len() + 2;
+        assert_eq!(
+            hub.counters.history_bytes.load(Ordering::Relaxed),
+            4 * frame as u64
+        );
+    }
+
+    #[test]
+    fn a_recovery_larger_than_the_backlog_is_refused() {
+        let hub = with_history(16);
+        let a = Arc::new(Outbox::new(64, usize::MAX));
+        assert!(hub.subscribe("t", 1, &a));
+        for n in 1..=10 {
+            hub.publish("t", &n.to_string()).unwrap();
+        }
+        fan_out_all(&hub);
+        let epoch = hub.stream_position("t").unwrap().0.to_string();
+        let since = Position { seq: 0, epoch };
+        let small = Backlog {
+            frames: 10,
+            bytes: usize::MAX,
+        };
+        let place = hub.reserve("t", Some(&since), small).unwrap();
+        assert_eq!(place.stream().recovered, Some(false));
+        hub.subscribe_reserved("t", place, 2, &a);
+    }
+
     #[test]
     fn publish_counts_subscribers_and_numbers_per_topic() {
         let hub = Hub::new(16);
