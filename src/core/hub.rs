@@ -1000,12 +1000,27 @@ impl Hub {
             // What the stream holds from `from` on goes first; what is
             // numbered but not yet fanned out (still in the publish queue)
             // comes through the fan-out, as to every subscriber.
+            // As one run, like the fan-out's (one queue entry, one slice
+            // for the writer), split only if the policy needs it.
             let mut tally = Tally::default();
-            for missed in subscribers.stream.after(from - 1) {
-                tally.add(outbox.push(OutFrame::publication(
-                    missed.frame.clone(),
-                    missed.key.clone(),
-                )));
+            let missed: Vec<_> = subscribers.stream.after(from - 1).collect();
+            if !missed.is_empty() {
+                let mut wire = BytesMut::with_capacity(missed.iter().map(|e| e.frame.len()).sum());
+                for entry in &missed {
+                    wire.extend_from_slice(&entry.frame);
+                }
+                let publications = u32::try_from(missed.len()).unwrap_or(u32::MAX);
+                let split = || {
+                    missed
+                        .iter()
+                        .map(|e| OutFrame::publication(e.frame.clone(), e.key.clone()))
+                        .collect()
+                };
+                outbox.push_run(
+                    OutFrame::run(wire.freeze(), publications),
+                    split,
+                    &mut tally,
+                );
             }
             from_seq = subscribers.stream.last().max(from - 1) + 1;
             self.tracked(&mut subscribers.stream, |s| {
