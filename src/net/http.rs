@@ -148,10 +148,14 @@ impl Head {
     }
 
     /// Bytes the client sent after the head (the start of the WebSocket
-    /// stream of a client that did not wait for our answer).
-    pub(crate) fn into_rest(mut self) -> Vec<u8> {
-        self.bytes.drain(..self.len.min(self.bytes.len()));
+    /// stream of a client that did not wait for our answer), in a buffer of
+    /// their size: tungstenite keeps the buffer it is given as its read
+    /// buffer for the connection's life, and the head's (2 KiB and more)
+    /// was most of an idle connection's memory.
+    pub(crate) fn into_rest(self) -> Vec<u8> {
         self.bytes
+            .get(self.len..)
+            .map_or_else(Vec::new, <[u8]>::to_vec)
     }
 
     /// Where the request goes.
@@ -431,7 +435,11 @@ mod tests {
         let h = head(b"GET /api/ws?topics=a HTTP/1.1\r\nHost: x\r\n\r\n\x81\x00").unwrap();
         assert_eq!(h.route("/api/ws"), Route::Upgrade);
         assert_eq!(h.raw().len(), 42);
-        assert_eq!(h.into_rest(), b"\x81\x00");
+        let rest = h.into_rest();
+        assert_eq!(rest, b"\x81\x00");
+        // Sized to what is left, not to the head's buffer: tungstenite
+        // keeps it as the connection's read buffer.
+        assert_eq!(rest.capacity(), rest.len());
         let route = |t: &[u8]| head(t).unwrap().route("/api/ws");
         assert_eq!(route(b"GET /metrics?x HTTP/1.1\r\n\r\n"), Route::Metrics);
         assert_eq!(route(b"GET /healthz HTTP/1.1\r\n\r\n"), Route::Health);
