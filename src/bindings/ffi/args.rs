@@ -196,3 +196,24 @@ pub(super) unsafe fn string_set(
         "{field} has no NULL terminator within {MAX_TOPIC_LIST_LEN} entries"
     )))
 }
+
+/// Writes `text` and a NUL to `buf` when they fit in `cap` bytes, as
+/// `snprintf` does; otherwise only a NUL at `buf[0]` (if `cap > 0`), so
+/// that the caller never reads a truncated string.
+///
+/// # Safety
+/// `buf` must have `cap` writable bytes (it may be NULL when `cap` is 0),
+/// not overlapping `text`.
+pub(super) unsafe fn write_c_string(text: &[u8], buf: *mut c_char, cap: usize) {
+    let buf = buf.cast::<u8>();
+    if text.len() < cap {
+        // SAFETY: `text.len() + 1 <= cap` writable bytes, by the contract.
+        unsafe {
+            ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len());
+            buf.add(text.len()).write(0);
+        }
+    } else if cap > 0 {
+        // SAFETY: `cap > 0`, so `buf[0]` is writable.
+        unsafe { buf.write(0) };
+    }
+}

@@ -729,19 +729,9 @@ pub unsafe extern "C" fn wshub_stats_json(
         let needed = c_int::try_from(json.len()).map_err(|_| {
             Failure::new(WSHUB_ERR_RUNTIME, "the stats JSON is longer than INT_MAX")
         })?;
-        let buf = buf.cast::<u8>();
-        if json.len() < cap {
-            // SAFETY: `buf` has `cap` writable bytes and we write
-            // `json.len() + 1 <= cap` of them; `json` cannot overlap a
-            // buffer the caller owns.
-            unsafe {
-                ptr::copy_nonoverlapping(json.as_ptr(), buf, json.len());
-                buf.add(json.len()).write(0);
-            }
-        } else if cap > 0 {
-            // SAFETY: `cap > 0`, so `buf[0]` is writable.
-            unsafe { buf.write(0) };
-        }
+        // SAFETY: `buf` has `cap` writable bytes by the caller's contract
+        // (NULL only with `cap == 0`, checked above).
+        unsafe { write_c_string(json.as_bytes(), buf, cap) };
         Ok(needed)
     })
 }
@@ -779,18 +769,9 @@ pub unsafe extern "C" fn wshub_stream(
         let (name, newest) = hub.server.stream(topic).unwrap_or_default();
         // SAFETY: `seq` is non-NULL and writable by the caller's contract.
         unsafe { seq.write(newest) };
-        let epoch = epoch.cast::<u8>();
-        if name.len() < cap {
-            // SAFETY: `epoch` has `cap` writable bytes, of which we write
-            // `name.len() + 1 <= cap`.
-            unsafe {
-                ptr::copy_nonoverlapping(name.as_ptr(), epoch, name.len());
-                epoch.add(name.len()).write(0);
-            }
-        } else if cap > 0 {
-            // SAFETY: `cap > 0`, so `epoch[0]` is writable.
-            unsafe { epoch.write(0) };
-        }
+        // SAFETY: `epoch` has `cap` writable bytes by the caller's
+        // contract (NULL only with `cap == 0`, checked above).
+        unsafe { write_c_string(name.as_bytes(), epoch, cap) };
         // Epochs are a few hex digits: far below INT_MAX.
         Ok(c_int::try_from(name.len()).unwrap_or(c_int::MAX))
     })
