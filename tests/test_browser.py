@@ -1,7 +1,8 @@
 """End-to-end test of the FastAPI example page in a real, headless Chromium.
 
 Drives Debian's Chromium (/usr/bin/chromium, or $WSHUB_CHROMIUM) with
-Playwright for Python; the Playwright browser downloads are never used.
+Playwright for Python (tests/chromium.py); the Playwright browser downloads
+are never used.
 The app runs in a thread on 127.0.0.1 port 0 with its hub on port 0 and the
 simulated scraper off, so every update the page shows comes from the test.
 
@@ -12,7 +13,6 @@ Screenshots go to the test's tmp_path and are copied to tests/artifacts/.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,33 +22,15 @@ import pytest
 pytest.importorskip("fastapi", reason="fastapi not installed (requirements-examples.txt)")
 pytest.importorskip("uvicorn", reason="uvicorn not installed (requirements-examples.txt)")
 httpx = pytest.importorskip("httpx", reason="httpx not installed (requirements-examples.txt)")
-sync_api = pytest.importorskip(
-    "playwright.sync_api",
-    reason="playwright (Python package) not installed (requirements-examples.txt)")
+from chromium import launch, require_chromium  # noqa: E402
 
-CHROMIUM = os.environ.get("WSHUB_CHROMIUM", "/usr/bin/chromium")
-if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-    pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium, "
-                "or set WSHUB_CHROMIUM)", allow_module_level=True)
-
+sync_api = require_chromium()
 expect = sync_api.expect
 
 from helpers import load_example  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 TIMEOUT_MS = 15_000
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-proxy-server",  # everything is on loopback
-]
 
 ODDS_MATCH = "Test FC v Example United"
 
@@ -68,9 +50,7 @@ example = load_example()
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            timeout=60_000)
+        browser = launch(playwright)
         try:
             yield browser
         finally:

@@ -18,6 +18,7 @@ import atexit
 import logging
 import threading
 import weakref
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from wshub._native import Server, __version__, reset_log_cache
@@ -31,6 +32,7 @@ __all__ = [
     "Server",
     "__version__",
     "broadcast",
+    "client_js_path",
     "reset_log_cache",
     "start",
     "stop",
@@ -331,3 +333,15 @@ def stop() -> None:
         server, _default = _default, None
     if server is not None:
         server.stop()
+
+
+def client_js_path() -> Path:
+    """Path of ``wshub.js``, the browser client, in this installed package.
+
+    The hub serves the same file at ``<path>/client.js`` (e.g.
+    ``http://HOST:8765/api/ws/client.js``); an app that would rather serve
+    it from its own origin returns this file, e.g. with FastAPI
+    ``FileResponse(wshub.client_js_path(), media_type="text/javascript")``.
+    Its types are ``wshub.d.ts`` beside it; docs/client.md describes it.
+    """
+    return Path(__file__).resolve().parent / "client" / "wshub.js"

@@ -1,5 +1,6 @@
 //! Plain HTTP on the hub's own port: reading a request head, routing it
-//! (`GET /metrics`, `GET /healthz`, the WebSocket path), checking that a
+//! (`GET /metrics`, `GET /healthz`, the browser client at
+//! `<path>/client.js`, the WebSocket path), checking that a
 //! request on the WebSocket path is a valid upgrade, and the answers that
 //! end a connection (`/metrics`, `/healthz`, refusals with their status).
 //!
@@ -18,7 +19,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{create_response, Request
 use tokio_tungstenite::tungstenite::http::{self, HeaderName, HeaderValue};
 
 use crate::core::stats::{Rejection, Stats};
-use crate::net::metrics;
+use crate::net::{client_js, metrics};
 
 /// How much of a request head is read before answering 431: the
 /// `max_handshake_bytes` and `max_headers` options.
@@ -53,6 +54,8 @@ pub(crate) enum Route {
     Metrics,
     /// `GET /healthz`
     Health,
+    /// `GET <path>/client.js`: the browser client.
+    ClientJs,
 }
 
 /// Why a request head was refused before any host code saw it; the label
@@ -164,6 +167,7 @@ impl Head {
             path if path == ws_path => Route::Upgrade,
             "/metrics" => Route::Metrics,
             "/healthz" => Route::Health,
+            path if client_js::is_client_path(ws_path, path) => Route::ClientJs,
             _ => Route::NotFound,
         }
     }
@@ -368,10 +372,12 @@ fn response_head(status: u16, headers: &str, content_length: usize) -> String {
 pub(crate) async fn respond(
     mut stream: TcpStream,
     route: Route,
+    request: &Request,
     running: bool,
     stats: impl FnOnce() -> Stats,
 ) -> std::io::Result<()> {
     let (status, content_type, body) = match route {
+        Route::ClientJs => return client_js::serve(stream, request).await,
         Route::Metrics => ("200 OK", metrics::CONTENT_TYPE, metrics::render(&stats())),
         Route::Health if running => ("200 OK", "text/plain", "ok\n".to_owned()),
         Route::Health => (
@@ -444,6 +450,7 @@ mod tests {
         assert_eq!(route(b"GET /metrics?x HTTP/1.1\r\n\r\n"), Route::Metrics);
         assert_eq!(route(b"GET /healthz HTTP/1.1\r\n\r\n"), Route::Health);
         assert_eq!(route(b"GET /api/wsx HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(route(b"GET /api/ws/client.js?v=1 HTTP/1.1\r\n\r\n"), Route::ClientJs);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!
 //! - [`listener`]: binding and the accept loop.
 //! - [`http`]: the request head, handshake statuses, `/metrics`, `/healthz`.
+//! - [`client_js`]: the browser client served at `<path>/client.js`.
 //! - [`connection`]: one client, from handshake to close.
 //! - [`socket`]: a client's socket, where tungstenite's frames and ours
 //!   never interleave.
@@ -21,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::core::config::Config;
 use crate::core::hub::Hub;
 
+pub(crate) mod client_js;
 pub(crate) mod connection;
 pub(crate) mod http;
 pub(crate) mod listener;
