@@ -203,6 +203,10 @@ def test_live_updates_topic_toggle_and_reconnect(live_app, page):
     restart_hub(page, client, port)
     expect_connected(page, "scrape_progress")
     expect(page.locator("#reconnects")).to_have_attribute("data-count", "1")
+    # A new hub, a new epoch: wshub.js says the page may be stale.
+    recovery = page.locator("#recovery")
+    expect(recovery).to_have_attribute("data-topic", "scrape_progress")
+    expect(recovery).to_have_attribute("data-recovered", "false")
     assert app.state.ws_manager.port == port
     assert publish(client, "scrape_progress", progress("job-C", 20, status="done")) == 1
     expect_progress(page, "job-C", 20)

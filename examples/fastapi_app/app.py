@@ -18,6 +18,7 @@ WSHUB_BACKPLANE and WSHUB_REUSE_PORT: see examples/scaleout/). Open the printed 
 Endpoints:
 
 GET  /                 the page (static/index.html; js and css under /static)
+GET  /wshub.js         the browser client, from the installed wshub package
 GET  /config           {"ws_url", "topics", "reconnect": {...}} for the page
 GET  /stats            hub counters (wshub.Server.stats())
 POST /publish          {"topic": "...", "data": {...}} -> {"delivered": n}
@@ -282,6 +283,13 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html",
                             headers={"Cache-Control": "no-store"})
+
+    # The page imports the client from its own origin, so that it loads
+    # even while the hub is down; the hub serves the same file at
+    # <path>/client.js.
+    @app.get("/wshub.js", include_in_schema=False)
+    async def client_js() -> FileResponse:
+        return FileResponse(wshub.client_js_path(), media_type="text/javascript")
 
     @app.get("/config")
     async def config(request: Request) -> dict[str, Any]:

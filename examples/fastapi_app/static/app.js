@@ -1,291 +1,210 @@
 // Live odds page for the wshub FastAPI example.
 //
-// Connects to the hub whose URL GET /config returns, keeps the hub's
-// subscription set equal to the checked topics (also after reconnects),
-// reconnects with exponential backoff, and renders odds_updates into a
-// table and scrape_progress into a progress bar. Protocol: docs/protocol.md.
-(() => {
-  "use strict";
+// wshub.js (the browser client shipped in the wshub package; this app
+// serves it at /wshub.js, the hub at /api/ws/client.js) keeps the
+// connection: it reconnects with backoff, subscribes again to the checked
+// topics, and recovers what was missed while away. This page renders
+// odds_updates into a table and scrape_progress into a progress bar, and
+// shows the connection's state. Client: docs/client.md.
+import { connect } from "/wshub.js";
 
-  const $ = (selector) => document.querySelector(selector);
+const $ = (selector) => document.querySelector(selector);
 
-  const state = {
-    config: null,
-    ws: null,
-    attempt: 0,          // failed attempts since the last good connection
-    reconnectTimer: null,
-    everConnected: false,
-    reconnects: 0,
-    enabled: new Set(),   // topics the user has checked
-    subscribed: new Set(),// topics the hub says this connection has
-    lastSeq: {},          // topic -> last seq seen (gap detection)
-    counts: {},           // topic -> messages rendered
-    missed: 0,
-    ignored: 0,           // messages for unchecked topics (in flight)
-    odds: new Map(),      // "match|market" -> <tr>
-  };
+const state = {
+  hub: null,
+  opens: 0,             // "open" statuses: the first connect, then reconnects
+  lastSeq: {},          // topic -> {epoch, seq} of the last message (gap detection)
+  counts: {},           // topic -> messages rendered
+  missed: 0,
+  ignored: 0,           // messages for unchecked topics (the client drops them)
+  odds: new Map(),      // "match|market" -> <tr>
+};
 
-  const toggles = Array.from(document.querySelectorAll("input.topic-toggle"));
-  for (const box of toggles) {
-    if (box.checked) state.enabled.add(box.dataset.topic);
-    state.counts[box.dataset.topic] = 0;
-    box.addEventListener("change", () => onToggle(box.dataset.topic, box.checked));
-  }
+const toggles = Array.from(document.querySelectorAll("input.topic-toggle"));
+for (const box of toggles) state.counts[box.dataset.topic] = 0;
 
-  // ------------------------------------------------------------------ view
+// ------------------------------------------------------------------ view
 
-  function setStatus(text) {
-    const el = $("#status");
-    el.textContent = text;
-    el.dataset.state = text;
-  }
+function setStatus(text) {
+  const el = $("#status");
+  el.textContent = text;
+  el.dataset.state = text;
+}
 
-  function setCounter(el, value) {
-    el.textContent = String(value);
-    el.dataset.count = String(value);
-  }
+function setCounter(el, value) {
+  el.textContent = String(value);
+  el.dataset.count = String(value);
+}
 
-  function renderSubscriptions() {
-    const topics = Array.from(state.subscribed).sort();
-    const el = $("#subscriptions");
-    el.dataset.topics = topics.join(",");
-    el.textContent = topics.length ? topics.join(", ") : "(none)";
-  }
+function renderSubscriptions(topics) {
+  const el = $("#subscriptions");
+  el.dataset.topics = topics.join(",");
+  el.textContent = topics.length ? topics.join(", ") : "(none)";
+}
 
-  function formatTime(ts) {
-    const ms = typeof ts === "number" ? ts * 1000 : Date.parse(ts);
-    return Number.isFinite(ms) ? new Date(ms).toLocaleTimeString() : String(ts ?? "");
-  }
+function formatTime(ts) {
+  const ms = typeof ts === "number" ? ts * 1000 : Date.parse(ts);
+  return Number.isFinite(ms) ? new Date(ms).toLocaleTimeString() : String(ts ?? "");
+}
 
-  function renderOdds(data, seq) {
-    const match = String(data.match ?? "?");
-    const market = String(data.market ?? "");
-    const key = match + "|" + market;
-    let row = state.odds.get(key);
-    if (!row) {
-      row = document.createElement("tr");
-      row.dataset.match = match;
-      row.dataset.market = market;
-      for (const field of ["match", "market", "prices", "timestamp", "seq"]) {
-        const cell = document.createElement("td");
-        cell.dataset.field = field;
-        row.appendChild(cell);
-      }
-      row.cells[0].textContent = match;
-      row.cells[1].textContent = market;
-      $("#odds-table tbody").appendChild(row);
-      state.odds.set(key, row);
-      $("#odds-empty").hidden = true;
+function renderOdds(data, seq) {
+  const match = String(data.match ?? "?");
+  const market = String(data.market ?? "");
+  const key = match + "|" + market;
+  let row = state.odds.get(key);
+  if (!row) {
+    row = document.createElement("tr");
+    row.dataset.match = match;
+    row.dataset.market = market;
+    for (const field of ["match", "market", "prices", "timestamp", "seq"]) {
+      const cell = document.createElement("td");
+      cell.dataset.field = field;
+      row.appendChild(cell);
     }
-    const prices = data.prices && typeof data.prices === "object" ? data.prices : {};
-    const pricesCell = row.cells[2];
-    pricesCell.replaceChildren();
-    for (const [outcome, price] of Object.entries(prices)) {
-      const span = document.createElement("span");
-      span.className = "price";
-      span.dataset.outcome = outcome;
-      const label = document.createElement("span");
-      label.className = "outcome";
-      label.textContent = outcome;
-      const value = document.createElement("span");
-      value.className = "value";
-      value.textContent = typeof price === "number" ? price.toFixed(2) : String(price);
-      span.append(label, value);
-      pricesCell.appendChild(span);
-    }
-    row.dataset.prices = JSON.stringify(prices);
-    row.dataset.seq = String(seq);
-    row.dataset.timestamp = String(data.timestamp ?? "");
-    row.cells[3].textContent = formatTime(data.timestamp);
-    row.cells[4].textContent = String(seq);
-    row.classList.remove("flash");
-    void row.offsetWidth; // restart the highlight animation
-    row.classList.add("flash");
+    row.cells[0].textContent = match;
+    row.cells[1].textContent = market;
+    $("#odds-table tbody").appendChild(row);
+    state.odds.set(key, row);
+    $("#odds-empty").hidden = true;
   }
-
-  function renderProgress(data) {
-    const done = Number(data.pages_done) || 0;
-    const total = Number(data.pages_total) || 0;
-    const pct = total > 0 ? Math.min(100, Math.round((100 * done) / total)) : 0;
-    const box = $("#progress");
-    box.dataset.job = String(data.job_id ?? "");
-    box.dataset.status = String(data.status ?? "");
-    box.dataset.done = String(done);
-    box.dataset.total = String(total);
-    const bar = $("#progress-bar");
-    bar.style.width = pct + "%";
-    bar.setAttribute("aria-valuenow", String(pct));
-    $("#progress-text").textContent =
-      `${data.job_id ?? "job"}: ${done}/${total} pages (${pct}%) - ${data.status ?? ""}`;
+  const prices = data.prices && typeof data.prices === "object" ? data.prices : {};
+  const pricesCell = row.cells[2];
+  pricesCell.replaceChildren();
+  for (const [outcome, price] of Object.entries(prices)) {
+    const span = document.createElement("span");
+    span.className = "price";
+    span.dataset.outcome = outcome;
+    const label = document.createElement("span");
+    label.className = "outcome";
+    label.textContent = outcome;
+    const value = document.createElement("span");
+    value.className = "value";
+    value.textContent = typeof price === "number" ? price.toFixed(2) : String(price);
+    span.append(label, value);
+    pricesCell.appendChild(span);
   }
+  row.dataset.prices = JSON.stringify(prices);
+  row.dataset.seq = String(seq);
+  row.dataset.timestamp = String(data.timestamp ?? "");
+  row.cells[3].textContent = formatTime(data.timestamp);
+  row.cells[4].textContent = String(seq);
+  row.classList.remove("flash");
+  void row.offsetWidth; // restart the highlight animation
+  row.classList.add("flash");
+}
 
-  // -------------------------------------------------------------- protocol
+function renderProgress(data) {
+  const done = Number(data.pages_done) || 0;
+  const total = Number(data.pages_total) || 0;
+  const pct = total > 0 ? Math.min(100, Math.round((100 * done) / total)) : 0;
+  const box = $("#progress");
+  box.dataset.job = String(data.job_id ?? "");
+  box.dataset.status = String(data.status ?? "");
+  box.dataset.done = String(done);
+  box.dataset.total = String(total);
+  const bar = $("#progress-bar");
+  bar.style.width = pct + "%";
+  bar.setAttribute("aria-valuenow", String(pct));
+  $("#progress-text").textContent =
+    `${data.job_id ?? "job"}: ${done}/${total} pages (${pct}%) - ${data.status ?? ""}`;
+}
 
-  function send(message) {
-    const ws = state.ws;
-    if (ws && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify(message));
-      return true;
-    }
-    return false;
-  }
+// ---------------------------------------------------------------- wshub
 
-  function onToggle(topic, checked) {
-    if (checked) {
-      state.enabled.add(topic);
-      send({ type: "subscribe", topics: [topic] });
-    } else {
-      state.enabled.delete(topic);
-      send({ type: "unsubscribe", topics: [topic] });
-    }
-    // Seq gaps across an unsubscribed stretch are expected, not misses.
-    delete state.lastSeq[topic];
-  }
-
-  // Make the hub's subscription set equal to the checked topics. Needed
-  // after every (re)connect: with an allow-list, a handshake that asks for
-  // no allowed topic is subscribed to all of them.
-  function reconcile(serverTopics) {
-    const current = new Set(serverTopics);
-    const add = Array.from(state.enabled).filter((t) => !current.has(t));
-    const remove = Array.from(current).filter((t) => !state.enabled.has(t));
-    if (add.length) send({ type: "subscribe", topics: add });
-    if (remove.length) send({ type: "unsubscribe", topics: remove });
-  }
-
-  function onMessage(frame) {
-    const topic = frame.topic;
-    if (!state.enabled.has(topic)) {
-      // In flight before our unsubscribe took effect: don't show it.
-      state.ignored += 1;
-      setCounter($("#ignored"), state.ignored);
-      return;
-    }
-    const last = state.lastSeq[topic];
-    if (typeof last === "number" && frame.seq > last + 1) {
-      state.missed += frame.seq - last - 1;
-      setCounter($("#missed"), state.missed);
-    }
-    state.lastSeq[topic] = frame.seq;
-    state.counts[topic] = (state.counts[topic] || 0) + 1;
-    const counter = document.getElementById("count-" + topic);
-    if (counter) setCounter(counter, state.counts[topic]);
-    const data = frame.data ?? {};
-    if (topic === "odds_updates") renderOdds(data, frame.seq);
-    else if (topic === "scrape_progress") renderProgress(data);
-  }
-
-  function onFrame(frame) {
-    switch (frame.type) {
-      case "connected":
-        state.attempt = 0;
-        if (state.everConnected) {
-          state.reconnects += 1;
-          setCounter($("#reconnects"), state.reconnects);
-        }
-        state.everConnected = true;
-        state.subscribed = new Set(frame.topics || []);
-        renderSubscriptions();
-        setStatus("connected");
-        reconcile(frame.topics || []);
-        break;
-      case "subscribed":
-      case "unsubscribed":
-        state.subscribed = new Set(frame.topics || []);
-        renderSubscriptions();
-        break;
-      case "message":
-        onMessage(frame);
-        break;
-      case "error":
-        console.warn("wshub error", frame.error, frame.message);
-        break;
-      default:
-        break; // pong and future frame types
-    }
-  }
-
-  // ------------------------------------------------------------ connection
-
-  async function loadConfig() {
-    const response = await fetch("/config", { cache: "no-store" });
-    if (!response.ok) throw new Error("GET /config: HTTP " + response.status);
-    return response.json();
-  }
-
-  function scheduleReconnect() {
-    if (state.reconnectTimer !== null) return;
-    const rc = (state.config && state.config.reconnect) || {};
-    const initial = rc.initial_ms || 250;
-    const max = rc.max_ms || 5000;
-    const base = Math.min(max, initial * 2 ** state.attempt);
-    const delay = Math.round(base / 2 + Math.random() * (base / 2)); // jitter
-    state.attempt += 1;
-    $("#status").dataset.retryMs = String(delay);
-    state.reconnectTimer = setTimeout(() => {
-      state.reconnectTimer = null;
-      connect();
-    }, delay);
-  }
-
-  async function connect() {
-    setStatus(state.everConnected ? "reconnecting" : "connecting");
-    try {
-      // Re-read every time: the hub may have moved while we were away.
-      state.config = await loadConfig();
-    } catch (err) {
-      if (!state.config) {
-        setStatus("disconnected");
-        scheduleReconnect();
-        return;
-      }
-    }
-    const topics = Array.from(state.enabled);
-    const url = state.config.ws_url +
-      (topics.length ? "?topics=" + topics.map(encodeURIComponent).join(",") : "");
-    $("#ws-url").textContent = state.config.ws_url;
-    let ws;
-    try {
-      ws = new WebSocket(url);
-    } catch (err) {
+function onStatus(status) {
+  const el = $("#status");
+  switch (status.state) {
+    case "connecting":
+      setStatus(state.opens ? "reconnecting" : "connecting");
+      break;
+    case "open":
+      state.opens += 1;
+      setCounter($("#reconnects"), state.opens - 1);
+      setStatus("connected");
+      break;
+    case "reconnecting":
+      el.dataset.retryMs = String(status.delay);
       setStatus("disconnected");
-      scheduleReconnect();
-      return;
-    }
-    state.ws = ws;
-    state.lastSeq = {}; // seq restarts with every hub
-    ws.addEventListener("message", (event) => {
-      if (ws !== state.ws) return;
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch (err) {
-        console.warn("not JSON", event.data);
-        return;
-      }
-      onFrame(frame);
-    });
-    ws.addEventListener("close", () => {
-      if (ws !== state.ws) return;
-      state.ws = null;
-      state.subscribed = new Set();
-      renderSubscriptions();
+      el.title = `${status.reason}; retrying in ${status.delay} ms`;
+      break;
+    case "closed":
       setStatus("disconnected");
-      scheduleReconnect();
-    });
-    // "error" is always followed by "close"; nothing to do here.
+      el.title = `closed: ${status.code} ${status.reason}`;
+      break;
   }
+}
 
-  // Back online after a network change: try now instead of waiting.
-  window.addEventListener("online", () => {
-    if (state.ws === null && state.reconnectTimer !== null) {
-      clearTimeout(state.reconnectTimer);
-      state.reconnectTimer = null;
-      state.attempt = 0;
-      connect();
+// Per topic after a reconnect: replayed (nothing lost), or not (the hub
+// restarted, or we were away longer than its history): then what is on
+// the page may be stale until each market changes again.
+function onRecovery(recovery) {
+  const el = $("#recovery");
+  el.dataset.topic = recovery.topic;
+  el.dataset.recovered = String(recovery.recovered);
+  el.textContent = recovery.recovered
+    ? `${recovery.topic}: ${recovery.missed} missed update(s) replayed`
+    : `${recovery.topic}: could not replay what was missed (${recovery.epochChanged ? "hub restarted" : "history exceeded"})`;
+}
+
+function onMessage(data, meta) {
+  const topic = meta.topic;
+  const box = document.getElementById("topic-" + topic);
+  if (box && !box.checked) {
+    state.ignored += 1;
+    setCounter($("#ignored"), state.ignored);
+    return;
+  }
+  const last = state.lastSeq[topic];
+  if (last && last.epoch === meta.epoch && meta.seq > last.seq + 1 && !meta.retained) {
+    state.missed += meta.seq - last.seq - 1;
+    setCounter($("#missed"), state.missed);
+  }
+  state.lastSeq[topic] = { epoch: meta.epoch, seq: meta.seq };
+  state.counts[topic] = (state.counts[topic] || 0) + 1;
+  const counter = document.getElementById("count-" + topic);
+  if (counter) setCounter(counter, state.counts[topic]);
+  data = data ?? {};
+  if (topic === "odds_updates") renderOdds(data, meta.seq);
+  else if (topic === "scrape_progress") renderProgress(data);
+}
+
+async function loadConfig() {
+  for (let delay = 250; ; delay = Math.min(5000, delay * 2)) {
+    try {
+      const response = await fetch("/config", { cache: "no-store" });
+      if (response.ok) return await response.json();
+    } catch (err) {
+      // the app is restarting: try again
     }
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+}
+
+async function main() {
+  const config = await loadConfig();
+  $("#ws-url").textContent = config.ws_url;
+  const checked = toggles.filter((box) => box.checked).map((box) => box.dataset.topic);
+  const hub = connect(config.ws_url, {
+    topics: checked,
+    reconnectBaseMs: config.reconnect.initial_ms,
+    reconnectMaxMs: config.reconnect.max_ms,
+    onStatus,
+    onRecovery,
+    onSubscribed: renderSubscriptions,
+    onError: (error) => console.warn("wshub", error.error, error.message),
   });
+  state.hub = hub;
+  hub.on("*", onMessage);
+  for (const box of toggles) {
+    box.addEventListener("change", () => {
+      const topic = box.dataset.topic;
+      // Seq gaps across an unsubscribed stretch are expected, not misses.
+      delete state.lastSeq[topic];
+      if (box.checked) hub.subscribe([topic]);
+      else hub.unsubscribe([topic]);
+    });
+  }
+}
 
-  window.wshubPage = { state, connect }; // for debugging in the console
-  connect();
-})();
+window.wshubPage = state; // for debugging in the console
+main();
