@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlencode
 
@@ -57,13 +59,24 @@ PAGE = b"""<!doctype html>
 """
 
 
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_MARKER = "<!-- tested by tests/test_browser_client.py -->"
+
+# Path -> HTML the test origin serves; a test may add pages.
+PAGES = {"/": PAGE}
+
+
 class _PageHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        body = PAGES.get(self.path.split("?")[0])
+        if body is None:
+            self.send_error(404)
+            return
         self.send_response(200)
         self.send_header("content-type", "text/html; charset=utf-8")
-        self.send_header("content-length", str(len(PAGE)))
+        self.send_header("content-length", str(len(body)))
         self.end_headers()
-        self.wfile.write(PAGE)
+        self.wfile.write(body)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -415,3 +428,32 @@ def test_a_refused_client_is_not_retried(page, app_origin, hubs, proxies):
     wait_until(lambda: time.monotonic() - settle >= 3, timeout=10, interval=0.2)
     assert len(proxy.accepts) == accepts == 1
     assert page.evaluate("() => hub.state") == "closed"
+
+
+def test_the_readme_snippet_runs_as_written(page, app_origin, hubs):
+    text = README.read_text()
+    match = re.search(re.escape(README_MARKER) + r"\n```html\n(.*?)```", text, re.S)
+    assert match, f"no html block after {README_MARKER!r} in README.md"
+    hub = start_hub(hubs)
+    port = hub.port
+    snippet = match.group(1).replace("localhost:8765", f"127.0.0.1:{port}")
+    # The page's own functions the snippet calls.
+    app = """<script>
+      window.rendered = []; window.reloaded = [];
+      window.render = (data, seq) => rendered.push([data, seq]);
+      window.reload = (topic) => reloaded.push(topic);
+    </script>"""
+    PAGES["/readme"] = (app + snippet).encode()
+    page.goto(f"{app_origin}/readme")
+    wait_subscribers(hub, "odds_updates", 1)
+    hub.broadcast("odds_updates", {"match": 1, "home": 1.85})
+    assert wait_js(page, "() => rendered.length === 1 && rendered") == [
+        [{"match": 1, "home": 1.85}, 1]]
+
+    hub.stop()
+    hub = start_hub(hubs, port)
+    assert wait_js(page, "() => reloaded.length === 1 && reloaded") == ["odds_updates"]
+    wait_subscribers(hub, "odds_updates", 1)
+    hub.broadcast("odds_updates", {"match": 1, "home": 2.0})
+    assert wait_js(page, "() => rendered.length === 2 && rendered[1]") == [
+        {"match": 1, "home": 2.0}, 1]

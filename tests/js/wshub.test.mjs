@@ -1,10 +1,10 @@
 // Unit tests of wshub.js (python/wshub/client/) in Node's built-in test
 // runner: backoff, dispatch, recovery bookkeeping, keepalive and reconnect
 // decisions, with the browser's WebSocket replaced by a scripted socket and
-// the clock and timers by Node's mocks. The same file end to end, in
-// Chromium against a real hub: tests/test_client_js.py.
+// the clock and timers by a manual one. The same file end to end, in
+// Chromium against a real hub: tests/test_browser_client.py.
 //
-//     node --test tests/js/
+//     node --test tests/js/*.test.mjs      (Node 18 or later)
 
 import { test, mock, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
@@ -58,34 +58,77 @@ class ScriptedSocket {
 
 const last = () => ScriptedSocket.opened.at(-1);
 
+/** The page's clock and timers, moved by the test: `elapse(ms)` runs,
+ * in time order, every timer due meanwhile; `holdBack(ms)` moves the clock
+ * without running any, as a browser does to a hidden tab's timers, which
+ * then fire once each (not once per missed period). */
+const clock = {
+  now: 0,
+  timers: new Map(), // id -> {fn, at, every}
+  nextId: 1,
+  saved: null,
+
+  install() {
+    this.now = 1_000_000;
+    this.timers.clear();
+    this.saved = { setTimeout, clearTimeout, setInterval, clearInterval };
+    globalThis.setTimeout = (fn, ms = 0) => this.add(fn, ms, 0);
+    globalThis.setInterval = (fn, ms = 0) => this.add(fn, ms, Math.max(1, ms));
+    globalThis.clearTimeout = globalThis.clearInterval = (id) => this.timers.delete(id);
+    mock.method(Date, "now", () => this.now);
+  },
+
+  uninstall() {
+    Object.assign(globalThis, this.saved);
+  },
+
+  add(fn, ms, every) {
+    const id = this.nextId++;
+    this.timers.set(id, { fn, at: this.now + Math.max(0, ms), every });
+    return id;
+  },
+
+  elapse(ms) {
+    const end = this.now + ms;
+    for (;;) {
+      let next = null;
+      for (const [id, t] of this.timers) {
+        if (t.at <= end && (next === null || t.at < next[1].at)) next = [id, t];
+      }
+      if (next === null) break;
+      const [id, timer] = next;
+      this.now = Math.max(this.now, timer.at);
+      if (timer.every) timer.at = this.now + timer.every;
+      else this.timers.delete(id);
+      timer.fn();
+    }
+    this.now = end;
+  },
+
+  holdBack(ms) {
+    this.now += ms;
+    for (const timer of this.timers.values()) timer.at = Math.min(timer.at, this.now);
+  },
+};
+
+const elapse = (ms) => clock.elapse(ms);
+
 // The page's window, for the online/offline events.
 const win = new EventTarget();
-let now = 1_000_000;
 
 beforeEach(() => {
   ScriptedSocket.opened = [];
-  now = 1_000_000;
-  mock.timers.enable({ apis: ["setTimeout", "setInterval"] });
-  mock.method(Date, "now", () => now);
+  clock.install();
   globalThis.addEventListener = win.addEventListener.bind(win);
   globalThis.removeEventListener = win.removeEventListener.bind(win);
 });
 
 afterEach(() => {
-  mock.timers.reset();
+  clock.uninstall();
   mock.restoreAll();
   delete globalThis.addEventListener;
   delete globalThis.removeEventListener;
 });
-
-/** Moves the clock and the timers forward together. */
-function elapse(ms) {
-  for (let left = ms; left > 0; left -= 100) {
-    const step = Math.min(100, left);
-    now += step;
-    mock.timers.tick(step);
-  }
-}
 
 function open(options = {}) {
   const record = { status: [], recovery: [], errors: [], subscribed: [], messages: [] };
@@ -256,7 +299,7 @@ test("ping() resolves with the round trip", async () => {
   last().accept({ topics: [] });
   const rtt = hub.ping();
   const { id } = last().sentOf("ping").at(-1);
-  now += 42;
+  clock.now += 42;
   last().frame({ type: "pong", id });
   assert.equal(await rtt, 42);
   const lost = hub.ping();
@@ -423,7 +466,7 @@ test("keepalive in a throttled background tab: one late tick a minute still find
   // no tick for 60 s, then one. Deadlines are read from the clock.
   const { hub, record } = open({ pingIntervalMs: 20_000, pongTimeoutMs: 10_000 });
   last().accept({ topics: [] });
-  const lateTick = () => { now += 60_000; mock.timers.tick(1000); now += 1000; };
+  const lateTick = () => { clock.holdBack(60_000); elapse(0); };
   lateTick();
   assert.equal(last().sentOf("ping").length, 1);
   lateTick();
