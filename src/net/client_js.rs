@@ -46,9 +46,10 @@ pub(crate) fn is_client_path(ws_path: &str, path: &str) -> bool {
 /// list of entity tags of which one is ours (weak or strong, as RFC 9110
 /// compares them for this header).
 fn is_current(if_none_match: &str) -> bool {
-    if_none_match.split(',').map(str::trim).any(|tag| {
-        tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ETAG.as_str()
-    })
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ETAG.as_str())
 }
 
 /// Answers a GET of the client: 200 with the file, or 304 when the

@@ -115,9 +115,8 @@ async fn open(
                 counters.reject(Rejection::Path);
             }
             let running = !shared.hub.is_closed();
-            let served = http::respond(stream, route, &head.request, running, || {
-                shared.hub.stats()
-            });
+            let served =
+                http::respond(stream, route, &head.request, running, || shared.hub.stats());
             before(&shared, deadline, served).await;
             return None;
         }

@@ -450,7 +450,10 @@ mod tests {
         assert_eq!(route(b"GET /metrics?x HTTP/1.1\r\n\r\n"), Route::Metrics);
         assert_eq!(route(b"GET /healthz HTTP/1.1\r\n\r\n"), Route::Health);
         assert_eq!(route(b"GET /api/wsx HTTP/1.1\r\n\r\n"), Route::NotFound);
-        assert_eq!(route(b"GET /api/ws/client.js?v=1 HTTP/1.1\r\n\r\n"), Route::ClientJs);
+        assert_eq!(
+            route(b"GET /api/ws/client.js?v=1 HTTP/1.1\r\n\r\n"),
+            Route::ClientJs
+        );
     }
 
     #[test]
