@@ -428,6 +428,25 @@ test("close() ends everything: no timer, no reconnect", () => {
   assert.equal(hub.state, "closed");
 });
 
+test("close() from a status callback stops the reconnect it reports", () => {
+  const hub = connect("ws://127.0.0.1:9/api/ws", {
+    WebSocket: ScriptedSocket,
+    onStatus: (s) => { if (s.state === "reconnecting") hub.close(); },
+  });
+  last().drop();
+  elapse(120_000);
+  assert.equal(ScriptedSocket.opened.length, 1);
+  assert.equal(hub.state, "closed");
+  assert.equal(clock.timers.size, 0);
+});
+
+test("a bad URL or bad topics throw at once and leave nothing running", () => {
+  assert.throws(() => connect("not a url", { WebSocket: ScriptedSocket }), TypeError);
+  assert.throws(() => connect("ws://h/ws", { WebSocket: ScriptedSocket, topics: [1] }), TypeError);
+  assert.equal(clock.timers.size, 0);
+  assert.equal(ScriptedSocket.opened.length, 0);
+});
+
 // ----------------------------------------------------------- keepalive
 
 test("keepalive: a quiet link is pinged, a dead one abandoned", () => {

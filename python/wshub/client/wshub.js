@@ -127,11 +127,10 @@ class Hub {
     if (typeof this.#WebSocket !== "function") {
       throw new TypeError("wshub.connect: no WebSocket here (pass options.WebSocket)");
     }
+    handshakeUrl(this.#url, [], new Map(), 0); // a bad URL throws here, before any timer
     for (const topic of topicList(this.#opts.topics)) this.#wanted.add(topic);
     for (const [topic, pos] of Object.entries(options.since ?? {})) {
-      if (pos && Number.isSafeInteger(pos.seq) && typeof pos.epoch === "string") {
-        this.#positions.set(topic, { epoch: pos.epoch, seq: pos.seq });
-      }
+      if (isPosition(pos)) this.#positions.set(topic, { epoch: pos.epoch, seq: pos.seq });
     }
     this.#listen(globalThis, "online", () => this.#wake(true));
     this.#listen(globalThis, "offline", () => this.#wake(false));
@@ -218,6 +217,7 @@ class Hub {
       if (pos && typeof pos.epoch === "string") this.#asked.set(topic, { ...pos });
     }
     this.#setState({ state: "connecting", attempt: this.#attempt, url });
+    if (this.#state === "closed") return; // closed by the status callback
     this.#startedAt = Date.now();
     this.#openedAt = 0;
     let ws;
@@ -282,11 +282,12 @@ class Hub {
     const delay = backoffDelay(
       this.#attempt, this.#opts.reconnectBaseMs, this.#opts.reconnectMaxMs);
     this.#attempt += 1;
-    this.#setState({ state: "reconnecting", delay, reason, code, attempt: this.#attempt });
+    // Armed before the status goes out, so that a callback's close() stops it.
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = null;
       this.#open();
     }, delay);
+    this.#setState({ state: "reconnecting", delay, reason, code, attempt: this.#attempt });
   }
 
   // Stops every timer and browser listener (the end of this object).
@@ -371,7 +372,7 @@ class Hub {
   #onAnswer(frame) {
     const report = {};
     for (const [topic, stream] of Object.entries(frame.streams ?? {})) {
-      if (!this.#wanted.has(topic)) continue; // unsubscribed again below
+      if (!this.#wanted.has(topic) || !isPosition(stream)) continue; // unwanted: unsubscribed below
       const asked = this.#asked.get(topic);
       this.#asked.delete(topic);
       const ok = asked !== undefined && frame.recovered?.[topic] === true;
@@ -526,6 +527,10 @@ class Hub {
     target.addEventListener(type, fn);
     this.#listeners.push([target, type, fn]);
   }
+}
+
+function isPosition(pos) {
+  return typeof pos?.epoch === "string" && Number.isSafeInteger(pos.seq) && pos.seq >= 0;
 }
 
 function topicList(topics) {
