@@ -36,9 +36,11 @@ sync_api = require_chromium()
 
 TIMEOUT_MS = 20_000
 
-# Quick reconnects and keepalive, so that a test takes seconds.
-FAST = {"reconnectBaseMs": 200, "reconnectMaxMs": 2000, "pingIntervalMs": 1000,
-        "pongTimeoutMs": 1500, "connectTimeoutMs": 5000}
+# Quick reconnects, so that a test takes seconds; a keepalive slow enough
+# that a busy machine never makes it give up on a live connection (the
+# dead-link test shortens it).
+FAST = {"reconnectBaseMs": 200, "reconnectMaxMs": 2000, "pingIntervalMs": 5000,
+        "pongTimeoutMs": 5000, "connectTimeoutMs": 10000}
 
 PAGE = b"""<!doctype html>
 <meta charset="utf-8"><title>wshub.js under test</title>
@@ -304,7 +306,8 @@ def test_a_dead_link_is_found_by_the_keepalive_and_recovered(page, app_origin, h
     hub = start_hub(hubs)
     proxy = TcpProxy(hub.port)
     proxies.append(proxy)
-    open_page(page, app_origin, hub.port, connect_port=proxy.port, topics=["odds"])
+    open_page(page, app_origin, hub.port, connect_port=proxy.port, topics=["odds"],
+              pingIntervalMs=1000, pongTimeoutMs=1500)
     wait_open(page)
     wait_subscribers(hub, "odds", 1)
     hub.broadcast("odds", {"i": 1})
