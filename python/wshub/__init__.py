@@ -31,6 +31,7 @@ __all__ = [
     "Server",
     "__version__",
     "broadcast",
+    "clear_retained",
     "reset_log_cache",
     "start",
     "stop",
@@ -97,6 +98,8 @@ def start(
     history_size: int = 1024,
     history_bytes: int = 1_048_576,
     history_ttl: float | None = None,
+    retained_per_topic: int = 1000,
+    retained_bytes: int = 67_108_864,
     ping_interval: float = 20.0,
     ping_timeout: float = 20.0,
     handshake_timeout: float = 10.0,
@@ -201,6 +204,17 @@ def start(
     history_ttl (float seconds or None, default None):
         Age after which a publication leaves the history; None: only
         history_size and history_bytes push it out.
+    retained_per_topic (int, default 1000):
+        Retained values (broadcast(..., retain=True)) kept per topic, one
+        per key; a new key past it pushes out the topic's oldest value
+        (stats()["retained_evicted"]). A new subscriber receives them
+        within what its send_queue takes at once (the newest first; the
+        rest is counted in retained_unsent). 0 to 1000000.
+    retained_bytes (int, default 67108864):
+        Bytes of retained frames kept across all topics. When other topics
+        hold it all, a new value pushes out older ones of its own topic,
+        or is not kept (retained_refused). 0 turns retained values off
+        (retain=True then raises ValueError). At most 4 GiB.
     ping_interval (float seconds, default 20.0):
         How often the server pings each client.
     ping_timeout (float seconds, default 20.0):
@@ -290,6 +304,8 @@ def start(
         history_size=history_size,
         history_bytes=history_bytes,
         history_ttl=history_ttl,
+        retained_per_topic=retained_per_topic,
+        retained_bytes=retained_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         handshake_timeout=handshake_timeout,
@@ -310,18 +326,30 @@ def start(
     return server
 
 
-def broadcast(topic: str, data: Any, key: object = None) -> int:
+def broadcast(topic: str, data: Any, key: object = None, retain: bool = False) -> int:
     """Publish ``data`` on ``topic`` on the server the last :func:`start` made.
 
     ``data`` is a str of JSON (sent verbatim) or any JSON-serialisable value.
+    With ``retain=True`` it is also kept as the newest value of (topic, key)
+    for clients that subscribe later (see :meth:`Server.broadcast`).
     Returns the number of subscribers it was queued for. Raises
     ``RuntimeError`` if no server was started or it was stopped, and
     ``ValueError`` for an invalid topic or invalid JSON.
     """
+    return _running().broadcast(topic, data, key, retain)
+
+
+def clear_retained(topic: str, key: object = None) -> None:
+    """Forget the retained value of (topic, key), or all of ``topic``'s when
+    ``key`` is None, on the server the last :func:`start` made."""
+    _running().clear_retained(topic, key)
+
+
+def _running() -> Server:
     server = _default
     if server is None:
         raise RuntimeError("wshub is not started: call wshub.start(port) first")
-    return server.broadcast(topic, data, key)
+    return server
 
 
 def stop() -> None:

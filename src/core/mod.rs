@@ -10,6 +10,8 @@
 //!   fan-out by the clients that lag.
 //! - [`stream`]: a topic's last publications and its epoch, for clients
 //!   that recover what they missed.
+//! - [`retained`]: the newest value per (topic, key) kept for subscribers
+//!   that come later.
 //! - [`backplane`]: what the core asks of a backplane engine.
 //! - [`authorize`]: the host's check of each handshake (what it sees and
 //!   answers).
@@ -23,6 +25,7 @@ pub(crate) mod config;
 pub(crate) mod error;
 pub(crate) mod hub;
 pub(crate) mod outbox;
+pub(crate) mod retained;
 pub(crate) mod stats;
 pub(crate) mod stream;
 pub(crate) mod subscription_events;

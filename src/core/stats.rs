@@ -214,6 +214,21 @@ numbers! {
     /// Bytes of publication frames kept in topic histories now, for
     /// clients that recover (`history_size`, `history_bytes`).
     history_bytes: Gauge = "Bytes of publication frames kept in topic histories";
+    /// Retained values kept now (`broadcast(..., retain=True)`).
+    retained_values: Gauge = "Retained values kept for new subscribers";
+    /// Bytes of their frames (`retained_bytes` bounds it).
+    retained_bytes: Gauge = "Bytes of retained frames kept";
+    /// Retained values pushed out by a bound (`retained_per_topic`,
+    /// `retained_bytes`) or with their topic (evicted from a full
+    /// registry), rather than replaced or cleared.
+    retained_evicted: Counter = "Retained values pushed out by a bound";
+    /// Retained publications that could not be kept (delivered live all
+    /// the same): the hub's bytes were all held by other topics, or the
+    /// registry was full.
+    retained_refused: Counter = "Retained publications that could not be kept";
+    /// Retained values not sent to a new subscriber because its queue
+    /// could not take them all at once (`send_queue`).
+    retained_unsent: Counter = "Retained values a new subscriber's queue could not take";
 }
 
 impl Counters {

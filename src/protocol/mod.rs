@@ -322,15 +322,36 @@ pub fn publication_len(topic: &str, seq: u64, data: &str) -> usize {
         + 1
 }
 
+/// What a retained value's frame adds to its publication's text.
+const RETAINED_FLAG: &str = r#","retained":true"#;
+
+/// The length of a retained value's text (see [`write_retained`]).
+pub fn retained_len(topic: &str, seq: u64, data: &str) -> usize {
+    publication_len(topic, seq, data) + RETAINED_FLAG.len()
+}
+
 /// Appends a publication's text, `{"type":"message","topic":T,"seq":N,"data":D}`,
 /// to `out`: the one text built per publication and shared by all
 /// subscribers. `topic` must be valid (no escaping needed) and `data` valid
 /// JSON.
 pub fn write_publication(out: &mut Vec<u8>, topic: &str, seq: u64, data: &str) {
+    write_message(out, topic, seq, "", data);
+}
+
+/// Appends a retained value's text, the publication's with
+/// `"retained":true` before `data`:
+/// `{"type":"message","topic":T,"seq":N,"retained":true,"data":D}`, what a
+/// new subscriber receives of the values kept for it.
+pub fn write_retained(out: &mut Vec<u8>, topic: &str, seq: u64, data: &str) {
+    write_message(out, topic, seq, RETAINED_FLAG, data);
+}
+
+fn write_message(out: &mut Vec<u8>, topic: &str, seq: u64, flags: &str, data: &str) {
     out.extend_from_slice(PUBLICATION_HEAD.as_bytes());
     out.extend_from_slice(topic.as_bytes());
     out.extend_from_slice(PUBLICATION_SEQ.as_bytes());
     let _ = write!(out, "{seq}");
+    out.extend_from_slice(flags.as_bytes());
     out.extend_from_slice(PUBLICATION_DATA.as_bytes());
     out.extend_from_slice(data.as_bytes());
     out.push(b'}');

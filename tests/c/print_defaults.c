@@ -52,6 +52,8 @@ int main(void) {
     } else {
         printf("\"history_ttl\":%.17g,", o.history_ttl);
     }
+    printf("\"retained_per_topic\":%zu,", o.retained_per_topic);
+    printf("\"retained_bytes\":%zu,", o.retained_bytes);
     printf("\"shutdown_timeout\":%.17g,", o.shutdown_timeout);
     printf("\"worker_threads\":%zu,", o.worker_threads);
     printf("\"on_subscription\":%s,", o.on_subscription ? "\"set\"" : "null");

@@ -150,6 +150,8 @@ pub(super) unsafe fn config_from(
         } else {
             Some(seconds("history_ttl", o.history_ttl)?)
         },
+        retained_per_topic: o.retained_per_topic,
+        retained_bytes: o.retained_bytes,
     })
 }
 
