@@ -502,6 +502,44 @@ typedef struct wshub_options {
      * retained values off. Default 64 MiB, at most 4 GiB.
      */
     size_t retained_bytes;
+    /**
+     * Turns on the built-in JWT check of every handshake: the HMAC secret
+     * (HS*) or the PEM public key (RS*, PS*, ES*, EdDSA), `jwt_key_len`
+     * bytes (0: NUL-terminated). NULL (the default): off. Handshakes
+     * without a valid token get HTTP 401; a connection whose token
+     * expires is closed with 4001 unless it sent a `refresh` first.
+     */
+    const char *jwt_key;
+    /**
+     * Bytes of `jwt_key` (0: up to its NUL).
+     */
+    size_t jwt_key_len;
+    /**
+     * Comma-separated algorithms accepted, all of the key's family.
+     * Default (and NULL) "HS256".
+     */
+    const char *jwt_algorithms;
+    /**
+     * The `aud` a token must name; NULL (the default): not checked.
+     */
+    const char *jwt_audience;
+    /**
+     * The `iss` a token must have; NULL (the default): not checked.
+     */
+    const char *jwt_issuer;
+    /**
+     * Seconds of clock skew allowed on `exp` and `nbf`. Default 0.
+     */
+    double jwt_leeway;
+    /**
+     * The query parameter a token may come in. Default (and NULL)
+     * "token".
+     */
+    const char *jwt_query;
+    /**
+     * The cookie a token may come in; NULL (the default): none.
+     */
+    const char *jwt_cookie;
 } wshub_options;
 
 #ifdef __cplusplus
@@ -653,10 +691,14 @@ int wshub_clear_retained(struct wshub_server *server, const char *topic, const c
  * "backplane_received":N,"backplane_dropped":N,"backplane_missed":N,
  * "backplane_reconnects":N,"history_bytes":N,"retained_values":N,
  * "retained_bytes":N,"retained_evicted":N,"retained_refused":N,
- * "retained_unsent":N,"topics":{"name":subscribers,...},
+ * "retained_unsent":N,"token_expired_closes":N,"tokens_refreshed":N,
+ * "topics":{"name":subscribers,...},
  * "handshakes_rejected":{"auth":N,"capacity":N,"invalid":N,"key":N,"method":N,
- * "not_upgrade":N,"origin":N,"path":N,"timeout":N,"too_large":N,"too_many_headers":N,
- * "version":N},"backplane_connected":B}` (keys in that order).
+ * "not_upgrade":N,"origin":N,"path":N,"timeout":N,"token_algorithm":N,
+ * "token_claims":N,"token_expired":N,"token_malformed":N,"token_missing":N,
+ * "token_not_yet_valid":N,"token_signature":N,"too_large":N,
+ * "too_many_headers":N,"version":N},"backplane_connected":B}` (keys in that
+ * order).
  *
  * Contract like `snprintf`: returns the length of the JSON in bytes, not
  * counting the terminating NUL. When that length is less than `cap`, the

@@ -24,6 +24,7 @@ use crate::core::retained::RetainedLimits;
 use crate::core::stats::Stats;
 use crate::core::stream::HistoryLimits;
 use crate::core::subscription_events::SubscriptionEvents;
+use crate::core::token::TokenCheck;
 use crate::net::listener::{accept_loop, bind, bind_error};
 use crate::net::Shared;
 use crate::scale::{self, Backplane};
@@ -104,14 +105,20 @@ impl Server {
     /// the OS error (e.g. `EADDRINUSE`).
     pub fn start(config: Config) -> Result<Server, Error> {
         config.validate()?;
+        let tokens = config
+            .jwt
+            .as_ref()
+            .map(TokenCheck::new)
+            .transpose()
+            .map_err(Error::InvalidConfig)?;
         if let Some(url) = &config.backplane {
             scale::validate(url, &config.backplane_prefix).map_err(Error::InvalidConfig)?;
         }
         register_hub()?;
-        Self::start_registered(config).inspect_err(|_| unregister_hub())
+        Self::start_registered(config, tokens).inspect_err(|_| unregister_hub())
     }
 
-    fn start_registered(config: Config) -> Result<Server, Error> {
+    fn start_registered(config: Config, tokens: Option<TokenCheck>) -> Result<Server, Error> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
             .max_blocking_threads(4)
@@ -154,6 +161,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             next_id: AtomicU64::new(1),
+            tokens,
         });
         let fanout = Arc::clone(&shared);
         shared.tracker.spawn_on(

@@ -290,7 +290,8 @@ def test_stats_json_reports_connections_and_publications(driver, clients):
         "handshakes_rejected", "backplane_published", "backplane_received",
         "backplane_dropped", "backplane_missed", "backplane_reconnects", "history_bytes",
         "retained_values", "retained_bytes", "retained_evicted", "retained_refused",
-        "retained_unsent", "backplane_connected"}
+        "retained_unsent", "token_expired_closes", "tokens_refreshed",
+        "backplane_connected"}
     assert stats["backplane_connected"] is False
 
 
@@ -313,6 +314,23 @@ def test_retained_values_through_the_c_abi(driver, clients):
     off = driver(env={"HUB_DRIVER_RETAINED_BYTES": "0"})
     assert off.command("EX 1 t - 1").startswith("ERR -13 cannot retain")
     assert off.command("EX 0 t - 1") == "OK 0"
+
+
+def test_a_jwt_key_from_c_checks_handshakes(driver, clients):
+    jwt = pytest.importorskip("jwt", reason="PyJWT not installed")
+    import time
+
+    import websockets
+    secret = "a-c-host-secret-for-tests-" * 3
+    hub = driver(env={"HUB_DRIVER_JWT_KEY": secret})
+    token = jwt.encode({"exp": int(time.time()) + 60, "topics": ["t"]}, secret,
+                       algorithm="HS256")
+    client = clients(hub.port, query=f"topics=t,u&token={token}")
+    assert client.ack["topics"] == ["t"]
+    with pytest.raises(websockets.InvalidStatus) as info:
+        clients(hub.port, ["t"])
+    assert info.value.response.status_code == 401
+    assert hub.stats()["handshakes_rejected"]["token_missing"] == 1
 
 
 def test_allowed_topics_list_reaches_the_hub(driver, clients):

@@ -41,6 +41,13 @@ class Server:
         history_ttl: float | None = None,
         retained_per_topic: int = 1000,
         retained_bytes: int = 67_108_864,
+        jwt_key: str | bytes | None = None,
+        jwt_algorithms: str = "HS256",
+        jwt_audience: str | None = None,
+        jwt_issuer: str | None = None,
+        jwt_leeway: float = 0.0,
+        jwt_query: str = "token",
+        jwt_cookie: str | None = None,
         ping_interval: float = 20.0,
         ping_timeout: float = 20.0,
         handshake_timeout: float = 10.0,
@@ -101,7 +108,10 @@ class Server:
         histories for clients that recover); retained_values,
         retained_bytes (kept now), retained_evicted, retained_refused,
         retained_unsent (what the retained bounds or a new subscriber's
-        queue left out)."""
+        queue left out); token_expired_closes, tokens_refreshed (jwt_key).
+        handshakes_rejected also counts token refusals (token_missing,
+        token_malformed, token_signature, token_algorithm, token_expired,
+        token_not_yet_valid, token_claims)."""
     def stop(self) -> None:
         """Close every client with 1001 and join the hub's threads."""
     def __enter__(self) -> Server: ...

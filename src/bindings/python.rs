@@ -13,9 +13,10 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyString};
 
 use crate::core::authorize::{Authorization, Authorizer, HandshakeRequest};
-use crate::core::config::{seconds, Config, SlowClientPolicy, TopicPolicy};
+use crate::core::config::{seconds, seconds_or_zero, Config, SlowClientPolicy, TopicPolicy};
 use crate::core::error::Error;
 use crate::core::subscription_events::SubscriptionListener;
+use crate::core::token::TokenConfig;
 use crate::server::Server;
 
 /// The log target (a Python logger name, `wshub.python`, once
@@ -47,6 +48,15 @@ impl From<Error> for PyErr {
     }
 }
 
+/// `jwt_key` as bytes: a str (a secret, or a PEM key) is its UTF-8.
+fn key_bytes(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(text) = key.cast::<PyString>() {
+        return Ok(text.to_str()?.as_bytes().to_vec());
+    }
+    key.extract::<Vec<u8>>()
+        .map_err(|_| PyTypeError::new_err("jwt_key must be a str or bytes"))
+}
+
 /// A running wshub server: a WebSocket pub/sub hub on its own threads.
 ///
 /// Server(port=0, *, host="127.0.0.1", path="/api/ws", topics=None,
@@ -58,6 +68,8 @@ impl From<Error> for PyErr {
 ///        publish_queue=65536, publish_queue_bytes=67108864,
 ///        history_size=1024, history_bytes=1048576, history_ttl=None,
 ///        retained_per_topic=1000, retained_bytes=67108864,
+///        jwt_key=None, jwt_algorithms="HS256", jwt_audience=None,
+///        jwt_issuer=None, jwt_leeway=0.0, jwt_query="token", jwt_cookie=None,
 ///        ping_interval=20.0, ping_timeout=20.0,
 ///        handshake_timeout=10.0, max_handshake_bytes=65536, max_headers=64,
 ///        shutdown_timeout=2.0, worker_threads=1,
@@ -98,6 +110,13 @@ impl PyServer {
         history_ttl = None,
         retained_per_topic = 1000,
         retained_bytes = 67_108_864,
+        jwt_key = None,
+        jwt_algorithms = "HS256",
+        jwt_audience = None,
+        jwt_issuer = None,
+        jwt_leeway = 0.0,
+        jwt_query = "token",
+        jwt_cookie = None,
         ping_interval = 20.0,
         ping_timeout = 20.0,
         handshake_timeout = 10.0,
@@ -136,6 +155,13 @@ impl PyServer {
         history_ttl: Option<f64>,
         retained_per_topic: usize,
         retained_bytes: usize,
+        jwt_key: Option<&Bound<'_, PyAny>>,
+        jwt_algorithms: &str,
+        jwt_audience: Option<String>,
+        jwt_issuer: Option<String>,
+        jwt_leeway: f64,
+        jwt_query: &str,
+        jwt_cookie: Option<String>,
         ping_interval: f64,
         ping_timeout: f64,
         handshake_timeout: f64,
@@ -187,6 +213,18 @@ impl PyServer {
                 .transpose()?,
             retained_per_topic,
             retained_bytes,
+            jwt: match jwt_key {
+                None => None,
+                Some(key) => Some(TokenConfig {
+                    key: key_bytes(key)?,
+                    algorithms: jwt_algorithms.split(',').map(str::to_owned).collect(),
+                    audience: jwt_audience.map(|a| vec![a]),
+                    issuer: jwt_issuer.map(|i| vec![i]),
+                    leeway: seconds_or_zero("jwt_leeway", jwt_leeway)?,
+                    query_param: jwt_query.to_owned(),
+                    cookie: jwt_cookie,
+                }),
+            },
             ping_interval: seconds("ping_interval", ping_interval)?,
             ping_timeout: seconds("ping_timeout", ping_timeout)?,
             handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::core::authorize::Authorizer;
 use crate::core::error::Error;
 use crate::core::subscription_events::SubscriptionListener;
+use crate::core::token::TokenConfig;
 use crate::protocol::is_valid_topic;
 
 /// Which topic names clients may subscribe to.
@@ -110,6 +111,8 @@ pub struct Config {
     /// Bytes of retained frames kept across all topics at most; 0 turns
     /// retained values off (`retain=True` is then an error).
     pub retained_bytes: usize,
+    /// The built-in JWT check of every handshake (`None`: off).
+    pub jwt: Option<TokenConfig>,
     /// How often the server pings an idle client.
     pub ping_interval: Duration,
     /// How long after a ping a silent client is given before it is closed.
@@ -215,6 +218,7 @@ impl Default for Config {
             history_ttl: None,
             retained_per_topic: 1000,
             retained_bytes: 64 * 1024 * 1024,
+            jwt: None,
             ping_interval: Duration::from_secs(20),
             ping_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
@@ -393,6 +397,21 @@ pub fn seconds(name: &str, value: f64) -> Result<Duration, Error> {
         )));
     }
     Ok(Duration::from_secs_f64(value))
+}
+
+/// [`seconds`] where 0 is allowed too (a clock-skew allowance).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming the option.
+pub fn seconds_or_zero(name: &str, value: f64) -> Result<Duration, Error> {
+    if value == 0.0 {
+        return Ok(Duration::ZERO);
+    }
+    seconds(name, value).map_err(|_| {
+        Error::InvalidConfig(format!(
+            "{name} must be a number of seconds in [0, 86400], got {value}"
+        ))
+    })
 }
 
 #[cfg(test)]

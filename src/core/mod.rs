@@ -15,6 +15,7 @@
 //! - [`backplane`]: what the core asks of a backplane engine.
 //! - [`authorize`]: the host's check of each handshake (what it sees and
 //!   answers).
+//! - [`token`]: the built-in JWT check of handshakes and refreshes.
 //! - [`subscription_events`]: first/last subscriber notifications to the
 //!   host.
 //! - [`stats`]: counters and the `stats()` snapshot.
@@ -29,3 +30,4 @@ pub(crate) mod retained;
 pub(crate) mod stats;
 pub(crate) mod stream;
 pub(crate) mod subscription_events;
+pub(crate) mod token;

@@ -25,6 +25,7 @@ use crate::core::config::{Config, TopicPolicy};
 use crate::core::hub::{Backlog, ConnId, Reserved};
 use crate::core::outbox::{Closed, OutFrame, Outbox, Pushed};
 use crate::core::stats::{Counters, Rejection};
+use crate::core::token::{Claims, Refusal, SUBPROTOCOL};
 use crate::net::http::{self, Route};
 use crate::net::rate_limit::{TokenBucket, Verdict};
 use crate::net::socket::{ClientSocket, Ws};
@@ -47,6 +48,11 @@ const READ_BUFFER_BYTES: usize = 256;
 /// It only writes control frames now (publications and replies go through
 /// `writer`), so nothing is worth holding back.
 const WRITE_BUFFER_BYTES: usize = 0;
+
+/// The close code of a connection whose token expired (`jwt_key`) and
+/// was not refreshed in time: in the range RFC 6455 leaves to
+/// applications, so that a client tells it from the hub's other closes.
+const TOKEN_EXPIRED: u16 = 4001;
 
 /// How long a closing connection waits for the client's close frame (or
 /// for its socket to take ours) before dropping the TCP connection.
@@ -120,7 +126,7 @@ async fn open(
             return None;
         }
     }
-    let response = match head.upgrade_response() {
+    let mut response = match head.upgrade_response() {
         Ok(response) => response,
         Err(why) => {
             counters.reject(why.rejection());
@@ -129,7 +135,24 @@ async fn open(
             return None;
         }
     };
-    let granted = match &shared.config.authorize {
+    select_subprotocol(&head.request, &mut response);
+    let claims = match &shared.tokens {
+        None => None,
+        Some(check) => {
+            let found = parse_request(head.raw(), peer, shared.config.max_headers)
+                .and_then(|request| check.find(&request));
+            match found.ok_or(Refusal::Missing).and_then(|t| check.verify(&t)) {
+                Ok(claims) => Some(claims),
+                Err(why) => {
+                    counters.reject(why.rejection());
+                    tracing::debug!(target: LOG_TARGET, %peer, reason = why.as_str(), "handshake refused: token");
+                    before(&shared, deadline, http::refuse(stream, 401, why.message())).await;
+                    return None;
+                }
+            }
+        }
+    };
+    let authorized = match &shared.config.authorize {
         None => None,
         Some(authorizer) => {
             let check = authorize(&shared, head.raw(), peer, authorizer);
@@ -172,12 +195,24 @@ async fn open(
         }
     };
     let (ws, query, slot) = upgraded;
+    let granted = both(
+        claims.as_ref().and_then(|c| c.topics.clone()),
+        authorized.clone(),
+    );
+    let token = claims.map(|claims| {
+        Box::new(Token {
+            sub: claims.sub.clone(),
+            authorized,
+            expiry: Box::pin(tokio::time::sleep(claims.remaining())),
+        })
+    });
     let id = shared.next_conn_id();
     Counters::add(&shared.hub.counters.connections_opened, 1);
     tracing::debug!(target: LOG_TARGET, %peer, id, "connection opened");
     let mut conn = Connection {
         id,
         granted,
+        token,
         outbox: Arc::new(
             Outbox::new(shared.config.send_queue, shared.config.send_queue_bytes)
                 .paced_by(shared.hub.pacing()),
@@ -317,10 +352,60 @@ fn origin_allowed(config: &Config, request: &Request) -> bool {
     origin.to_str().is_ok_and(|o| allowed.contains(o))
 }
 
+/// The client's token, with `jwt_key`: who it is and until when.
+struct Token {
+    /// Its subject: a refreshed token must have the same.
+    sub: Option<String>,
+    /// What `authorize` granted at the handshake (a refreshed token's
+    /// `topics` claim is combined with it again).
+    authorized: Option<BTreeSet<String>>,
+    /// Fires when the token expires.
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// Topics allowed by two grants (`None`: no restriction).
+fn both(a: Option<BTreeSet<String>>, b: Option<BTreeSet<String>>) -> Option<BTreeSet<String>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.intersection(&b).cloned().collect()),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Answers `Sec-WebSocket-Protocol: wshub` to a client that offers it: a
+/// browser sending its token as a subprotocol (`bearer.<token>`) must
+/// offer one the server selects, or it drops the connection.
+fn select_subprotocol(request: &Request, response: &mut Response) {
+    let offered = request
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    if offered {
+        response.headers_mut().insert(
+            "sec-websocket-protocol",
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+}
+
+/// Resolves when `token` expires; never without one.
+async fn expired(token: &mut Option<Box<Token>>) {
+    match token {
+        Some(token) => token.expiry.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Connection {
     id: ConnId,
-    /// Topics `authorize` limited this client to (`None`: no limit).
+    /// Topics `authorize` and the token limit this client to (`None`: no
+    /// limit).
     granted: Option<BTreeSet<String>>,
+    /// With `jwt_key`, the client's token (boxed: an idle connection
+    /// without one pays a pointer).
+    token: Option<Box<Token>>,
     outbox: Arc<Outbox>,
     /// Topics this connection is subscribed to, sorted for the answers
     /// (a sorted Vec: a few topics each, and every idle connection pays
@@ -488,6 +573,11 @@ impl Connection {
                         None => return "closed by client",
                     }
                 }
+                () = expired(&mut self.token) => {
+                    Counters::add(&self.shared.hub.counters.token_expired_closes, 1);
+                    let code = CloseCode::from(TOKEN_EXPIRED);
+                    return Box::pin(self.close(code, "token expired")).await;
+                }
                 _ = ping.tick() => {
                     if self.last_heard.elapsed() >= silence_limit {
                         return Box::pin(self.close(CloseCode::Error, "ping timeout")).await;
@@ -589,6 +679,7 @@ impl Connection {
                         .subscribe_reserved(topic, place, self.id, &self.outbox);
                 }
             }
+            ClientMessage::Refresh { token } => self.refresh(&token),
             ClientMessage::Unsubscribe(names) => {
                 for topic in names {
                     if let Ok(at) = self.subscriptions.binary_search(&topic) {
@@ -603,6 +694,56 @@ impl Connection {
 
     /// Queues an answer behind whatever is already queued, so answers and
     /// publications reach the client in the order they happened.
+    /// Replaces the client's token with a newer one: its expiry and its
+    /// `topics` claim apply from now on (subscriptions it no longer allows
+    /// end), its `sub` must be the current one's. A token the hub refuses
+    /// changes nothing: the connection keeps its current token, and is
+    /// closed when that one expires.
+    fn refresh(&mut self, token: &str) {
+        let refused = |why: &str| {
+            protocol::error_frame(&ProtocolError {
+                code: ErrorCode::InvalidToken,
+                message: why.to_owned(),
+            })
+        };
+        let (Some(check), Some(current)) = (&self.shared.tokens, self.token.as_mut()) else {
+            self.reply(refused("this hub checks no tokens (jwt_key is not set)"));
+            return;
+        };
+        let claims: Claims = match check.verify(token) {
+            Ok(claims) if claims.sub == current.sub => claims,
+            Ok(_) => {
+                self.reply(refused("invalid token: its sub is not the connection's"));
+                return;
+            }
+            Err(why) => {
+                self.reply(refused(why.message()));
+                return;
+            }
+        };
+        current
+            .expiry
+            .as_mut()
+            .reset(Instant::now() + claims.remaining());
+        self.granted = both(claims.topics.clone(), current.authorized.clone());
+        if let Some(granted) = &self.granted {
+            let gone: Vec<String> = self
+                .subscriptions
+                .iter()
+                .filter(|t| !granted.contains(*t))
+                .cloned()
+                .collect();
+            for topic in gone {
+                if let Ok(at) = self.subscriptions.binary_search(&topic) {
+                    self.subscriptions.remove(at);
+                    self.shared.hub.unsubscribe(&topic, self.id);
+                }
+            }
+        }
+        Counters::add(&self.shared.hub.counters.tokens_refreshed, 1);
+        self.reply(protocol::refreshed_frame(claims.exp, &self.subscriptions));
+    }
+
     fn reply(&self, text: String) {
         if let Pushed::Overflowed { dropped } = self.outbox.push(OutFrame::reply(text)) {
             let counters = &self.shared.hub.counters;

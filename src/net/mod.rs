@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::core::config::Config;
 use crate::core::hub::Hub;
+use crate::core::token::TokenCheck;
 
 pub(crate) mod connection;
 pub(crate) mod http;
@@ -40,6 +41,8 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     /// Source of connection ids.
     pub next_id: AtomicU64,
+    /// The built-in token check, when `jwt_key` is set.
+    pub tokens: Option<TokenCheck>,
 }
 
 impl Shared {

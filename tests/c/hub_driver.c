@@ -15,8 +15,8 @@
  *                       like a publication
  *   CLEAR <topic> <key> -> wshub_clear_retained() (key "-": NULL):
  *                       "OK 0" or "ERR <code> <message>"
- * The environment variable HUB_DRIVER_RETAINED_BYTES, if set, is
- * opts.retained_bytes.
+ * The environment variables HUB_DRIVER_RETAINED_BYTES and
+ * HUB_DRIVER_JWT_KEY, if set, are opts.retained_bytes and opts.jwt_key.
  * At end of input it stops the hub and prints "STOPPED".
  */
 #define _POSIX_C_SOURCE 200809L
@@ -112,6 +112,7 @@ int main(int argc, char **argv) {
     if (retained_bytes != NULL) {
         opts.retained_bytes = (size_t)strtoull(retained_bytes, NULL, 10);
     }
+    opts.jwt_key = getenv("HUB_DRIVER_JWT_KEY");
     if (argc > 1) {
         /* argv is NULL-terminated, exactly the shape opts.topics wants. */
         opts.topics = (const char *const *)&argv[1];

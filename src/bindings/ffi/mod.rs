@@ -40,7 +40,7 @@ use std::ptr;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::core::authorize::{Authorization, Authorizer, HandshakeRequest};
-use crate::core::config::{seconds, Config, SlowClientPolicy, TopicPolicy};
+use crate::core::config::{seconds, seconds_or_zero, Config, SlowClientPolicy, TopicPolicy};
 use crate::core::error::Error;
 use crate::core::outbox::lock;
 use crate::core::subscription_events::SubscriptionListener;
@@ -283,6 +283,30 @@ pub struct wshub_options {
     /// Bytes of retained frames kept across all topics at most; 0 turns
     /// retained values off. Default 64 MiB, at most 4 GiB.
     pub retained_bytes: usize,
+    // Fields below were appended after the fourth layout (ending with
+    // `retained_bytes`); a host built with it gets their defaults.
+    /// Turns on the built-in JWT check of every handshake: the HMAC secret
+    /// (HS*) or the PEM public key (RS*, PS*, ES*, EdDSA), `jwt_key_len`
+    /// bytes (0: NUL-terminated). NULL (the default): off. Handshakes
+    /// without a valid token get HTTP 401; a connection whose token
+    /// expires is closed with 4001 unless it sent a `refresh` first.
+    pub jwt_key: *const c_char,
+    /// Bytes of `jwt_key` (0: up to its NUL).
+    pub jwt_key_len: usize,
+    /// Comma-separated algorithms accepted, all of the key's family.
+    /// Default (and NULL) "HS256".
+    pub jwt_algorithms: *const c_char,
+    /// The `aud` a token must name; NULL (the default): not checked.
+    pub jwt_audience: *const c_char,
+    /// The `iss` a token must have; NULL (the default): not checked.
+    pub jwt_issuer: *const c_char,
+    /// Seconds of clock skew allowed on `exp` and `nbf`. Default 0.
+    pub jwt_leeway: f64,
+    /// The query parameter a token may come in. Default (and NULL)
+    /// "token".
+    pub jwt_query: *const c_char,
+    /// The cookie a token may come in; NULL (the default): none.
+    pub jwt_cookie: *const c_char,
 }
 
 /// What happens to a client whose queue is full.
@@ -450,6 +474,15 @@ const OPTIONS_SIZE_V2: usize = std::mem::offset_of!(wshub_options, history_size)
 /// The size of the third layout, which ended with `history_ttl`.
 const OPTIONS_SIZE_V3: usize = std::mem::offset_of!(wshub_options, retained_per_topic);
 
+/// The size of the fourth layout, which ended with `retained_bytes`.
+const OPTIONS_SIZE_V4: usize = std::mem::offset_of!(wshub_options, jwt_key);
+
+// Nor the fourth (a size_t, then a pointer).
+const _: () = assert!(
+    OPTIONS_SIZE_V4
+        == std::mem::offset_of!(wshub_options, retained_bytes) + std::mem::size_of::<usize>()
+);
+
 // The third had no padding after its last field either (a double, then a
 // size_t).
 const _: () = assert!(
@@ -471,21 +504,22 @@ const _: () = assert!(
 );
 
 fn check_struct_size(size: usize, name: &str) -> Result<(), Failure> {
-    if [
+    let sizes = [
         OPTIONS_SIZE,
         OPTIONS_SIZE_V1,
         OPTIONS_SIZE_V2,
         OPTIONS_SIZE_V3,
-    ]
-    .contains(&size)
-    {
+        OPTIONS_SIZE_V4,
+    ];
+    if sizes.contains(&size) {
         return Ok(());
     }
     Err(Failure::invalid_argument(format!(
         "{name} is {size}, but this wshub {} reads a wshub_options of {OPTIONS_SIZE} bytes \
-         (or {OPTIONS_SIZE_V3}, {OPTIONS_SIZE_V2} or {OPTIONS_SIZE_V1}, the layouts before \
-         retained_per_topic, before history_size and before max_handshake_bytes): fill it \
-         with wshub_options_default() and build against the library's wshub.h",
+         (or {OPTIONS_SIZE_V4}, {OPTIONS_SIZE_V3}, {OPTIONS_SIZE_V2} or {OPTIONS_SIZE_V1}, the \
+         layouts before jwt_key, before retained_per_topic, before history_size and before \
+         max_handshake_bytes): fill it with wshub_options_default() and build against the \
+         library's wshub.h",
         env!("CARGO_PKG_VERSION")
     )))
 }
@@ -493,6 +527,8 @@ fn check_struct_size(size: usize, name: &str) -> Result<(), Failure> {
 /// Defaults of the string options, owned by the library for ever.
 const DEFAULT_HOST: &CStr = c"127.0.0.1";
 const DEFAULT_PATH: &CStr = c"/api/ws";
+const DEFAULT_JWT_ALGORITHMS: &CStr = c"HS256";
+const DEFAULT_JWT_QUERY: &CStr = c"token";
 
 /// Fills `*out` with the defaults (see each field of `wshub_options`) and
 /// sets `out->struct_size`. Its `host` and `path` then point to static
@@ -576,6 +612,14 @@ fn default_options() -> wshub_options {
         history_ttl: config.history_ttl.map_or(0.0, |ttl| ttl.as_secs_f64()),
         retained_per_topic: config.retained_per_topic,
         retained_bytes: config.retained_bytes,
+        jwt_key: ptr::null(),
+        jwt_key_len: 0,
+        jwt_algorithms: DEFAULT_JWT_ALGORITHMS.as_ptr(),
+        jwt_audience: ptr::null(),
+        jwt_issuer: ptr::null(),
+        jwt_leeway: 0.0,
+        jwt_query: DEFAULT_JWT_QUERY.as_ptr(),
+        jwt_cookie: ptr::null(),
     }
 }
 
@@ -793,10 +837,14 @@ pub unsafe extern "C" fn wshub_clear_retained(
 /// "backplane_received":N,"backplane_dropped":N,"backplane_missed":N,
 /// "backplane_reconnects":N,"history_bytes":N,"retained_values":N,
 /// "retained_bytes":N,"retained_evicted":N,"retained_refused":N,
-/// "retained_unsent":N,"topics":{"name":subscribers,...},
+/// "retained_unsent":N,"token_expired_closes":N,"tokens_refreshed":N,
+/// "topics":{"name":subscribers,...},
 /// "handshakes_rejected":{"auth":N,"capacity":N,"invalid":N,"key":N,"method":N,
-/// "not_upgrade":N,"origin":N,"path":N,"timeout":N,"too_large":N,"too_many_headers":N,
-/// "version":N},"backplane_connected":B}` (keys in that order).
+/// "not_upgrade":N,"origin":N,"path":N,"timeout":N,"token_algorithm":N,
+/// "token_claims":N,"token_expired":N,"token_malformed":N,"token_missing":N,
+/// "token_not_yet_valid":N,"token_signature":N,"too_large":N,
+/// "too_many_headers":N,"version":N},"backplane_connected":B}` (keys in that
+/// order).
 ///
 /// Contract like `snprintf`: returns the length of the JSON in bytes, not
 /// counting the terminating NUL. When that length is less than `cap`, the
