@@ -5,7 +5,9 @@
 //!
 //! - [`listener`]: binding and the accept loop.
 //! - [`http`]: the request head, handshake statuses, `/metrics`, `/healthz`.
-//! - [`connection`]: one client, from handshake to close.
+//! - [`connection`]: one WebSocket client, from handshake to close.
+//! - [`session`]: a client's queue and subscriptions, whatever carries
+//!   them.
 //! - [`socket`]: a client's socket, where tungstenite's frames and ours
 //!   never interleave.
 //! - [`writer`]: a client's queued frames written with vectored writes.
@@ -27,6 +29,7 @@ pub(crate) mod http;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod rate_limit;
+pub(crate) mod session;
 pub(crate) mod socket;
 pub(crate) mod writer;
 
