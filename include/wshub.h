@@ -109,6 +109,13 @@ typedef enum wshub_code {
      * reached when the hub started.
      */
     WSHUB_ERR_BACKPLANE = -12,
+    /**
+     * `wshub_broadcast_ex()` with `WSHUB_RETAIN` of a value the hub cannot
+     * keep: retained values are off (`retained_bytes` or
+     * `retained_per_topic` 0), or the value alone exceeds
+     * `retained_bytes`. Nothing was sent.
+     */
+    WSHUB_ERR_NOT_RETAINABLE = -13,
 } wshub_code;
 
 /**
@@ -149,6 +156,11 @@ typedef enum wshub_authorize_answer {
  * How much of each topic's stream the hub keeps.
  */
 typedef struct HistoryLimits HistoryLimits;
+
+/**
+ * How many retained values the hub keeps.
+ */
+typedef struct RetainedLimits RetainedLimits;
 
 /**
  * Where `authorize` lists the topics it allows, with
@@ -479,6 +491,55 @@ typedef struct wshub_options {
      * default): never by age.
      */
     double history_ttl;
+    /**
+     * Retained values (`wshub_broadcast_ex()` with `WSHUB_RETAIN`) kept
+     * per topic at most; a new key past it pushes out the topic's oldest
+     * value. Default 1000, at most 1000000.
+     */
+    size_t retained_per_topic;
+    /**
+     * Bytes of retained frames kept across all topics at most; 0 turns
+     * retained values off. Default 64 MiB, at most 4 GiB.
+     */
+    size_t retained_bytes;
+    /**
+     * Turns on the built-in JWT check of every handshake: the HMAC secret
+     * (HS*) or the PEM public key (RS*, PS*, ES*, EdDSA), `jwt_key_len`
+     * bytes (0: NUL-terminated). NULL (the default): off. Handshakes
+     * without a valid token get HTTP 401; a connection whose token
+     * expires is closed with 4001 unless it sent a `refresh` first.
+     */
+    const char *jwt_key;
+    /**
+     * Bytes of `jwt_key` (0: up to its NUL).
+     */
+    size_t jwt_key_len;
+    /**
+     * Comma-separated algorithms accepted, all of the key's family.
+     * Default (and NULL) "HS256".
+     */
+    const char *jwt_algorithms;
+    /**
+     * The `aud` a token must name; NULL (the default): not checked.
+     */
+    const char *jwt_audience;
+    /**
+     * The `iss` a token must have; NULL (the default): not checked.
+     */
+    const char *jwt_issuer;
+    /**
+     * Seconds of clock skew allowed on `exp` and `nbf`. Default 0.
+     */
+    double jwt_leeway;
+    /**
+     * The query parameter a token may come in. Default (and NULL)
+     * "token".
+     */
+    const char *jwt_query;
+    /**
+     * The cookie a token may come in; NULL (the default): none.
+     */
+    const char *jwt_cookie;
 } wshub_options;
 
 #ifdef __cplusplus
@@ -594,16 +655,50 @@ int64_t wshub_broadcast(struct wshub_server *server, const char *topic, const ch
 int64_t wshub_broadcast_keyed(struct wshub_server *server, const char *topic, const char *json, size_t json_len, const char *key);
 
 /**
+ * `wshub_broadcast_keyed()` with `flags`: 0 or `WSHUB_RETAIN`. Returns
+ * and fails as `wshub_broadcast()`, and with
+ * `WSHUB_ERR_INVALID_ARGUMENT` for an unknown flag bit and
+ * `WSHUB_ERR_NOT_RETAINABLE` for a value to retain that the hub cannot
+ * keep (nothing is sent then).
+ *
+ * # Safety
+ * As `wshub_broadcast_keyed()`.
+ */
+int64_t wshub_broadcast_ex(struct wshub_server *server, const char *topic, const char *json, size_t json_len, const char *key, uint32_t flags);
+
+/**
+ * Forgets the retained value of (topic, `key`), or every retained value
+ * of `topic` when `key` is NULL. Applied in order with the publications
+ * made before it by the same thread (with a backplane, on every hub).
+ * Clients already subscribed are not told.
+ *
+ * Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` (NULL `server` or
+ * `topic`, `key` not UTF-8), `WSHUB_ERR_INVALID_TOPIC`,
+ * `WSHUB_ERR_NOT_RUNNING`, `WSHUB_ERR_OVERLOADED`.
+ *
+ * # Safety
+ * `server` must be NULL or a live hub, `topic` NULL or NUL-terminated,
+ * `key` NULL or NUL-terminated.
+ */
+int wshub_clear_retained(struct wshub_server *server, const char *topic, const char *key);
+
+/**
  * Writes the hub's counters as one line of JSON, with the same fields as
  * the Python `stats()`: `{"connections":N,"connections_opened":N,
  * "connections_closed":N,"published":N,"sent":N,"sent_bytes":N,
  * "dropped":N,"slow_consumer_closes":N,"conflated":N,
  * "subscription_events_dropped":N,"backplane_published":N,
  * "backplane_received":N,"backplane_dropped":N,"backplane_missed":N,
- * "backplane_reconnects":N,"history_bytes":N,"topics":{"name":subscribers,...},
+ * "backplane_reconnects":N,"history_bytes":N,"retained_values":N,
+ * "retained_bytes":N,"retained_evicted":N,"retained_refused":N,
+ * "retained_unsent":N,"token_expired_closes":N,"tokens_refreshed":N,
+ * "topics":{"name":subscribers,...},
  * "handshakes_rejected":{"auth":N,"capacity":N,"invalid":N,"key":N,"method":N,
- * "not_upgrade":N,"origin":N,"path":N,"timeout":N,"too_large":N,"too_many_headers":N,
- * "version":N},"backplane_connected":B}` (keys in that order).
+ * "not_upgrade":N,"origin":N,"path":N,"timeout":N,"token_algorithm":N,
+ * "token_claims":N,"token_expired":N,"token_malformed":N,"token_missing":N,
+ * "token_not_yet_valid":N,"token_signature":N,"too_large":N,
+ * "too_many_headers":N,"version":N},"backplane_connected":B}` (keys in that
+ * order).
  *
  * Contract like `snprintf`: returns the length of the JSON in bytes, not
  * counting the terminating NUL. When that length is less than `cap`, the

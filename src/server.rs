@@ -20,9 +20,11 @@ use crate::core::config::{Config, SlowClientPolicy};
 use crate::core::error::Error;
 use crate::core::hub::{check_publication, mark_runtime_thread, Hub};
 use crate::core::outbox::lock;
+use crate::core::retained::RetainedLimits;
 use crate::core::stats::Stats;
 use crate::core::stream::HistoryLimits;
 use crate::core::subscription_events::SubscriptionEvents;
+use crate::core::token::TokenCheck;
 use crate::net::listener::{accept_loop, bind, bind_error};
 use crate::net::Shared;
 use crate::scale::{self, Backplane};
@@ -103,14 +105,20 @@ impl Server {
     /// the OS error (e.g. `EADDRINUSE`).
     pub fn start(config: Config) -> Result<Server, Error> {
         config.validate()?;
+        let tokens = config
+            .jwt
+            .as_ref()
+            .map(TokenCheck::new)
+            .transpose()
+            .map_err(Error::InvalidConfig)?;
         if let Some(url) = &config.backplane {
             scale::validate(url, &config.backplane_prefix).map_err(Error::InvalidConfig)?;
         }
         register_hub()?;
-        Self::start_registered(config).inspect_err(|_| unregister_hub())
+        Self::start_registered(config, tokens).inspect_err(|_| unregister_hub())
     }
 
-    fn start_registered(config: Config) -> Result<Server, Error> {
+    fn start_registered(config: Config, tokens: Option<TokenCheck>) -> Result<Server, Error> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
             .max_blocking_threads(4)
@@ -143,12 +151,17 @@ impl Server {
                         size: config.history_size,
                         bytes: config.history_bytes,
                         ttl: config.history_ttl,
+                    })
+                    .with_retained(RetainedLimits {
+                        per_topic: config.retained_per_topic,
+                        bytes: config.retained_bytes,
                     }),
             ),
             config,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             next_id: AtomicU64::new(1),
+            tokens,
         });
         let fanout = Arc::clone(&shared);
         shared.tracker.spawn_on(
@@ -218,7 +231,7 @@ impl Server {
     /// forked child, and [`Error::Overloaded`] when the queue is full and
     /// the caller is one of the hub's own runtime threads.
     pub fn broadcast(&self, topic: &str, data: &str) -> Result<u64, Error> {
-        self.broadcast_keyed(topic, data, None)
+        self.broadcast_keyed(topic, data, None, false)
     }
 
     /// Publishes every `(topic, data)` pair in order. All pairs are checked
@@ -233,24 +246,42 @@ impl Server {
         }
         items
             .iter()
-            .map(|(topic, data)| self.shared.hub.publish_checked(topic, data, None))
+            .map(|(topic, data)| self.shared.hub.publish_checked(topic, data, None, false))
             .collect()
     }
 
-    /// [`Server::broadcast`] with a conflation key: under the conflate
+    /// [`Server::broadcast`] with a key and, with `retain`, kept as the
+    /// newest value of (topic, key) for clients that subscribe later
+    /// (`retained_per_topic`, `retained_bytes`). Under the conflate
     /// policy, a client that is behind keeps only the newest publication
     /// per (topic, key). Without a key, the topic is the key.
     ///
     /// # Errors
-    /// As [`Server::broadcast`].
+    /// As [`Server::broadcast`], and [`Error::NotRetainable`] when
+    /// retained values are off or the value alone exceeds
+    /// `retained_bytes`.
     pub fn broadcast_keyed(
         &self,
         topic: &str,
         data: &str,
         key: Option<&str>,
+        retain: bool,
     ) -> Result<u64, Error> {
         self.check_process()?;
-        self.shared.hub.publish_keyed(topic, data, key)
+        self.shared.hub.publish_keyed(topic, data, key, retain)
+    }
+
+    /// Forgets the retained value of (topic, `key`), or every retained
+    /// value of `topic` when `key` is `None`. Applied in order with the
+    /// publications made before it (with a backplane, on every hub).
+    ///
+    /// # Errors
+    /// [`Error::InvalidTopic`], [`Error::NotRunning`] after
+    /// [`Server::stop`], [`Error::Forked`], [`Error::Overloaded`] as for
+    /// [`Server::broadcast`].
+    pub fn clear_retained(&self, topic: &str, key: Option<&str>) -> Result<(), Error> {
+        self.check_process()?;
+        self.shared.hub.clear_retained(topic, key)
     }
 
     /// Fails in a forked child, where the hub's threads do not exist and a

@@ -5,6 +5,7 @@ slow to answer."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import time
 import pytest
 
 import wshub
-from helpers import wait_until
+from helpers import RawWS, wait_until
 from redis_server import free_port, needs_redis, redis_server  # noqa: F401 (fixture)
 
 pytestmark = needs_redis
@@ -284,3 +285,63 @@ def test_the_feed_epoch_lives_in_redis_and_survives_the_hubs(redis_server, make_
     assert connect(second, ["x"]).streams["x"]["epoch"] == epoch
     other = make_hub(backplane=redis_server.url, backplane_prefix="other:")
     assert connect(other, ["x"]).streams["x"]["epoch"] != epoch
+
+
+def test_retained_values_and_clears_reach_every_hub(redis_server, make_hub, connect):
+    a = make_hub(backplane=redis_server.url)
+    b = make_hub(backplane=redis_server.url)
+    # Nobody subscribed anywhere: each hub keeps the values it receives.
+    a.broadcast("odds", {"m": 1, "p": 1.5}, key=1, retain=True)
+    b.broadcast("odds", {"m": 2, "p": 2.0}, key=2, retain=True)
+    a.broadcast("odds", {"m": 1, "p": 1.6}, key=1, retain=True)
+    a.broadcast("odds", {"m": 3}, key=3)  # not retained
+    for hub in (a, b):
+        wait_until(lambda hub=hub: hub.stats()["retained_values"] == 2)
+    on_a, on_b = connect(a, ["odds"]), connect(b, ["odds"])
+    for client in (on_a, on_b):
+        values = client.recv_messages(2)
+        # The two hubs' publications interleave in Redis in either order.
+        assert all(m["retained"] for m in values)
+        assert_seq_increases(values)
+        assert sorted(data_of(values), key=lambda d: d["m"]) == [
+            {"m": 1, "p": 1.6}, {"m": 2, "p": 2.0}]
+    # A clear made on one hub applies on both, in order with publications.
+    b.clear_retained("odds", key=1)
+    a.broadcast("odds", {"m": 2, "p": 2.1}, key=2, retain=True)
+    for client in (on_a, on_b):
+        assert data_of(client.recv_messages(1)) == [{"m": 2, "p": 2.1}]
+    for hub in (a, b):
+        wait_until(lambda hub=hub: hub.stats()["retained_values"] == 1)
+        late = connect(hub, ["odds"])
+        assert data_of(late.recv_messages(1)) == [{"m": 2, "p": 2.1}]
+        late.ping()
+        late.close()
+    for client in (on_a, on_b):
+        client.close()
+
+
+def test_the_conflation_key_travels_through_redis(redis_server, make_hub):
+    """A client of the other hub that does not read keeps only the newest
+    publication per key, as it would on the publishing hub."""
+    a = make_hub(backplane=redis_server.url)
+    b = make_hub(backplane=redis_server.url, slow_client="conflate", send_queue=4)
+    stalled = RawWS(b.port, query="topics=t", rcvbuf=4096)
+    wait_until(lambda: b.stats()["topics"].get("t") == 1)
+    for round_ in range(200):
+        for key in ("x", "y"):
+            a.broadcast("t", {"k": key, "r": round_, "pad": "z" * 20_000}, key=key)
+    wait_until(lambda: b.stats()["conflated"] > 0)
+    stalled.sock.settimeout(10)
+    newest: dict[str, int] = {}
+    seqs: list[int] = []
+    while newest != {"x": 199, "y": 199}:
+        _, payload = stalled.read_frame()
+        message = json.loads(payload)
+        if message["type"] != "message":
+            continue
+        seqs.append(message["seq"])
+        newest[message["data"]["k"]] = message["data"]["r"]
+    # Fewer than were published: the rest was conflated away, per key
+    # (without the key, "x" and "y" would have replaced each other).
+    assert len(seqs) < 400 and seqs == sorted(seqs)
+    stalled.close()

@@ -127,12 +127,14 @@ def end_process(proc: subprocess.Popen, reader: threading.Thread | None = None) 
 class Driver:
     """tests/c/hub_driver.c running a hub; talk to it line by line."""
 
-    def __init__(self, program: Path, *topics: str, valgrind: bool = False):
+    def __init__(self, program: Path, *topics: str, valgrind: bool = False,
+                 env: dict | None = None):
         argv = [str(program), *topics]
         self.proc = subprocess.Popen(
             _valgrind(*argv) if valgrind else argv,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, encoding="utf-8", bufsize=1,
+            env=None if env is None else {**os.environ, **env},
         )
         first = self.readline(waiting_for="PORT")
         assert first.startswith("PORT "), first
@@ -178,8 +180,8 @@ def driver(programs):
     if a test left it running."""
     started = []
 
-    def factory(*topics: str, valgrind: bool = False) -> Driver:
-        d = Driver(programs["hub_driver"], *topics, valgrind=valgrind)
+    def factory(*topics: str, valgrind: bool = False, env: dict | None = None) -> Driver:
+        d = Driver(programs["hub_driver"], *topics, valgrind=valgrind, env=env)
         started.append(d)
         return d
 
@@ -287,8 +289,48 @@ def test_stats_json_reports_connections_and_publications(driver, clients):
         "connections_opened", "connections_closed",
         "handshakes_rejected", "backplane_published", "backplane_received",
         "backplane_dropped", "backplane_missed", "backplane_reconnects", "history_bytes",
+        "retained_values", "retained_bytes", "retained_evicted", "retained_refused",
+        "retained_unsent", "token_expired_closes", "tokens_refreshed",
         "backplane_connected"}
     assert stats["backplane_connected"] is False
+
+
+def test_retained_values_through_the_c_abi(driver, clients):
+    hub = driver()
+    assert hub.command('EX 1 odds 7 {"p":1}') == "OK 0"
+    assert hub.command('EX 1 odds 8 {"p":2}') == "OK 0"
+    assert hub.command('EX 1 odds 7 {"p":3}') == "OK 0"
+    assert hub.command('EX 0 odds 9 {"p":4}') == "OK 0"  # not retained
+    assert hub.command("CLEAR odds 8") == "OK 0"
+    wait_until(lambda: hub.stats()["retained_values"] == 1)
+    client = clients(hub.port, ["odds"])
+    [value] = client.recv_messages(1)
+    assert value["data"] == {"p": 3} and value["retained"] is True
+    client.ping()
+    assert hub.command("CLEAR odds -") == "OK 0"
+    wait_until(lambda: hub.stats()["retained_values"] == 0)
+    assert hub.command("EX 2 odds - 1").startswith("ERR -1 unknown flags")
+    assert hub.command("CLEAR b@d -").startswith("ERR -3 invalid topic")
+    off = driver(env={"HUB_DRIVER_RETAINED_BYTES": "0"})
+    assert off.command("EX 1 t - 1").startswith("ERR -13 cannot retain")
+    assert off.command("EX 0 t - 1") == "OK 0"
+
+
+def test_a_jwt_key_from_c_checks_handshakes(driver, clients):
+    jwt = pytest.importorskip("jwt", reason="PyJWT not installed")
+    import time
+
+    import websockets
+    secret = "a-c-host-secret-for-tests-" * 3
+    hub = driver(env={"HUB_DRIVER_JWT_KEY": secret})
+    token = jwt.encode({"exp": int(time.time()) + 60, "topics": ["t"]}, secret,
+                       algorithm="HS256")
+    client = clients(hub.port, query=f"topics=t,u&token={token}")
+    assert client.ack["topics"] == ["t"]
+    with pytest.raises(websockets.InvalidStatus) as info:
+        clients(hub.port, ["t"])
+    assert info.value.response.status_code == 401
+    assert hub.stats()["handshakes_rejected"]["token_missing"] == 1
 
 
 def test_allowed_topics_list_reaches_the_hub(driver, clients):

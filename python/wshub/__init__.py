@@ -32,6 +32,7 @@ __all__ = [
     "Server",
     "__version__",
     "broadcast",
+    "clear_retained",
     "client_js_path",
     "reset_log_cache",
     "start",
@@ -99,6 +100,15 @@ def start(
     history_size: int = 1024,
     history_bytes: int = 1_048_576,
     history_ttl: float | None = None,
+    retained_per_topic: int = 1000,
+    retained_bytes: int = 67_108_864,
+    jwt_key: str | bytes | None = None,
+    jwt_algorithms: str = "HS256",
+    jwt_audience: str | None = None,
+    jwt_issuer: str | None = None,
+    jwt_leeway: float = 0.0,
+    jwt_query: str = "token",
+    jwt_cookie: str | None = None,
     ping_interval: float = 20.0,
     ping_timeout: float = 20.0,
     handshake_timeout: float = 10.0,
@@ -203,6 +213,42 @@ def start(
     history_ttl (float seconds or None, default None):
         Age after which a publication leaves the history; None: only
         history_size and history_bytes push it out.
+    retained_per_topic (int, default 1000):
+        Retained values (broadcast(..., retain=True)) kept per topic, one
+        per key; a new key past it pushes out the topic's oldest value
+        (stats()["retained_evicted"]). A new subscriber receives them
+        within what its send_queue takes at once (the newest first; the
+        rest is counted in retained_unsent). 0 to 1000000.
+    retained_bytes (int, default 67108864):
+        Bytes of retained frames kept across all topics. When other topics
+        hold it all, a new value pushes out older ones of its own topic,
+        or is not kept (retained_refused). 0 turns retained values off
+        (retain=True then raises ValueError). At most 4 GiB.
+    jwt_key (str, bytes or None, default None):
+        Turns on the built-in token check: every handshake must carry a
+        JSON Web Token signed with this key (the HMAC secret for HS*, the
+        PEM public key for RS*, PS*, ES*, EdDSA) and an "exp" claim, or it
+        gets HTTP 401 (stats()["handshakes_rejected"]["token_..."] says
+        why). A "topics" claim (a list of names) limits what the client may
+        subscribe to. When the token expires the connection is closed with
+        4001 "token expired", unless the client sent
+        {"type":"refresh","token":...} with a newer one first. The token is
+        read from "Authorization: Bearer", a "bearer.<token>" entry of
+        Sec-WebSocket-Protocol (offer "wshub" beside it), the jwt_cookie
+        cookie, or the jwt_query query parameter, in that order.
+    jwt_algorithms (str, default "HS256"):
+        Comma-separated algorithms accepted, all of the key's family; a
+        token signed otherwise (or with "none") is refused.
+    jwt_audience (str or None, default None):
+        The "aud" a token must name; None: "aud" is not checked.
+    jwt_issuer (str or None, default None):
+        The "iss" a token must have, if it has one; None: not checked.
+    jwt_leeway (float seconds, default 0.0):
+        Clock skew allowed on "exp" and "nbf".
+    jwt_query (str, default "token"):
+        The query parameter a token may come in.
+    jwt_cookie (str or None, default None):
+        The cookie a token may come in; None: not from a cookie.
     ping_interval (float seconds, default 20.0):
         How often the server pings each client.
     ping_timeout (float seconds, default 20.0):
@@ -292,6 +338,15 @@ def start(
         history_size=history_size,
         history_bytes=history_bytes,
         history_ttl=history_ttl,
+        retained_per_topic=retained_per_topic,
+        retained_bytes=retained_bytes,
+        jwt_key=jwt_key,
+        jwt_algorithms=jwt_algorithms,
+        jwt_audience=jwt_audience,
+        jwt_issuer=jwt_issuer,
+        jwt_leeway=jwt_leeway,
+        jwt_query=jwt_query,
+        jwt_cookie=jwt_cookie,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         handshake_timeout=handshake_timeout,
@@ -312,18 +367,30 @@ def start(
     return server
 
 
-def broadcast(topic: str, data: Any, key: object = None) -> int:
+def broadcast(topic: str, data: Any, key: object = None, retain: bool = False) -> int:
     """Publish ``data`` on ``topic`` on the server the last :func:`start` made.
 
     ``data`` is a str of JSON (sent verbatim) or any JSON-serialisable value.
+    With ``retain=True`` it is also kept as the newest value of (topic, key)
+    for clients that subscribe later (see :meth:`Server.broadcast`).
     Returns the number of subscribers it was queued for. Raises
     ``RuntimeError`` if no server was started or it was stopped, and
     ``ValueError`` for an invalid topic or invalid JSON.
     """
+    return _running().broadcast(topic, data, key, retain)
+
+
+def clear_retained(topic: str, key: object = None) -> None:
+    """Forget the retained value of (topic, key), or all of ``topic``'s when
+    ``key`` is None, on the server the last :func:`start` made."""
+    _running().clear_retained(topic, key)
+
+
+def _running() -> Server:
     server = _default
     if server is None:
         raise RuntimeError("wshub is not started: call wshub.start(port) first")
-    return server.broadcast(topic, data, key)
+    return server
 
 
 def stop() -> None:

@@ -39,6 +39,15 @@ class Server:
         history_size: int = 1024,
         history_bytes: int = 1048576,
         history_ttl: float | None = None,
+        retained_per_topic: int = 1000,
+        retained_bytes: int = 67_108_864,
+        jwt_key: str | bytes | None = None,
+        jwt_algorithms: str = "HS256",
+        jwt_audience: str | None = None,
+        jwt_issuer: str | None = None,
+        jwt_leeway: float = 0.0,
+        jwt_query: str = "token",
+        jwt_cookie: str | None = None,
         ping_interval: float = 20.0,
         ping_timeout: float = 20.0,
         handshake_timeout: float = 10.0,
@@ -64,15 +73,25 @@ class Server:
     @property
     def running(self) -> bool:
         """True until stop() is called."""
-    def broadcast(self, topic: str, data: Any, key: object = None) -> int:
+    def broadcast(
+        self, topic: str, data: Any, key: object = None, retain: bool = False
+    ) -> int:
         """Publish data (a JSON str, or a JSON-serialisable value) on topic.
 
         key: with slow_client="conflate", a client that is behind keeps only
         the newest pending publication per (topic, str(key)).
 
+        retain: also keep it as the newest value of (topic, str(key)) (key
+        None: the topic's one keyless value); clients that subscribe later
+        receive it first, flagged "retained": true. ValueError when retained
+        values are off or the value alone exceeds retained_bytes.
+
         Returns the number of subscribers it was queued for (with a
         backplane: this hub's subscribers of the topic).
         """
+    def clear_retained(self, topic: str, key: object = None) -> None:
+        """Forget the retained value of (topic, str(key)), or all of topic's
+        when key is None; in order with the publications made before it."""
     def broadcast_many(self, items: Iterable[tuple[str, Any]]) -> list[int]:
         """Publish each (topic, data) pair in order with one call; all are
         checked first, so on error nothing is sent."""
@@ -86,7 +105,13 @@ class Server:
         reason), and for the Redis backplane: backplane_published, backplane_received,
         backplane_dropped, backplane_missed, backplane_reconnects (ints),
         backplane_connected (bool); history_bytes (bytes kept in topic
-        histories for clients that recover)."""
+        histories for clients that recover); retained_values,
+        retained_bytes (kept now), retained_evicted, retained_refused,
+        retained_unsent (what the retained bounds or a new subscriber's
+        queue left out); token_expired_closes, tokens_refreshed (jwt_key).
+        handshakes_rejected also counts token refusals (token_missing,
+        token_malformed, token_signature, token_algorithm, token_expired,
+        token_not_yet_valid, token_claims)."""
     def stop(self) -> None:
         """Close every client with 1001 and join the hub's threads."""
     def __enter__(self) -> Server: ...

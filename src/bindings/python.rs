@@ -13,9 +13,10 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyString};
 
 use crate::core::authorize::{Authorization, Authorizer, HandshakeRequest};
-use crate::core::config::{seconds, Config, SlowClientPolicy, TopicPolicy};
+use crate::core::config::{seconds, seconds_or_zero, Config, SlowClientPolicy, TopicPolicy};
 use crate::core::error::Error;
 use crate::core::subscription_events::SubscriptionListener;
+use crate::core::token::TokenConfig;
 use crate::server::Server;
 
 /// The log target (a Python logger name, `wshub.python`, once
@@ -27,9 +28,10 @@ impl From<Error> for PyErr {
     fn from(error: Error) -> PyErr {
         let message = error.to_string();
         match error {
-            Error::InvalidJson(_) | Error::InvalidTopic(_) | Error::InvalidConfig(_) => {
-                PyValueError::new_err(message)
-            }
+            Error::InvalidJson(_)
+            | Error::InvalidTopic(_)
+            | Error::InvalidConfig(_)
+            | Error::NotRetainable(_) => PyValueError::new_err(message),
             Error::NotRunning | Error::Overloaded | Error::Runtime(_) | Error::Forked { .. } => {
                 PyRuntimeError::new_err(message)
             }
@@ -46,6 +48,15 @@ impl From<Error> for PyErr {
     }
 }
 
+/// `jwt_key` as bytes: a str (a secret, or a PEM key) is its UTF-8.
+fn key_bytes(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(text) = key.cast::<PyString>() {
+        return Ok(text.to_str()?.as_bytes().to_vec());
+    }
+    key.extract::<Vec<u8>>()
+        .map_err(|_| PyTypeError::new_err("jwt_key must be a str or bytes"))
+}
+
 /// A running wshub server: a WebSocket pub/sub hub on its own threads.
 ///
 /// Server(port=0, *, host="127.0.0.1", path="/api/ws", topics=None,
@@ -56,6 +67,9 @@ impl From<Error> for PyErr {
 ///        rate_limit=100.0, rate_burst=200,
 ///        publish_queue=65536, publish_queue_bytes=67108864,
 ///        history_size=1024, history_bytes=1048576, history_ttl=None,
+///        retained_per_topic=1000, retained_bytes=67108864,
+///        jwt_key=None, jwt_algorithms="HS256", jwt_audience=None,
+///        jwt_issuer=None, jwt_leeway=0.0, jwt_query="token", jwt_cookie=None,
 ///        ping_interval=20.0, ping_timeout=20.0,
 ///        handshake_timeout=10.0, max_handshake_bytes=65536, max_headers=64,
 ///        shutdown_timeout=2.0, worker_threads=1,
@@ -94,6 +108,15 @@ impl PyServer {
         history_size = 1024,
         history_bytes = 1_048_576,
         history_ttl = None,
+        retained_per_topic = 1000,
+        retained_bytes = 67_108_864,
+        jwt_key = None,
+        jwt_algorithms = "HS256",
+        jwt_audience = None,
+        jwt_issuer = None,
+        jwt_leeway = 0.0,
+        jwt_query = "token",
+        jwt_cookie = None,
         ping_interval = 20.0,
         ping_timeout = 20.0,
         handshake_timeout = 10.0,
@@ -130,6 +153,15 @@ impl PyServer {
         history_size: usize,
         history_bytes: usize,
         history_ttl: Option<f64>,
+        retained_per_topic: usize,
+        retained_bytes: usize,
+        jwt_key: Option<&Bound<'_, PyAny>>,
+        jwt_algorithms: &str,
+        jwt_audience: Option<String>,
+        jwt_issuer: Option<String>,
+        jwt_leeway: f64,
+        jwt_query: &str,
+        jwt_cookie: Option<String>,
         ping_interval: f64,
         ping_timeout: f64,
         handshake_timeout: f64,
@@ -179,6 +211,20 @@ impl PyServer {
             history_ttl: history_ttl
                 .map(|ttl| seconds("history_ttl", ttl))
                 .transpose()?,
+            retained_per_topic,
+            retained_bytes,
+            jwt: match jwt_key {
+                None => None,
+                Some(key) => Some(TokenConfig {
+                    key: key_bytes(key)?,
+                    algorithms: jwt_algorithms.split(',').map(str::to_owned).collect(),
+                    audience: jwt_audience.map(|a| vec![a]),
+                    issuer: jwt_issuer.map(|i| vec![i]),
+                    leeway: seconds_or_zero("jwt_leeway", jwt_leeway)?,
+                    query_param: jwt_query.to_owned(),
+                    cookie: jwt_cookie,
+                }),
+            },
             ping_interval: seconds("ping_interval", ping_interval)?,
             ping_timeout: seconds("ping_timeout", ping_timeout)?,
             handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,
@@ -215,7 +261,7 @@ impl PyServer {
         self.server.is_running()
     }
 
-    /// broadcast(topic, data, key=None) -> int
+    /// broadcast(topic, data, key=None, retain=False) -> int
     ///
     /// Publishes data on topic to every subscribed client and returns how
     /// many subscribers it was queued for. data is a str holding JSON (sent
@@ -226,15 +272,23 @@ impl PyServer {
     /// never waits for Redis (see backplane_dropped in stats()).
     /// With slow_client="conflate", key (any value; compared as str) names
     /// what a newer publication replaces for a client that is behind.
-    /// Raises ValueError for an invalid topic name or invalid JSON,
-    /// TypeError for a value json cannot serialise, RuntimeError after stop().
-    #[pyo3(signature = (topic, data, key = None))]
+    /// With retain=True the publication is also kept as the newest value
+    /// of (topic, key) (key None: the topic's one keyless value), and
+    /// every client that subscribes later receives it first, flagged
+    /// "retained": true (see clear_retained(), retained_per_topic,
+    /// retained_bytes).
+    /// Raises ValueError for an invalid topic name or invalid JSON, or for
+    /// retain=True when retained values are off or the value alone exceeds
+    /// retained_bytes; TypeError for a value json cannot serialise,
+    /// RuntimeError after stop().
+    #[pyo3(signature = (topic, data, key = None, retain = false))]
     fn broadcast(
         &self,
         py: Python<'_>,
         topic: &str,
         data: &Bound<'_, PyAny>,
         key: Option<&Bound<'_, PyAny>>,
+        retain: bool,
     ) -> PyResult<u64> {
         // Keys are compared as text: a match id may be an int or a str.
         let key = key
@@ -243,10 +297,32 @@ impl PyServer {
         let key = key.as_deref();
         if let Ok(text) = data.cast::<PyString>() {
             let text = text.to_str()?;
-            return Ok(py.detach(|| self.server.broadcast_keyed(topic, text, key))?);
+            return Ok(py.detach(|| self.server.broadcast_keyed(topic, text, key, retain))?);
         }
         let text = to_json(py, data)?;
-        Ok(py.detach(|| self.server.broadcast_keyed(topic, &text, key))?)
+        Ok(py.detach(|| self.server.broadcast_keyed(topic, &text, key, retain))?)
+    }
+
+    /// clear_retained(topic, key=None) -> None
+    ///
+    /// Forgets the retained value of (topic, key) (key compared as str,
+    /// as for broadcast()), or every retained value of topic when key is
+    /// None. Applied in order with the publications made before it by
+    /// the same thread; with a backplane, on every hub. Clients already
+    /// subscribed are not told: retained values only concern clients that
+    /// subscribe later. Raises ValueError for an invalid topic name,
+    /// RuntimeError after stop().
+    #[pyo3(signature = (topic, key = None))]
+    fn clear_retained(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let key = key
+            .map(|k| k.str().and_then(|s| s.to_str().map(str::to_owned)))
+            .transpose()?;
+        Ok(py.detach(|| self.server.clear_retained(topic, key.as_deref()))?)
     }
 
     /// broadcast_many(items) -> list[int]
@@ -292,8 +368,12 @@ impl PyServer {
     /// connections_closed, sent_bytes, handshakes_rejected, and for the
     /// Redis backplane: backplane_published, backplane_received,
     /// backplane_dropped, backplane_missed, backplane_reconnects,
-    /// backplane_connected (bool), and history_bytes (bytes of publication
-    /// frames kept in topic histories for clients that recover). topics
+    /// backplane_connected (bool), history_bytes (bytes of publication
+    /// frames kept in topic histories for clients that recover), and for
+    /// retained values: retained_values and retained_bytes (kept now),
+    /// retained_evicted (pushed out by a bound), retained_refused (not
+    /// kept), retained_unsent (not sent to a new subscriber whose queue
+    /// could not take them). topics
     /// holds at most max_topics entries (only topics with subscribers).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         // Walking the registry takes a while with many topics: let other

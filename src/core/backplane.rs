@@ -21,12 +21,28 @@ use crate::core::outbox::lock;
 /// the module's path so that moving code does not rename loggers.
 const LOG_TARGET: &str = "wshub::backplane";
 
-/// A publication waiting to be sent to Redis.
+/// What an [`Outgoing`] item asks of every hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Deliver the publication.
+    Publish,
+    /// Deliver it and keep it as the newest retained value of its key.
+    Retain,
+    /// Forget the retained value of its key (of all keys, without one);
+    /// nothing is delivered and no `seq` is used.
+    ClearRetained,
+}
+
+/// A publication (or a clear of retained values) waiting to be sent to
+/// Redis.
 pub(crate) struct Outgoing {
     pub(crate) topic: Box<str>,
     /// The highest `seq` this hub had seen on the topic (the backplane keeps `seq` above it).
     pub(crate) floor: u64,
     pub(crate) data: Box<str>,
+    /// The conflation and retain key, which every hub needs too.
+    pub(crate) key: Option<Box<str>>,
+    pub(crate) kind: Kind,
 }
 
 /// The bounded hand-off from publishers to the backplane task. Pushing
@@ -52,9 +68,9 @@ impl Outbound {
         }
     }
 
-    /// Queues a publication; `false` when the queue is full (nothing was
+    /// Queues an item; `false` when the queue is full (nothing was
     /// queued and the caller counts a drop).
-    pub(crate) fn push(&self, topic: &str, floor: u64, data: &str) -> bool {
+    pub(crate) fn push(&self, item: Outgoing) -> bool {
         let mut items = lock(&self.items);
         if items.len() >= self.capacity {
             drop(items);
@@ -66,11 +82,7 @@ impl Outbound {
             return false;
         }
         let was_empty = items.is_empty();
-        items.push_back(Outgoing {
-            topic: topic.into(),
-            floor,
-            data: data.into(),
-        });
+        items.push_back(item);
         drop(items);
         if was_empty {
             self.ready.notify_one();
@@ -112,15 +124,25 @@ impl Outbound {
 mod tests {
     use super::*;
 
+    fn item(data: &str) -> Outgoing {
+        Outgoing {
+            topic: "t".into(),
+            floor: 0,
+            data: data.into(),
+            key: None,
+            kind: Kind::Publish,
+        }
+    }
+
     #[test]
     fn outbound_queue_is_bounded_and_never_waits() {
         let outbound = Outbound::new(2);
-        assert!(outbound.push("t", 0, "1"));
-        assert!(outbound.push("t", 0, "2"));
-        assert!(!outbound.push("t", 0, "3"));
+        assert!(outbound.push(item("1")));
+        assert!(outbound.push(item("2")));
+        assert!(!outbound.push(item("3")));
         let mut batch = Vec::new();
         outbound.take(&mut batch, 1024);
         assert_eq!(batch.len(), 2);
-        assert!(outbound.push("t", 0, "4"));
+        assert!(outbound.push(item("4")));
     }
 }

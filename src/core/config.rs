@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::core::authorize::Authorizer;
 use crate::core::error::Error;
 use crate::core::subscription_events::SubscriptionListener;
+use crate::core::token::TokenConfig;
 use crate::protocol::is_valid_topic;
 
 /// Which topic names clients may subscribe to.
@@ -102,6 +103,16 @@ pub struct Config {
     /// Age after which a publication leaves the history (`None`: kept
     /// until `history_size` or `history_bytes` push it out).
     pub history_ttl: Option<Duration>,
+    /// Retained values (`broadcast(..., retain=True)`) kept per topic at
+    /// most: a new key past it pushes out the topic's oldest value. A new
+    /// subscriber receives them within what its queue takes at once
+    /// (`send_queue`).
+    pub retained_per_topic: usize,
+    /// Bytes of retained frames kept across all topics at most; 0 turns
+    /// retained values off (`retain=True` is then an error).
+    pub retained_bytes: usize,
+    /// The built-in JWT check of every handshake (`None`: off).
+    pub jwt: Option<TokenConfig>,
     /// How often the server pings an idle client.
     pub ping_interval: Duration,
     /// How long after a ping a silent client is given before it is closed.
@@ -155,6 +166,12 @@ pub const MAX_HISTORY_SIZE: usize = 1_000_000;
 /// Upper bound on `history_bytes`: bytes kept per topic.
 pub const MAX_HISTORY_BYTES: usize = 1024 * 1024 * 1024;
 
+/// Upper bound on `retained_per_topic`.
+pub const MAX_RETAINED_PER_TOPIC: usize = 1_000_000;
+
+/// Upper bound on `retained_bytes`, across the hub.
+pub const MAX_RETAINED_BYTES: usize = 4 * 1024 * 1024 * 1024;
+
 /// Upper bound on `max_message_bytes`: tungstenite buffers a whole message
 /// before handing it over, so this is also a per-client memory bound.
 pub const MAX_MESSAGE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
@@ -199,6 +216,9 @@ impl Default for Config {
             history_size: 1024,
             history_bytes: 1024 * 1024,
             history_ttl: None,
+            retained_per_topic: 1000,
+            retained_bytes: 64 * 1024 * 1024,
+            jwt: None,
             ping_interval: Duration::from_secs(20),
             ping_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
@@ -285,6 +305,18 @@ impl Config {
                 self.history_bytes
             ));
         }
+        if self.retained_per_topic > MAX_RETAINED_PER_TOPIC {
+            return bad(format!(
+                "retained_per_topic must be at most {MAX_RETAINED_PER_TOPIC}, got {}",
+                self.retained_per_topic
+            ));
+        }
+        if self.retained_bytes > MAX_RETAINED_BYTES {
+            return bad(format!(
+                "retained_bytes must be at most {MAX_RETAINED_BYTES}, got {}",
+                self.retained_bytes
+            ));
+        }
         if !self.rate_limit.is_finite() || self.rate_limit <= 0.0 {
             return bad(format!(
                 "rate_limit must be a positive number of messages per second, got {}",
@@ -365,6 +397,21 @@ pub fn seconds(name: &str, value: f64) -> Result<Duration, Error> {
         )));
     }
     Ok(Duration::from_secs_f64(value))
+}
+
+/// [`seconds`] where 0 is allowed too (a clock-skew allowance).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming the option.
+pub fn seconds_or_zero(name: &str, value: f64) -> Result<Duration, Error> {
+    if value == 0.0 {
+        return Ok(Duration::ZERO);
+    }
+    seconds(name, value).map_err(|_| {
+        Error::InvalidConfig(format!(
+            "{name} must be a number of seconds in [0, 86400], got {value}"
+        ))
+    })
 }
 
 #[cfg(test)]

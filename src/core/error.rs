@@ -13,6 +13,11 @@ pub enum Error {
     /// A topic name is not 1-128 characters of `[A-Za-z0-9_.:-]`.
     #[error("invalid topic name {0:?}: use 1-128 characters of [A-Za-z0-9_.:-]")]
     InvalidTopic(String),
+    /// `broadcast(..., retain=True)` of a value the hub cannot keep:
+    /// retained values are off (`retained_bytes` 0), or the value alone
+    /// is larger than all they may hold. Nothing is sent.
+    #[error("cannot retain this publication: {0}")]
+    NotRetainable(String),
     /// An option is out of range or malformed.
     #[error("invalid option: {0}")]
     InvalidConfig(String),

@@ -34,22 +34,25 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::backplane::Outbound;
+use crate::core::backplane::{Kind, Outbound, Outgoing};
 use crate::core::error::Error;
 use crate::core::outbox::{lock, OutFrame, Outbox, Pacing, Tally};
+use crate::core::retained::{Kept, Retained, RetainedLimits, Value};
 use crate::core::stats::{Counters, Stats};
 use crate::core::stream::{Epochs, HistoryLimits, Stream};
 use crate::core::subscription_events::SubscriptionEvents;
-use crate::protocol::frame::{encode_publication, MAX_FRAME_HEADER_LEN};
-use crate::protocol::{is_valid_topic, publication_len, validate_json, Position, TopicStream};
+use crate::protocol::frame::{encode_publication, encode_retained, MAX_FRAME_HEADER_LEN};
+use crate::protocol::{
+    is_valid_topic, publication_len, retained_len, validate_json, Position, TopicStream,
+};
 
 /// Deliveries the fan-out makes before it lets the writers run: large
 /// enough that each client's write carries many frames (one syscall for
@@ -106,6 +109,8 @@ fn on_runtime_thread() -> bool {
 /// One topic: its sequence counter, its subscribers and its stream.
 #[derive(Debug)]
 struct Topic {
+    /// Its name, shared with the registry's key.
+    name: Arc<str>,
     /// Names this lifetime of the topic's numbering (see
     /// [`crate::core::stream`]): a topic forgotten and registered anew
     /// gets a new one, and its `seq` restarts at 1.
@@ -114,6 +119,11 @@ struct Topic {
     next_seq: AtomicU64,
     /// Mirrors `subscribers.len()` so `publish` can answer without locking.
     subscriber_count: AtomicU64,
+    /// Set (under the publish-queue lock) once a publication to be
+    /// retained is queued: from then on a new subscriber starts right
+    /// after the retained values it is given (see
+    /// [`Hub::subscribe_reserved`]).
+    retains: AtomicBool,
     subscribers: Mutex<Subscribers>,
 }
 
@@ -145,6 +155,13 @@ struct Subscribers {
     /// fan-out under this lock, so a subscriber's `from_seq` and what
     /// the stream holds agree).
     stream: Stream,
+    /// The newest value per key kept for subscribers to come (changed by
+    /// the fan-out under this lock, like the stream).
+    retained: Retained,
+    /// Publications to be retained that are queued and not yet fanned
+    /// out: they keep the topic registered, so the value is not lost
+    /// with a topic forgotten meanwhile.
+    pending_retains: usize,
 }
 
 impl Subscribers {
@@ -170,11 +187,13 @@ impl Subscribers {
 }
 
 impl Topic {
-    fn new(epoch: Arc<str>) -> Self {
+    fn new(name: Arc<str>, epoch: Arc<str>) -> Self {
         Topic {
+            name,
             epoch,
             next_seq: AtomicU64::new(1),
             subscriber_count: AtomicU64::new(0),
+            retains: AtomicBool::new(false),
             subscribers: Mutex::new(Subscribers::default()),
         }
     }
@@ -186,11 +205,14 @@ impl Subscribers {
         self.list.is_empty() && self.reserved == 0
     }
 
-    /// Idle and keeping no history: the topic can leave the registry (its
-    /// `seq` numbering restarts, in a new epoch, if it is subscribed
-    /// again).
+    /// Idle and keeping no history and no retained value (nor about to):
+    /// the topic can leave the registry (its `seq` numbering restarts, in
+    /// a new epoch, if it is subscribed again).
     fn is_unused(&self) -> bool {
-        self.is_idle() && self.stream.is_empty()
+        self.is_idle()
+            && self.stream.is_empty()
+            && self.retained.is_empty()
+            && self.pending_retains == 0
     }
 }
 
@@ -207,13 +229,16 @@ pub struct Reserved {
     stream: TopicStream,
     /// A recovery promised: the first `seq` to send from the stream.
     recover_from: Option<u64>,
-    /// What that recovery sends at once: publications and bytes.
+    /// What that recovery, or else the retained values, send at once:
+    /// frames and bytes (the most the subscription may send before live
+    /// publications).
     backlog: (usize, usize),
 }
 
 impl Reserved {
-    /// Publications and bytes the promised recovery sends at once (zero
-    /// without one), for the connection's budget over several topics.
+    /// Frames and bytes the promised recovery or the retained values send
+    /// at once (zero without either), for the connection's budget over
+    /// several topics.
     pub fn backlog(&self) -> (usize, usize) {
         self.backlog
     }
@@ -240,8 +265,30 @@ struct Publication {
     seq: u64,
     /// Conflation key (`topic` NUL `key`), only under the conflate policy.
     key: Option<Arc<str>>,
-    /// The encoded WebSocket frame, shared by every subscriber.
+    /// The encoded WebSocket frame, shared by every subscriber (empty for
+    /// a [`Retain::Clear`], which is delivered to nobody).
     frame: Bytes,
+    /// What it does to the topic's retained values, if anything.
+    retain: Option<Retain>,
+}
+
+/// A queued change to a topic's retained values, made by the fan-out in
+/// publication order (so a clear after a retained publication of the
+/// same thread clears it, and one before does not).
+enum Retain {
+    /// Keep this publication as the newest value of `key` (`None`: the
+    /// topic's keyless value); `frame` is its retained frame.
+    Keep { key: Option<Arc<str>>, frame: Bytes },
+    /// Forget the value of `key`, or all of the topic's (`None`).
+    Clear { key: Option<Arc<str>> },
+}
+
+impl Publication {
+    /// A clear of retained values: it changes the topic, and nobody
+    /// receives it.
+    fn is_clear(&self) -> bool {
+        matches!(self.retain, Some(Retain::Clear { .. }))
+    }
 }
 
 #[derive(Default)]
@@ -313,6 +360,8 @@ pub struct Hub {
     bytes_per_slice: usize,
     /// How much of each topic's stream is kept.
     history: HistoryLimits,
+    /// How many retained values are kept.
+    retained: RetainedLimits,
     /// Names each topic's epoch.
     epochs: Epochs,
     /// With a backplane, the feed's one epoch, which every topic created
@@ -322,7 +371,7 @@ pub struct Hub {
     /// to be evicted when the registry is full or their history expires.
     /// Entries may be stale (the topic got a subscriber, or was forgotten
     /// since): they are checked when taken.
-    idle: Mutex<VecDeque<(Arc<str>, Weak<Topic>)>>,
+    idle: Mutex<VecDeque<Weak<Topic>>>,
 }
 
 /// What [`Hub::ingest`] did with a publication from the backplane.
@@ -370,6 +419,7 @@ impl Hub {
             publications_per_slice: DEFAULT_PUBLICATIONS_PER_SLICE,
             bytes_per_slice: usize::MAX,
             history: HistoryLimits::NONE,
+            retained: RetainedLimits::NONE,
             epochs: Epochs::default(),
             feed_epoch: RwLock::new(None),
             idle: Mutex::new(VecDeque::new()),
@@ -381,6 +431,13 @@ impl Hub {
     #[must_use]
     pub fn with_history(mut self, limits: HistoryLimits) -> Self {
         self.history = limits;
+        self
+    }
+
+    /// Keeps retained values within `limits` (set once, at start).
+    #[must_use]
+    pub fn with_retained(mut self, limits: RetainedLimits) -> Self {
+        self.retained = limits;
         self
     }
 
@@ -464,23 +521,58 @@ impl Hub {
     /// when the queue is full and the caller is a runtime thread.
     #[cfg(test)]
     pub fn publish(&self, topic: &str, data: &str) -> Result<u64, Error> {
-        self.publish_keyed(topic, data, None)
+        self.publish_keyed(topic, data, None, false)
     }
 
-    /// [`Hub::publish`] with a conflation key: under the conflate policy, a
-    /// client that is behind keeps only the newest publication per
-    /// (topic, key). Without a key, the topic is the key.
+    /// [`Hub::publish`] with a key and, with `retain`, kept as the newest
+    /// value of (topic, key) for subscribers to come (see
+    /// [`crate::core::retained`]); a topic the hub does not hold is then
+    /// registered for it. Under the conflate policy, a client that is
+    /// behind keeps only the newest publication per (topic, key). Without
+    /// a key, the topic is the key.
     ///
     /// # Errors
-    /// As [`Hub::publish`].
-    pub fn publish_keyed(&self, topic: &str, data: &str, key: Option<&str>) -> Result<u64, Error> {
+    /// As [`Hub::publish`], and [`Error::NotRetainable`] (nothing is
+    /// sent) for a value to retain that the bounds can never hold.
+    pub fn publish_keyed(
+        &self,
+        topic: &str,
+        data: &str,
+        key: Option<&str>,
+        retain: bool,
+    ) -> Result<u64, Error> {
         check_publication(topic, data)?;
-        self.publish_checked(topic, data, key)
+        if retain {
+            self.check_retainable(topic, data)?;
+        }
+        self.publish_checked(topic, data, key, retain)
     }
 
-    /// [`Hub::publish_keyed`] for a publication [`check_publication`]
-    /// already accepted (a batch checks all its items before publishing
-    /// any).
+    /// Whether a publication of `data` on `topic` can be retained at all:
+    /// retained values are on and its frame alone fits their bytes.
+    ///
+    /// # Errors
+    /// [`Error::NotRetainable`] saying which bound.
+    pub fn check_retainable(&self, topic: &str, data: &str) -> Result<(), Error> {
+        let limits = &self.retained;
+        if limits.bytes == 0 || limits.per_topic == 0 {
+            return Err(Error::NotRetainable(
+                "retained values are off (retained_bytes or retained_per_topic is 0)".into(),
+            ));
+        }
+        let len = retained_len(topic, u64::MAX, data) + MAX_FRAME_HEADER_LEN;
+        if len > limits.bytes {
+            return Err(Error::NotRetainable(format!(
+                "its frame (up to {len} bytes) is larger than retained_bytes ({})",
+                limits.bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`Hub::publish_keyed`] for a publication [`check_publication`] (and,
+    /// to retain, [`Hub::check_retainable`]) already accepted: a batch
+    /// checks all its items before publishing any.
     ///
     /// # Errors
     /// [`Error::NotRunning`], [`Error::Overloaded`].
@@ -489,25 +581,54 @@ impl Hub {
         topic: &str,
         data: &str,
         key: Option<&str>,
+        retain: bool,
     ) -> Result<u64, Error> {
-        // Looked up, never created: a topic without subscribers must not
-        // cost a registry entry per publication.
-        let entry = self.lookup(topic);
         if let Some(outbound) = self.backplane.get() {
-            return self.publish_to_backplane(outbound, topic, entry.as_deref(), data);
+            // Retained when it comes back from the backplane, by every hub.
+            let entry = self.lookup(topic);
+            let item = Outgoing {
+                topic: topic.into(),
+                floor: 0,
+                data: data.into(),
+                key: key.map(Into::into),
+                kind: if retain { Kind::Retain } else { Kind::Publish },
+            };
+            return self.publish_to_backplane(outbound, entry.as_deref(), item);
         }
+        // Looked up, never created: a topic without subscribers must not
+        // cost a registry entry per publication. One to retain is the
+        // exception: the value is for subscribers to come.
+        let entry = if retain {
+            self.hold_for_retain(topic)
+        } else {
+            self.lookup(topic)
+        };
         let Some(entry) = entry else {
+            if retain {
+                Counters::add(&self.counters.retained_refused, 1);
+            }
             return self.publish_unwatched();
         };
-        // The frame's size before its `seq` is known: with the longest seq.
-        let len = publication_len(topic, u64::MAX, data) + MAX_FRAME_HEADER_LEN;
+        let published = self.enqueue(&entry, topic, data, key, retain);
+        if retain && published.is_err() {
+            self.release_retain(&entry);
+        }
+        published
+    }
+
+    /// Waits for room for a frame of `len` bytes in the publish queue and
+    /// returns it locked; never waits on a runtime thread.
+    ///
+    /// # Errors
+    /// [`Error::NotRunning`], [`Error::Overloaded`].
+    fn queue_with_room(&self, len: usize) -> Result<MutexGuard<'_, QueueState>, Error> {
         let mut state = lock(&self.queue.state);
         loop {
             if state.closed {
                 return Err(Error::NotRunning);
             }
             if self.queue.has_room(&state, len) {
-                break;
+                return Ok(state);
             }
             if on_runtime_thread() {
                 return Err(Error::Overloaded);
@@ -518,23 +639,45 @@ impl Hub {
                 .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+    }
+
+    /// Numbers a publication and queues it for the fan-out.
+    fn enqueue(
+        &self,
+        entry: &Arc<Topic>,
+        topic: &str,
+        data: &str,
+        key: Option<&str>,
+        retain: bool,
+    ) -> Result<u64, Error> {
+        // The frame's size before its `seq` is known: with the longest seq.
+        let len = publication_len(topic, u64::MAX, data) + MAX_FRAME_HEADER_LEN;
+        let mut state = self.queue_with_room(len)?;
         // Read under the queue lock, where `subscribe` changes it: a
         // subscriber counted here is one the fan-out delivers to.
         let subscribers = entry.subscriber_count.load(Ordering::Relaxed);
         // A topic kept for its history (nobody subscribed now) still
         // numbers and records what is published, for whoever recovers.
-        if subscribers == 0 && !self.keeps_history() {
+        if subscribers == 0 && !self.keeps_history() && !retain {
             drop(state);
             return self.publish_unwatched();
         }
         let seq = entry.next_seq.fetch_add(1, Ordering::Relaxed);
         let frame = encode_publication(topic, seq, data);
+        let retain = retain.then(|| {
+            entry.retains.store(true, Ordering::Relaxed);
+            Retain::Keep {
+                key: key.map(Arc::from),
+                frame: encode_retained(topic, seq, data),
+            }
+        });
         let was_empty = state.items.is_empty();
         state.push(Publication {
-            topic: entry,
+            topic: Arc::clone(entry),
             seq,
             key: self.conflation_key(topic, key),
             frame,
+            retain,
         });
         drop(state);
         Counters::add(&self.counters.published, 1);
@@ -552,6 +695,98 @@ impl Hub {
         }
         Counters::add(&self.counters.published, 1);
         Ok(0)
+    }
+
+    /// Forgets the retained value of (topic, `key`), or all of the topic's
+    /// when `key` is `None`: queued like a publication, so it applies
+    /// after the publications queued before it (of the same thread) and
+    /// before later ones. With a backplane it goes through Redis to every
+    /// hub.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTopic`], [`Error::NotRunning`] after
+    /// [`Hub::close`], [`Error::Overloaded`] as for [`Hub::publish`].
+    pub fn clear_retained(&self, topic: &str, key: Option<&str>) -> Result<(), Error> {
+        if !is_valid_topic(topic) {
+            return Err(Error::InvalidTopic(topic.to_owned()));
+        }
+        if let Some(outbound) = self.backplane.get() {
+            let item = Outgoing {
+                topic: topic.into(),
+                floor: 0,
+                data: "".into(),
+                key: key.map(Into::into),
+                kind: Kind::ClearRetained,
+            };
+            if self.is_closed() {
+                return Err(Error::NotRunning);
+            }
+            if !outbound.push(item) {
+                Counters::add(&self.counters.backplane_dropped, 1);
+            }
+            return Ok(());
+        }
+        self.queue_clear(topic, key)
+    }
+
+    /// Queues a clear of retained values for the fan-out (a local one, or
+    /// one the backplane received).
+    ///
+    /// # Errors
+    /// [`Error::NotRunning`], [`Error::Overloaded`].
+    pub fn queue_clear(&self, topic: &str, key: Option<&str>) -> Result<(), Error> {
+        // A topic the hub does not hold retains nothing, and has nothing
+        // on its way to be retained (that would hold it).
+        let Some(entry) = self.lookup(topic) else {
+            return if self.is_closed() {
+                Err(Error::NotRunning)
+            } else {
+                Ok(())
+            };
+        };
+        let mut state = self.queue_with_room(0)?;
+        let was_empty = state.items.is_empty();
+        state.push(Publication {
+            topic: entry,
+            seq: 0,
+            key: None,
+            frame: Bytes::new(),
+            retain: Some(Retain::Clear {
+                key: key.map(Arc::from),
+            }),
+        });
+        drop(state);
+        if was_empty {
+            self.queue.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The topic's entry, registered if needed, held for a publication to
+    /// be retained until the fan-out keeps it (so that it cannot be
+    /// forgotten meanwhile); `None` when the registry is full.
+    fn hold_for_retain(&self, topic: &str) -> Option<Arc<Topic>> {
+        loop {
+            let entry = self.register(topic)?;
+            let mut subscribers = lock(&entry.subscribers);
+            let forgotten = subscribers.forgotten;
+            if !forgotten {
+                subscribers.pending_retains += 1;
+            }
+            drop(subscribers);
+            if !forgotten {
+                return Some(entry);
+            }
+            self.forget(&entry);
+        }
+    }
+
+    /// Gives back a [`Hub::hold_for_retain`] whose publication was not
+    /// queued.
+    fn release_retain(&self, entry: &Arc<Topic>) {
+        let mut subscribers = lock(&entry.subscribers);
+        subscribers.pending_retains -= 1;
+        self.forget_if_unused(entry, subscribers);
     }
 
     /// Names the numbering of the topics created from now on with the
@@ -583,9 +818,8 @@ impl Hub {
     fn publish_to_backplane(
         &self,
         outbound: &Outbound,
-        topic: &str,
         entry: Option<&Topic>,
-        data: &str,
+        mut item: Outgoing,
     ) -> Result<u64, Error> {
         if self.is_closed() {
             return Err(Error::NotRunning);
@@ -593,8 +827,8 @@ impl Hub {
         // The highest seq seen here, so Redis never numbers below it (0
         // when nobody here listens: what this hub's clients saw of a
         // forgotten topic no longer matters to them).
-        let floor = entry.map_or(0, |e| e.next_seq.load(Ordering::Relaxed) - 1);
-        if !outbound.push(topic, floor, data) {
+        item.floor = entry.map_or(0, |e| e.next_seq.load(Ordering::Relaxed) - 1);
+        if !outbound.push(item) {
             Counters::add(&self.counters.backplane_dropped, 1);
         }
         Counters::add(&self.counters.published, 1);
@@ -603,23 +837,57 @@ impl Hub {
 
     /// Queues a publication numbered elsewhere (by the backplane) for the
     /// local fan-out, exactly like a local one: same queue, same order,
-    /// same `subscribe` semantics. Never waits. A publication on a topic
-    /// nobody here is subscribed to is [`Ingested::Unwatched`] and costs
-    /// nothing (no registry entry).
+    /// same `subscribe` semantics, same conflation key and, with
+    /// `retain`, kept as the topic's newest value of `key` here too. Never
+    /// waits. A publication on a topic nobody here is subscribed to is
+    /// [`Ingested::Unwatched`] and costs nothing (no registry entry),
+    /// unless it is to be retained.
     ///
     /// # Errors
     /// [`Error::InvalidTopic`], [`Error::InvalidJson`],
     /// [`Error::NotRunning`] after [`Hub::close`], and
     /// [`Error::Overloaded`] when the queue is full (retry later).
-    pub fn ingest(&self, topic: &str, seq: u64, data: &str) -> Result<Ingested, Error> {
+    pub fn ingest(
+        &self,
+        topic: &str,
+        seq: u64,
+        data: &str,
+        key: Option<&str>,
+        retain: bool,
+    ) -> Result<Ingested, Error> {
         check_publication(topic, data)?;
-        let Some(entry) = self.lookup(topic) else {
+        let retain = retain && self.check_retainable(topic, data).is_ok();
+        let entry = if retain {
+            self.hold_for_retain(topic)
+        } else {
+            self.lookup(topic)
+        };
+        let Some(entry) = entry else {
+            if retain {
+                Counters::add(&self.counters.retained_refused, 1);
+            }
             return if self.is_closed() {
                 Err(Error::NotRunning)
             } else {
                 Ok(Ingested::Unwatched)
             };
         };
+        let ingested = self.enqueue_numbered(&entry, topic, seq, data, key, retain);
+        if retain && !matches!(ingested, Ok(Ingested::Queued { .. })) {
+            self.release_retain(&entry);
+        }
+        ingested
+    }
+
+    fn enqueue_numbered(
+        &self,
+        entry: &Arc<Topic>,
+        topic: &str,
+        seq: u64,
+        data: &str,
+        key: Option<&str>,
+        retain: bool,
+    ) -> Result<Ingested, Error> {
         let frame = encode_publication(topic, seq, data);
         let mut state = lock(&self.queue.state);
         if state.closed {
@@ -630,7 +898,7 @@ impl Hub {
         if seq < next {
             return Ok(Ingested::Stale);
         }
-        if entry.subscriber_count.load(Ordering::Relaxed) == 0 && !self.keeps_history() {
+        if entry.subscriber_count.load(Ordering::Relaxed) == 0 && !self.keeps_history() && !retain {
             return Ok(Ingested::Unwatched);
         }
         if !self.queue.has_room(&state, frame.len()) {
@@ -640,12 +908,20 @@ impl Hub {
         // were made before this hub was listening.
         let missed = if next == 1 { 0 } else { seq - next };
         entry.next_seq.store(seq + 1, Ordering::Relaxed);
+        let retain = retain.then(|| {
+            entry.retains.store(true, Ordering::Relaxed);
+            Retain::Keep {
+                key: key.map(Arc::from),
+                frame: encode_retained(topic, seq, data),
+            }
+        });
         let was_empty = state.items.is_empty();
         state.push(Publication {
-            topic: entry,
+            topic: Arc::clone(entry),
             seq,
-            key: self.conflation_key(topic, None),
+            key: self.conflation_key(topic, key),
             frame,
+            retain,
         });
         drop(state);
         if was_empty {
@@ -736,14 +1012,20 @@ impl Hub {
 
     /// Fans out a batch in order, one run of same-topic publications at a
     /// time: the order each client sees across topics is the publish order.
+    /// Clears of retained values apply in their place in that order.
     fn fan_out_batch(&self, batch: &[Publication]) {
         let mut tally = Tally::default();
         let now = Instant::now();
         let mut rest = batch;
         while let Some(first) = rest.first() {
+            if first.is_clear() {
+                self.clear(first);
+                rest = &rest[1..];
+                continue;
+            }
             let len = rest
                 .iter()
-                .position(|p| !Arc::ptr_eq(&p.topic, &first.topic))
+                .position(|p| !Arc::ptr_eq(&p.topic, &first.topic) || p.is_clear())
                 .unwrap_or(rest.len());
             let (run, after) = rest.split_at(len);
             if let [publication] = run {
@@ -753,9 +1035,7 @@ impl Hub {
             }
             rest = after;
         }
-        Counters::add(&self.counters.conflated, tally.conflated);
-        Counters::add(&self.counters.dropped, tally.dropped);
-        Counters::add(&self.counters.slow_consumer_closes, tally.overflowed);
+        self.count(tally);
     }
 
     fn fan_out(&self, publication: &Publication, tally: &mut Tally, now: Instant) {
@@ -769,22 +1049,78 @@ impl Hub {
                 publication.key.clone(),
             )));
         }
-        if !subscribers.forgotten {
-            self.record(&mut subscribers.stream, publication, now);
+        let newly_idle = self.record(&mut subscribers, publication, now);
+        drop(subscribers);
+        if newly_idle {
+            self.mark_idle(&publication.topic);
         }
     }
 
-    /// Appends a fanned-out publication to its topic's stream.
-    fn record(&self, stream: &mut Stream, publication: &Publication, now: Instant) {
-        self.tracked(stream, |stream| {
-            stream.append(
-                publication.seq,
-                publication.frame.clone(),
-                publication.key.clone(),
-                &self.history,
-                now,
-            );
+    /// Appends a fanned-out publication to its topic's stream and, if it
+    /// is to be retained, keeps it. Returns whether that made an idle
+    /// topic one kept for its retained values (it joins the idle list,
+    /// once the caller let go of the topic's lock).
+    fn record(
+        &self,
+        subscribers: &mut Subscribers,
+        publication: &Publication,
+        now: Instant,
+    ) -> bool {
+        let mut newly_idle = false;
+        if let Some(Retain::Keep { key, frame }) = &publication.retain {
+            subscribers.pending_retains -= 1;
+            if !subscribers.forgotten {
+                let had_none = subscribers.retained.is_empty();
+                let value = Value {
+                    seq: publication.seq,
+                    frame: frame.clone(),
+                    conflation: publication.key.clone(),
+                };
+                self.keep_retained(&mut subscribers.retained, key.as_ref(), value);
+                newly_idle = had_none && !subscribers.retained.is_empty() && subscribers.is_idle();
+            }
+        }
+        // A forgotten entry's history would be kept by nobody (and never
+        // leave the `history_bytes` gauge).
+        if !subscribers.forgotten {
+            self.tracked(&mut subscribers.stream, |stream| {
+                stream.append(
+                    publication.seq,
+                    publication.frame.clone(),
+                    publication.key.clone(),
+                    &self.history,
+                    now,
+                );
+            });
+        }
+        newly_idle
+    }
+
+    /// Keeps a retained value within the bounds, counting what they push
+    /// out or refuse.
+    fn keep_retained(&self, retained: &mut Retained, key: Option<&Arc<str>>, value: Value) {
+        let used = usize::try_from(self.counters.retained_bytes.load(Ordering::Relaxed))
+            .unwrap_or(usize::MAX);
+        self.tracked_retained(retained, |r| {
+            match r.keep(key, value, &self.retained, used) {
+                Kept::Stored { evicted } => Counters::add(&self.counters.retained_evicted, evicted),
+                Kept::Refused => Counters::add(&self.counters.retained_refused, 1),
+            }
         });
+    }
+
+    /// Applies a queued clear of retained values.
+    fn clear(&self, publication: &Publication) {
+        let Some(Retain::Clear { key }) = &publication.retain else {
+            return;
+        };
+        let mut subscribers = lock(&publication.topic.subscribers);
+        self.tracked_retained(&mut subscribers.retained, |r| {
+            r.clear(key.as_deref());
+        });
+        if subscribers.is_unused() {
+            self.forget_if_unused(&publication.topic, subscribers);
+        }
     }
 
     /// Runs `change` on a stream and follows its size in the
@@ -792,13 +1128,16 @@ impl Hub {
     fn tracked(&self, stream: &mut Stream, change: impl FnOnce(&mut Stream)) {
         let before = stream.bytes();
         change(stream);
-        let after = stream.bytes();
-        let gauge = &self.counters.history_bytes;
-        if after > before {
-            gauge.fetch_add((after - before) as u64, Ordering::Relaxed);
-        } else if before > after {
-            gauge.fetch_sub((before - after) as u64, Ordering::Relaxed);
-        }
+        follow(&self.counters.history_bytes, before, stream.bytes());
+    }
+
+    /// Runs `change` on a topic's retained values and follows them in the
+    /// `retained_values` and `retained_bytes` gauges.
+    fn tracked_retained(&self, retained: &mut Retained, change: impl FnOnce(&mut Retained)) {
+        let (values, bytes) = (retained.len(), retained.bytes());
+        change(retained);
+        follow(&self.counters.retained_values, values, retained.len());
+        follow(&self.counters.retained_bytes, bytes, retained.bytes());
     }
 
     /// Fans out consecutive publications of one topic (in `seq` order):
@@ -806,12 +1145,14 @@ impl Hub {
     /// gets the part from its `from_seq` on as a single queue entry.
     fn fan_out_run(&self, run: &[Publication], tally: &mut Tally, now: Instant) {
         let mut subscribers = lock(&run[0].topic.subscribers);
-        // A forgotten entry's history would be kept by nobody (and never
-        // leave the `history_bytes` gauge).
-        if !subscribers.forgotten {
-            for publication in run {
-                self.record(&mut subscribers.stream, publication, now);
-            }
+        let mut newly_idle = false;
+        for publication in run {
+            newly_idle |= self.record(&mut subscribers, publication, now);
+        }
+        if newly_idle {
+            drop(subscribers);
+            self.mark_idle(&run[0].topic);
+            return;
         }
         if subscribers.list.is_empty() {
             return;
@@ -865,27 +1206,7 @@ impl Hub {
         backlog: Backlog,
     ) -> Option<Reserved> {
         loop {
-            let entry = match self.lookup(topic) {
-                Some(entry) => entry,
-                None => {
-                    let mut topics = write(&self.topics);
-                    match topics.get(topic) {
-                        Some(entry) => Arc::clone(entry),
-                        None if topics.len() >= self.max_topics => {
-                            drop(topics);
-                            if self.evict_idle() {
-                                continue;
-                            }
-                            return None;
-                        }
-                        None => {
-                            let entry = Arc::new(Topic::new(self.new_epoch()));
-                            topics.insert(Arc::from(topic), Arc::clone(&entry));
-                            entry
-                        }
-                    }
-                }
-            };
+            let entry = self.register(topic)?;
             let mut subscribers = lock(&entry.subscribers);
             if !subscribers.forgotten {
                 subscribers.reserved += 1;
@@ -895,11 +1216,18 @@ impl Hub {
                         self.recoverable(&entry, &subscribers.stream, position, newest, backlog)
                     })
                     .map(|position| position.seq + 1);
-                let mut backlog = (0, 0);
-                if let Some(from) = recover_from {
+                let sends = if let Some(from) = recover_from {
                     subscribers.stream.pin(from);
-                    backlog = subscribers.stream.backlog(from - 1);
-                }
+                    subscribers.stream.backlog(from - 1)
+                } else {
+                    // The retained values instead, as far as the queue
+                    // takes them (see `subscribe_reserved`).
+                    let retained = &subscribers.retained;
+                    (
+                        retained.len().min(backlog.frames),
+                        retained.bytes().min(backlog.bytes),
+                    )
+                };
                 drop(subscribers);
                 let stream = TopicStream {
                     topic: topic.to_owned(),
@@ -911,13 +1239,39 @@ impl Hub {
                     topic: entry,
                     stream,
                     recover_from,
-                    backlog,
+                    backlog: sends,
                 });
             }
             // Lost its last subscriber just now: take it out of the
             // registry (if its unsubscriber has not yet) and register anew.
             drop(subscribers);
-            self.forget(topic, &entry);
+            self.forget(&entry);
+        }
+    }
+
+    /// The registry's entry for `topic`, registered if needed; `None` when
+    /// the registry holds `max_topics` topics and none can be evicted.
+    fn register(&self, topic: &str) -> Option<Arc<Topic>> {
+        loop {
+            if let Some(entry) = self.lookup(topic) {
+                return Some(entry);
+            }
+            let mut topics = write(&self.topics);
+            match topics.get(topic) {
+                Some(entry) => return Some(Arc::clone(entry)),
+                None if topics.len() >= self.max_topics => {
+                    drop(topics);
+                    if !self.evict_idle() {
+                        return None;
+                    }
+                }
+                None => {
+                    let name: Arc<str> = Arc::from(topic);
+                    let entry = Arc::new(Topic::new(Arc::clone(&name), self.new_epoch()));
+                    topics.insert(name, Arc::clone(&entry));
+                    return Some(entry);
+                }
+            }
         }
     }
 
@@ -970,7 +1324,9 @@ impl Hub {
 
     /// [`Hub::subscribe`] on a place [`Hub::reserve`] held. When that
     /// promised a recovery, the publications the client missed are queued
-    /// first, then everything later, with no gap and no repeat.
+    /// first, then everything later, with no gap and no repeat; otherwise
+    /// the topic's retained values (oldest first), then everything fanned
+    /// out after them.
     pub fn subscribe_reserved(
         &self,
         topic: &str,
@@ -994,40 +1350,53 @@ impl Hub {
         // `publish` holds while it does the same, so the two agree.
         let queue = lock(&self.queue.state);
         let mut from_seq = entry.next_seq.load(Ordering::Relaxed);
+        let retains = entry.retains.load(Ordering::Relaxed);
         let before = entry.subscriber_count.fetch_add(1, Ordering::Relaxed);
         drop(queue);
+        let mut tally = Tally::default();
         if let Some(from) = reserved.recover_from {
             // What the stream holds from `from` on goes first; what is
             // numbered but not yet fanned out (still in the publish queue)
             // comes through the fan-out, as to every subscriber.
-            // As one run, like the fan-out's (one queue entry, one slice
-            // for the writer), split only if the policy needs it.
-            let mut tally = Tally::default();
-            let missed: Vec<_> = subscribers.stream.after(from - 1).collect();
-            if !missed.is_empty() {
-                let mut wire = BytesMut::with_capacity(missed.iter().map(|e| e.frame.len()).sum());
-                for entry in &missed {
-                    wire.extend_from_slice(&entry.frame);
-                }
-                let publications = u32::try_from(missed.len()).unwrap_or(u32::MAX);
-                let split = || {
-                    missed
-                        .iter()
-                        .map(|e| OutFrame::publication(e.frame.clone(), e.key.clone()))
-                        .collect()
-                };
-                outbox.push_run(
-                    OutFrame::run(wire.freeze(), publications),
-                    split,
-                    &mut tally,
-                );
-            }
+            let missed: Vec<_> = subscribers
+                .stream
+                .after(from - 1)
+                .map(|e| (&e.frame, &e.key))
+                .collect();
+            push_in_one_run(outbox, &missed, &mut tally);
             from_seq = subscribers.stream.last().max(from - 1) + 1;
             self.tracked(&mut subscribers.stream, |s| {
                 s.unpin(from, &self.history, now)
             });
-            self.count(tally);
+        } else if retains {
+            // The values kept so far, then every publication the fan-out
+            // has not reached yet, even one numbered before this
+            // subscription (its value is not among these yet): per key,
+            // nothing older after something newer, nothing twice.
+            let (frames, bytes) = reserved.backlog;
+            let mut sent = 0;
+            let mut room = bytes;
+            let newest: Vec<_> = subscribers
+                .retained
+                .values()
+                .rev()
+                .take_while(|v| {
+                    let fits = sent < frames && v.frame.len() <= room;
+                    if fits {
+                        sent += 1;
+                        room -= v.frame.len();
+                    }
+                    fits
+                })
+                .map(|v| (&v.frame, &v.conflation))
+                .collect();
+            let unsent = subscribers.retained.len() - newest.len();
+            Counters::add(&self.counters.retained_unsent, unsent as u64);
+            let oldest_first: Vec<_> = newest.into_iter().rev().collect();
+            push_in_one_run(outbox, &oldest_first, &mut tally);
+            from_seq = subscribers.stream.last() + 1;
         }
+        self.count(tally);
         subscribers.insert(Subscriber {
             id,
             outbox: Arc::clone(outbox),
@@ -1061,22 +1430,17 @@ impl Hub {
         if entry.subscriber_count.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.report(topic, 0);
         }
-        self.forget_if_unused(topic, &entry, subscribers);
+        self.forget_if_unused(&entry, subscribers);
     }
 
     /// Marks an unused topic forgotten (under its lock, so nobody can
     /// subscribe to it any more) and takes it out of the registry; an idle
-    /// one with a history joins the idle list.
-    fn forget_if_unused(
-        &self,
-        topic: &str,
-        entry: &Arc<Topic>,
-        mut subscribers: std::sync::MutexGuard<'_, Subscribers>,
-    ) {
+    /// one with a history or retained values joins the idle list.
+    fn forget_if_unused(&self, entry: &Arc<Topic>, mut subscribers: MutexGuard<'_, Subscribers>) {
         if !subscribers.is_unused() {
             if subscribers.is_idle() {
                 drop(subscribers);
-                self.mark_idle(topic, entry);
+                self.mark_idle(entry);
             }
             return;
         }
@@ -1084,51 +1448,56 @@ impl Hub {
         // Not under the topic's lock: the registry's lock is taken first
         // everywhere else (see `reserve`).
         drop(subscribers);
-        self.forget(topic, entry);
+        self.forget(entry);
     }
 
-    fn mark_idle(&self, topic: &str, entry: &Arc<Topic>) {
+    fn mark_idle(&self, entry: &Arc<Topic>) {
         let mut idle = lock(&self.idle);
         // Stale entries (topics subscribed again, or gone) are dropped
         // when they would outnumber the registry.
         if idle.len() >= self.max_topics.saturating_mul(2).max(MIN_REGISTRY_CAPACITY) {
-            idle.retain(|(_, weak)| {
+            idle.retain(|weak| {
                 weak.upgrade()
                     .is_some_and(|t| lock(&t.subscribers).is_idle())
             });
         }
-        idle.push_back((Arc::from(topic), Arc::downgrade(entry)));
+        idle.push_back(Arc::downgrade(entry));
     }
 
-    /// Forgets the oldest idle topic, history and all, to make room in a
-    /// full registry; false when no topic is idle.
+    /// Forgets the oldest idle topic, history, retained values and all, to
+    /// make room in a full registry; false when no topic is idle.
     fn evict_idle(&self) -> bool {
         loop {
-            let Some((name, weak)) = lock(&self.idle).pop_front() else {
+            let Some(weak) = lock(&self.idle).pop_front() else {
                 return false;
             };
             let Some(entry) = weak.upgrade() else {
                 continue;
             };
             let mut subscribers = lock(&entry.subscribers);
-            if !subscribers.is_idle() || subscribers.forgotten {
+            // One with a value on its way to be retained is in use (it
+            // joins the list again once the value is kept).
+            if !subscribers.is_idle() || subscribers.forgotten || subscribers.pending_retains > 0 {
                 continue;
             }
-            // Its history goes with it.
+            // Its history and retained values go with it.
             self.tracked(&mut subscribers.stream, |s| *s = Stream::default());
+            let values = subscribers.retained.len() as u64;
+            self.tracked_retained(&mut subscribers.retained, |r| *r = Retained::default());
+            Counters::add(&self.counters.retained_evicted, values);
             subscribers.forgotten = true;
             drop(subscribers);
-            self.forget(&name, &entry);
+            self.forget(&entry);
             return true;
         }
     }
 
     /// Trims every idle topic's history by age and forgets those left
-    /// empty; called now and then when histories expire (`history_ttl`).
+    /// unused; called now and then when histories expire (`history_ttl`).
     pub fn expire_histories(&self) {
         let now = Instant::now();
         let idle: Vec<_> = lock(&self.idle).iter().cloned().collect();
-        for (name, weak) in idle {
+        for weak in idle {
             let Some(entry) = weak.upgrade() else {
                 continue;
             };
@@ -1140,21 +1509,24 @@ impl Hub {
             if subscribers.is_unused() {
                 subscribers.forgotten = true;
                 drop(subscribers);
-                self.forget(&name, &entry);
+                self.forget(&entry);
             }
         }
-        lock(&self.idle).retain(|(_, weak)| {
+        lock(&self.idle).retain(|weak| {
             weak.upgrade()
                 .is_some_and(|t| !lock(&t.subscribers).forgotten)
         });
     }
 
-    /// Removes `entry` from the registry if it is still the one under
-    /// `topic` (a newcomer may have registered a fresh one already).
-    fn forget(&self, topic: &str, entry: &Arc<Topic>) {
+    /// Removes `entry` from the registry if it is still the one under its
+    /// name (a newcomer may have registered a fresh one already).
+    fn forget(&self, entry: &Arc<Topic>) {
         let mut topics = write(&self.topics);
-        if topics.get(topic).is_some_and(|t| Arc::ptr_eq(t, entry)) {
-            topics.remove(topic);
+        if topics
+            .get(&entry.name)
+            .is_some_and(|t| Arc::ptr_eq(t, entry))
+        {
+            topics.remove(&entry.name);
             // Give memory back after a peak (amortised: only when the
             // table is mostly empty, to half of what it had).
             if topics.capacity() > MIN_REGISTRY_CAPACITY && topics.len() * 4 < topics.capacity() {
@@ -1196,6 +1568,36 @@ fn give_back_memory() {
     // preconditions.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Queues frames (with their conflation keys) for one subscriber as one
+/// run, as the fan-out does (one buffer, one queue entry), split into
+/// single frames only if the client's policy needs it.
+fn push_in_one_run(outbox: &Outbox, frames: &[(&Bytes, &Option<Arc<str>>)], tally: &mut Tally) {
+    if frames.is_empty() {
+        return;
+    }
+    let mut wire = BytesMut::with_capacity(frames.iter().map(|(f, _)| f.len()).sum());
+    for (frame, _) in frames {
+        wire.extend_from_slice(frame);
+    }
+    let publications = u32::try_from(frames.len()).unwrap_or(u32::MAX);
+    let split = || {
+        frames
+            .iter()
+            .map(|(frame, key)| OutFrame::publication((*frame).clone(), (*key).clone()))
+            .collect()
+    };
+    outbox.push_run(OutFrame::run(wire.freeze(), publications), split, tally);
+}
+
+/// Moves a gauge by the change of what it follows from `before` to `after`.
+fn follow(gauge: &AtomicU64, before: usize, after: usize) {
+    if after > before {
+        gauge.fetch_add((after - before) as u64, Ordering::Relaxed);
+    } else if before > after {
+        gauge.fetch_sub((before - after) as u64, Ordering::Relaxed);
     }
 }
 
@@ -1391,11 +1793,17 @@ mod tests {
         assert!(lock(&hub.queue.state).items.is_empty());
         assert_eq!(hub.stats().published, 10_000);
         // Nor do those of the backplane.
-        assert_eq!(hub.ingest("match:1", 7, "1").unwrap(), Ingested::Unwatched);
+        assert_eq!(
+            hub.ingest("match:1", 7, "1", None, false).unwrap(),
+            Ingested::Unwatched
+        );
         assert_eq!(hub.topic_count(), 0);
         hub.close();
         assert!(matches!(hub.publish("x", "1"), Err(Error::NotRunning)));
-        assert!(matches!(hub.ingest("x", 1, "1"), Err(Error::NotRunning)));
+        assert!(matches!(
+            hub.ingest("x", 1, "1", None, false),
+            Err(Error::NotRunning)
+        ));
     }
 
     #[test]
@@ -1483,7 +1891,10 @@ mod tests {
         hub.publish("t", &data).unwrap();
         hub.publish("t", &data).unwrap();
         assert!(matches!(hub.publish("t", &data), Err(Error::Overloaded)));
-        assert!(matches!(hub.ingest("t", 99, &data), Err(Error::Overloaded)));
+        assert!(matches!(
+            hub.ingest("t", 99, &data, None, false),
+            Err(Error::Overloaded)
+        ));
         assert!(lock(&hub.queue.state).bytes <= 3 * mib);
         // Small ones still fit, and the fan-out makes room.
         hub.publish("t", "1").unwrap();
@@ -1536,19 +1947,25 @@ mod tests {
         let a = Arc::new(Outbox::new(16, usize::MAX));
         hub.subscribe("t", 1, &a);
         assert_eq!(
-            hub.ingest("t", 5, "1").unwrap(),
+            hub.ingest("t", 5, "1", None, false).unwrap(),
             Ingested::Queued { missed: 0 }
         );
         assert_eq!(
-            hub.ingest("t", 6, "2").unwrap(),
+            hub.ingest("t", 6, "2", None, false).unwrap(),
             Ingested::Queued { missed: 0 }
         );
         assert_eq!(
-            hub.ingest("t", 9, "3").unwrap(),
+            hub.ingest("t", 9, "3", None, false).unwrap(),
             Ingested::Queued { missed: 2 }
         );
-        assert_eq!(hub.ingest("t", 9, "4").unwrap(), Ingested::Stale);
-        assert_eq!(hub.ingest("t", 2, "5").unwrap(), Ingested::Stale);
+        assert_eq!(
+            hub.ingest("t", 9, "4", None, false).unwrap(),
+            Ingested::Stale
+        );
+        assert_eq!(
+            hub.ingest("t", 2, "5", None, false).unwrap(),
+            Ingested::Stale
+        );
         fan_out_all(&hub);
         assert_eq!(
             texts(&a),
@@ -1565,10 +1982,13 @@ mod tests {
         let hub = Hub::new(1);
         let a = Arc::new(Outbox::new(16, usize::MAX));
         hub.subscribe("t", 1, &a);
-        hub.ingest("t", 1, "1").unwrap();
-        assert!(matches!(hub.ingest("t", 2, "2"), Err(Error::Overloaded)));
+        hub.ingest("t", 1, "1", None, false).unwrap();
         assert!(matches!(
-            hub.ingest("t", 2, "{"),
+            hub.ingest("t", 2, "2", None, false),
+            Err(Error::Overloaded)
+        ));
+        assert!(matches!(
+            hub.ingest("t", 2, "{", None, false),
             Err(Error::InvalidJson(_))
         ));
     }
@@ -1665,7 +2085,7 @@ mod tests {
         let small = Arc::new(Outbox::new(2, usize::MAX));
         hub.subscribe("t", 1, &small);
         for data in ["1", "2", "3", "4"] {
-            hub.publish_keyed("t", data, Some("k")).unwrap();
+            hub.publish_keyed("t", data, Some("k"), false).unwrap();
         }
         fan_out_all(&hub);
         assert_eq!(
@@ -1698,5 +2118,173 @@ mod tests {
         let stats = hub.stats();
         assert_eq!(stats.slow_consumer_closes, 1);
         assert_eq!(stats.dropped, 3);
+    }
+
+    fn retaining() -> Hub {
+        Hub::new(64).with_retained(RetainedLimits {
+            per_topic: 100,
+            bytes: 1 << 20,
+        })
+    }
+
+    fn retain(hub: &Hub, topic: &str, data: &str, key: Option<&str>) {
+        hub.publish_keyed(topic, data, key, true).unwrap();
+    }
+
+    /// (data, retained) of each frame an outbox holds.
+    fn messages(outbox: &Outbox) -> Vec<(String, bool)> {
+        texts(outbox)
+            .iter()
+            .map(|t| {
+                let v: serde_json::Value = serde_json::from_str(t).unwrap();
+                (v["data"].to_string(), v["retained"] == true)
+            })
+            .collect()
+    }
+
+    fn subscribe_new(hub: &Hub, topic: &str, id: ConnId) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox::new(64, usize::MAX));
+        let place = hub.reserve(topic, None, ROOMY).unwrap();
+        hub.subscribe_reserved(topic, place, id, &outbox);
+        outbox
+    }
+
+    #[test]
+    fn a_new_subscriber_gets_the_newest_value_per_key_oldest_first_then_live() {
+        let hub = retaining();
+        // Nobody subscribed: the values are kept all the same.
+        retain(&hub, "odds", "1", Some("a"));
+        retain(&hub, "odds", "2", Some("b"));
+        retain(&hub, "odds", "3", Some("a"));
+        hub.publish("odds", "4").unwrap();
+        fan_out_all(&hub);
+        assert_eq!(hub.counters.retained_values.load(Ordering::Relaxed), 2);
+        let outbox = subscribe_new(&hub, "odds", 1);
+        hub.publish("odds", "5").unwrap();
+        fan_out_all(&hub);
+        let got = messages(&outbox);
+        let want = [("2", true), ("3", true), ("5", false)];
+        assert_eq!(got, want.map(|(d, r)| (d.to_owned(), r)));
+    }
+
+    #[test]
+    fn a_value_still_queued_at_subscribe_time_is_not_lost() {
+        let hub = retaining();
+        retain(&hub, "odds", "1", Some("a"));
+        fan_out_all(&hub);
+        // Numbered before the subscription, fanned out after it: its
+        // value is not among the retained ones the subscriber is given, so
+        // it must come live, or the client would keep "1" for "a".
+        retain(&hub, "odds", "2", Some("a"));
+        let outbox = subscribe_new(&hub, "odds", 1);
+        fan_out_all(&hub);
+        let got = messages(&outbox);
+        assert_eq!(got, [("1".to_owned(), true), ("2".to_owned(), false)]);
+    }
+
+    #[test]
+    fn clears_apply_in_publication_order() {
+        let hub = retaining();
+        retain(&hub, "odds", "1", Some("a"));
+        retain(&hub, "odds", "2", Some("b"));
+        retain(&hub, "odds", "3", None);
+        hub.clear_retained("odds", Some("a")).unwrap();
+        retain(&hub, "odds", "4", Some("a"));
+        fan_out_all(&hub);
+        let got: Vec<_> = messages(&subscribe_new(&hub, "odds", 1))
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        assert_eq!(got, ["2", "3", "4"]);
+        hub.clear_retained("odds", None).unwrap();
+        fan_out_all(&hub);
+        assert!(messages(&subscribe_new(&hub, "odds", 2)).is_empty());
+        assert_eq!(hub.counters.retained_values.load(Ordering::Relaxed), 0);
+        assert_eq!(hub.counters.retained_bytes.load(Ordering::Relaxed), 0);
+        // A clear of a topic the hub does not hold is a no-op.
+        hub.clear_retained("other", None).unwrap();
+        assert!(matches!(
+            hub.clear_retained("bad topic", None),
+            Err(Error::InvalidTopic(_))
+        ));
+    }
+
+    #[test]
+    fn a_recovery_gets_what_it_missed_not_the_retained_values() {
+        let hub = with_history(16).with_retained(RetainedLimits {
+            per_topic: 100,
+            bytes: 1 << 20,
+        });
+        let first = subscribe_new(&hub, "t", 1);
+        retain(&hub, "t", "1", None);
+        retain(&hub, "t", "2", None);
+        fan_out_all(&hub);
+        drop(first);
+        let epoch = hub.stream_position("t").unwrap().0.to_string();
+        let since = Position { seq: 1, epoch };
+        let back = Arc::new(Outbox::new(64, usize::MAX));
+        let place = hub.reserve("t", Some(&since), ROOMY).unwrap();
+        hub.subscribe_reserved("t", place, 2, &back);
+        assert_eq!(messages(&back), [("2".to_owned(), false)]);
+    }
+
+    #[test]
+    fn retained_values_within_the_queue_budget_newest_first() {
+        let hub = retaining();
+        for n in 1..=10 {
+            retain(&hub, "t", &n.to_string(), Some(&n.to_string()));
+        }
+        fan_out_all(&hub);
+        let outbox = Arc::new(Outbox::new(64, usize::MAX));
+        let budget = Backlog {
+            frames: 4,
+            bytes: usize::MAX,
+        };
+        let place = hub.reserve("t", None, budget).unwrap();
+        assert_eq!(place.backlog().0, 4);
+        hub.subscribe_reserved("t", place, 1, &outbox);
+        let got: Vec<_> = messages(&outbox).into_iter().map(|(d, _)| d).collect();
+        assert_eq!(got, ["7", "8", "9", "10"]);
+        assert_eq!(hub.counters.retained_unsent.load(Ordering::Relaxed), 6);
+    }
+
+    #[test]
+    fn retaining_is_refused_when_off_or_too_large() {
+        let off = Hub::new(8);
+        assert!(matches!(
+            off.publish_keyed("t", "1", None, true),
+            Err(Error::NotRetainable(_))
+        ));
+        let small = Hub::new(8).with_retained(RetainedLimits {
+            per_topic: 10,
+            bytes: 100,
+        });
+        let big = format!("\"{}\"", "x".repeat(100));
+        assert!(matches!(
+            small.publish_keyed("t", &big, None, true),
+            Err(Error::NotRetainable(_))
+        ));
+        // Nothing was published.
+        assert_eq!(small.counters.published.load(Ordering::Relaxed), 0);
+        assert_eq!(small.topic_count(), 0);
+    }
+
+    #[test]
+    fn a_topic_kept_for_its_retained_values_is_evicted_from_a_full_registry() {
+        let hub = retaining().bounded(2, usize::MAX);
+        retain(&hub, "a", "1", None);
+        retain(&hub, "b", "2", None);
+        fan_out_all(&hub);
+        assert_eq!(hub.topic_count(), 2);
+        // A third topic takes the place of the longest idle one.
+        let _c = subscribe_new(&hub, "c", 1);
+        assert_eq!(hub.topic_count(), 2);
+        assert!(hub.stream_position("a").is_none());
+        assert_eq!(hub.counters.retained_evicted.load(Ordering::Relaxed), 1);
+        assert_eq!(hub.counters.retained_values.load(Ordering::Relaxed), 1);
+        // A full registry with nothing idle refuses a value to retain.
+        let _b = subscribe_new(&hub, "b", 2);
+        retain(&hub, "d", "3", None);
+        assert_eq!(hub.counters.retained_refused.load(Ordering::Relaxed), 1);
     }
 }

@@ -10,9 +10,12 @@
 //!   fan-out by the clients that lag.
 //! - [`stream`]: a topic's last publications and its epoch, for clients
 //!   that recover what they missed.
+//! - [`retained`]: the newest value per (topic, key) kept for subscribers
+//!   that come later.
 //! - [`backplane`]: what the core asks of a backplane engine.
 //! - [`authorize`]: the host's check of each handshake (what it sees and
 //!   answers).
+//! - [`token`]: the built-in JWT check of handshakes and refreshes.
 //! - [`subscription_events`]: first/last subscriber notifications to the
 //!   host.
 //! - [`stats`]: counters and the `stats()` snapshot.
@@ -23,6 +26,8 @@ pub(crate) mod config;
 pub(crate) mod error;
 pub(crate) mod hub;
 pub(crate) mod outbox;
+pub(crate) mod retained;
 pub(crate) mod stats;
 pub(crate) mod stream;
 pub(crate) mod subscription_events;
+pub(crate) mod token;

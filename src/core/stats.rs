@@ -70,11 +70,25 @@ pub enum Rejection {
     TooLarge,
     /// More headers than `max_headers` (431).
     TooManyHeaders,
+    /// `jwt_key` set and no token in the request (401).
+    TokenMissing,
+    /// A token that is not a JWT, or lacks `exp` (401).
+    TokenMalformed,
+    /// A token whose signature does not verify (401).
+    TokenSignature,
+    /// A token signed with an algorithm not in `jwt_algorithms` (401).
+    TokenAlgorithm,
+    /// An expired token (401).
+    TokenExpired,
+    /// A token whose `nbf` is still to come (401).
+    TokenNotYetValid,
+    /// A token whose `aud` or `iss` is not one configured (401).
+    TokenClaims,
 }
 
 impl Rejection {
     /// Every reason, in the order `stats()` lists them.
-    pub const ALL: [Rejection; 12] = [
+    pub const ALL: [Rejection; 19] = [
         Rejection::Path,
         Rejection::Origin,
         Rejection::Auth,
@@ -87,6 +101,13 @@ impl Rejection {
         Rejection::Key,
         Rejection::TooLarge,
         Rejection::TooManyHeaders,
+        Rejection::TokenMissing,
+        Rejection::TokenMalformed,
+        Rejection::TokenSignature,
+        Rejection::TokenAlgorithm,
+        Rejection::TokenExpired,
+        Rejection::TokenNotYetValid,
+        Rejection::TokenClaims,
     ];
 
     /// The reason's name in `stats()` and `/metrics`.
@@ -104,6 +125,13 @@ impl Rejection {
             Rejection::Key => "key",
             Rejection::TooLarge => "too_large",
             Rejection::TooManyHeaders => "too_many_headers",
+            Rejection::TokenMissing => "token_missing",
+            Rejection::TokenMalformed => "token_malformed",
+            Rejection::TokenSignature => "token_signature",
+            Rejection::TokenAlgorithm => "token_algorithm",
+            Rejection::TokenExpired => "token_expired",
+            Rejection::TokenNotYetValid => "token_not_yet_valid",
+            Rejection::TokenClaims => "token_claims",
         }
     }
 }
@@ -133,7 +161,10 @@ macro_rules! numbers {
             /// (400, or closed before a complete request), `timeout` (408
             /// or dropped), `method` (405), `not_upgrade` (426), `version`
             /// (426), `key` (400), `too_large` and `too_many_headers`
-            /// (431). Every reason is present.
+            /// (431), and with `jwt_key` the token's: `token_missing`,
+            /// `token_malformed`, `token_signature`, `token_algorithm`,
+            /// `token_expired`, `token_not_yet_valid`, `token_claims`
+            /// (401). Every reason is present.
             pub handshakes_rejected: BTreeMap<String, u64>,
             /// Whether the backplane is connected to Redis now (always
             /// false for a hub without one).
@@ -214,6 +245,26 @@ numbers! {
     /// Bytes of publication frames kept in topic histories now, for
     /// clients that recover (`history_size`, `history_bytes`).
     history_bytes: Gauge = "Bytes of publication frames kept in topic histories";
+    /// Retained values kept now (`broadcast(..., retain=True)`).
+    retained_values: Gauge = "Retained values kept for new subscribers";
+    /// Bytes of their frames (`retained_bytes` bounds it).
+    retained_bytes: Gauge = "Bytes of retained frames kept";
+    /// Retained values pushed out by a bound (`retained_per_topic`,
+    /// `retained_bytes`) or with their topic (evicted from a full
+    /// registry), rather than replaced or cleared.
+    retained_evicted: Counter = "Retained values pushed out by a bound";
+    /// Retained publications that could not be kept (delivered live all
+    /// the same): the hub's bytes were all held by other topics, or the
+    /// registry was full.
+    retained_refused: Counter = "Retained publications that could not be kept";
+    /// Retained values not sent to a new subscriber because its queue
+    /// could not take them all at once (`send_queue`).
+    retained_unsent: Counter = "Retained values a new subscriber's queue could not take";
+    /// Connections closed with 4001 because their token expired
+    /// (`jwt_key`).
+    token_expired_closes: Counter = "Connections closed because their token expired";
+    /// Tokens a connection replaced with a `refresh` message.
+    tokens_refreshed: Counter = "Tokens replaced by a refresh message";
 }
 
 impl Counters {

@@ -21,17 +21,16 @@ use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::core::authorize::{parse_request, Authorization, Authorizer};
-use crate::core::config::{Config, TopicPolicy};
-use crate::core::hub::{Backlog, ConnId, Reserved};
-use crate::core::outbox::{Closed, OutFrame, Outbox, Pushed};
+use crate::core::config::Config;
+use crate::core::outbox::Closed;
 use crate::core::stats::{Counters, Rejection};
+use crate::core::token::{Claims, Refusal, SUBPROTOCOL};
 use crate::net::http::{self, Route};
 use crate::net::rate_limit::{TokenBucket, Verdict};
+use crate::net::session::Session;
 use crate::net::socket::{ClientSocket, Ws};
 use crate::net::Shared;
-use crate::protocol::{
-    self, ClientMessage, ErrorCode, Position, ProtocolError, RejectReason, Rejected,
-};
+use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError};
 
 /// The log target (a Python logger name, `wshub.connection`, once
 /// through pyo3-log) this module's records have always had, kept apart from
@@ -47,6 +46,11 @@ const READ_BUFFER_BYTES: usize = 256;
 /// It only writes control frames now (publications and replies go through
 /// `writer`), so nothing is worth holding back.
 const WRITE_BUFFER_BYTES: usize = 0;
+
+/// The close code of a connection whose token expired (`jwt_key`) and
+/// was not refreshed in time: in the range RFC 6455 leaves to
+/// applications, so that a client tells it from the hub's other closes.
+const TOKEN_EXPIRED: u16 = 4001;
 
 /// How long a closing connection waits for the client's close frame (or
 /// for its socket to take ours) before dropping the TCP connection.
@@ -64,7 +68,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     let reason = conn.run().await;
     conn.finish();
     drop(slot);
-    tracing::debug!(target: LOG_TARGET, %peer, id = conn.id, reason, "connection closed");
+    tracing::debug!(target: LOG_TARGET, %peer, id = conn.session.id, reason, "connection closed");
 }
 
 /// Reads the request head, routes and answers a plain HTTP request, or
@@ -121,7 +125,7 @@ async fn open(
             return None;
         }
     }
-    let response = match head.upgrade_response() {
+    let mut response = match head.upgrade_response() {
         Ok(response) => response,
         Err(why) => {
             counters.reject(why.rejection());
@@ -130,7 +134,24 @@ async fn open(
             return None;
         }
     };
-    let granted = match &shared.config.authorize {
+    select_subprotocol(&head.request, &mut response);
+    let claims = match &shared.tokens {
+        None => None,
+        Some(check) => {
+            let found = parse_request(head.raw(), peer, shared.config.max_headers)
+                .and_then(|request| check.find(&request));
+            match found.ok_or(Refusal::Missing).and_then(|t| check.verify(&t)) {
+                Ok(claims) => Some(claims),
+                Err(why) => {
+                    counters.reject(why.rejection());
+                    tracing::debug!(target: LOG_TARGET, %peer, reason = why.as_str(), "handshake refused: token");
+                    before(&shared, deadline, http::refuse(stream, 401, why.message())).await;
+                    return None;
+                }
+            }
+        }
+    };
+    let authorized = match &shared.config.authorize {
         None => None,
         Some(authorizer) => {
             let check = authorize(&shared, head.raw(), peer, authorizer);
@@ -173,18 +194,22 @@ async fn open(
         }
     };
     let (ws, query, slot) = upgraded;
-    let id = shared.next_conn_id();
+    let granted = both(
+        claims.as_ref().and_then(|c| c.topics.clone()),
+        authorized.clone(),
+    );
+    let token = claims.map(|claims| {
+        Box::new(Token {
+            sub: claims.sub.clone(),
+            authorized,
+            expiry: Box::pin(tokio::time::sleep(claims.remaining())),
+        })
+    });
     Counters::add(&shared.hub.counters.connections_opened, 1);
-    tracing::debug!(target: LOG_TARGET, %peer, id, "connection opened");
+    tracing::debug!(target: LOG_TARGET, %peer, "connection opened");
     let mut conn = Connection {
-        id,
-        granted,
-        outbox: Arc::new(
-            Outbox::new(shared.config.send_queue, shared.config.send_queue_bytes)
-                .paced_by(shared.hub.pacing()),
-        ),
-        subscriptions: Vec::new(),
-        shared: Arc::clone(&shared),
+        session: Session::new(&shared, granted),
+        token,
         socket: ClientSocket::new(ws),
         last_heard: Instant::now(),
         inbound: TokenBucket::new(
@@ -198,7 +223,7 @@ async fn open(
             std::time::Instant::now(),
         ),
     };
-    conn.start(query.as_deref());
+    conn.session.start(query.as_deref(), None);
     Some((conn, slot))
 }
 
@@ -318,16 +343,58 @@ fn origin_allowed(config: &Config, request: &Request) -> bool {
     origin.to_str().is_ok_and(|o| allowed.contains(o))
 }
 
+/// The client's token, with `jwt_key`: who it is and until when.
+struct Token {
+    /// Its subject: a refreshed token must have the same.
+    sub: Option<String>,
+    /// What `authorize` granted at the handshake (a refreshed token's
+    /// `topics` claim is combined with it again).
+    authorized: Option<BTreeSet<String>>,
+    /// Fires when the token expires.
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// Topics allowed by two grants (`None`: no restriction).
+fn both(a: Option<BTreeSet<String>>, b: Option<BTreeSet<String>>) -> Option<BTreeSet<String>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.intersection(&b).cloned().collect()),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Answers `Sec-WebSocket-Protocol: wshub` to a client that offers it: a
+/// browser sending its token as a subprotocol (`bearer.<token>`) must
+/// offer one the server selects, or it drops the connection.
+fn select_subprotocol(request: &Request, response: &mut Response) {
+    let offered = request
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    if offered {
+        response.headers_mut().insert(
+            "sec-websocket-protocol",
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+}
+
+/// Resolves when `token` expires; never without one.
+async fn expired(token: &mut Option<Box<Token>>) {
+    match token {
+        Some(token) => token.expiry.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Connection {
-    id: ConnId,
-    /// Topics `authorize` limited this client to (`None`: no limit).
-    granted: Option<BTreeSet<String>>,
-    outbox: Arc<Outbox>,
-    /// Topics this connection is subscribed to, sorted for the answers
-    /// (a sorted Vec: a few topics each, and every idle connection pays
-    /// for this, so no tree nodes).
-    subscriptions: Vec<String>,
-    shared: Arc<Shared>,
+    /// Its queue and topics, and what it may subscribe to.
+    session: Session,
+    /// With `jwt_key`, the client's token (boxed: an idle connection
+    /// without one pays a pointer).
+    token: Option<Box<Token>>,
     /// The only way to the client's socket.
     socket: ClientSocket,
     /// When the client last sent anything; drives the ping timeout.
@@ -342,123 +409,13 @@ struct Connection {
 type Reason = &'static str;
 
 impl Connection {
-    /// Queues the ack, then subscribes, so no publication can precede it.
-    fn start(&mut self, query: Option<&str>) {
-        let requested = protocol::topics_from_query(query);
-        let (since, mut malformed) = protocol::since_from_query(query);
-        let (mut accepted, rejected) = self.sort_requested(requested);
-        if accepted.is_empty() {
-            if let TopicPolicy::Only(all) = &self.shared.config.topics {
-                let limit = self.shared.config.max_topics_per_connection;
-                let granted = |t: &&String| self.granted.as_ref().is_none_or(|g| g.contains(*t));
-                accepted = all.iter().filter(granted).take(limit).cloned().collect();
-            }
-        }
-        accepted.sort_unstable();
-        // A position for a topic not subscribed here is as wrong as one
-        // that does not parse.
-        malformed += since
-            .iter()
-            .filter(|(topic, _)| accepted.binary_search(topic).is_err())
-            .count();
-        let mut rejected = rejected;
-        let (topics, places) = self.reserve_all(accepted, &since, &mut rejected);
-        let streams: Vec<_> = places.iter().map(|p| p.stream().clone()).collect();
-        self.reply(protocol::connected_frame(&topics, &rejected, &streams));
-        if malformed > 0 {
-            self.reply(protocol::error_frame(&ProtocolError {
-                code: ErrorCode::InvalidSince,
-                message: format!(
-                    "{malformed} item(s) of the query's \"since\" ignored: each must be \
-                     topic:seq:epoch for a topic being subscribed"
-                ),
-            }));
-        }
-        for (topic, place) in topics.iter().zip(places) {
-            self.shared
-                .hub
-                .subscribe_reserved(topic, place, self.id, &self.outbox);
-        }
-        self.subscriptions = topics;
-    }
-
-    /// Holds places on `accepted` (sorted), deciding the recoveries asked
-    /// for in `since` within what the client's queue takes at once; names
-    /// the full hub cannot take go to `rejected`.
-    fn reserve_all(
-        &self,
-        accepted: Vec<String>,
-        since: &[(String, Position)],
-        rejected: &mut Vec<Rejected>,
-    ) -> (Vec<String>, Vec<Reserved>) {
-        let config = &self.shared.config;
-        // Room for the answer and an error frame besides what is sent.
-        let mut budget = Backlog {
-            frames: config.send_queue.saturating_sub(2),
-            bytes: config.send_queue_bytes / 2,
-        };
-        let mut topics = Vec::with_capacity(accepted.len());
-        let mut places = Vec::with_capacity(accepted.len());
-        for name in accepted {
-            let position = since.iter().find(|(t, _)| *t == name).map(|(_, p)| p);
-            match self.shared.hub.reserve(&name, position, budget) {
-                Some(place) => {
-                    let (frames, bytes) = place.backlog();
-                    budget.frames -= frames;
-                    budget.bytes -= bytes;
-                    topics.push(name);
-                    places.push(place);
-                }
-                None => rejected.push(Rejected {
-                    name,
-                    reason: RejectReason::HubFull,
-                }),
-            }
-        }
-        (topics, places)
-    }
-
-    fn is_subscribed(&self, topic: &String) -> bool {
-        self.subscriptions.binary_search(topic).is_ok()
-    }
-
-    /// Splits requested names into the new ones this connection may
-    /// subscribe to and the rejected ones with their reason. Names already
-    /// subscribed (or repeated) are neither.
-    fn sort_requested(&self, requested: Vec<String>) -> (Vec<String>, Vec<Rejected>) {
-        let config = &self.shared.config;
-        let mut accepted: Vec<String> = Vec::new();
-        let mut rejected = Vec::new();
-        for name in requested {
-            let reason = if !protocol::is_valid_topic(&name) {
-                Some(RejectReason::InvalidName)
-            } else if matches!(&config.topics, TopicPolicy::Only(names) if !names.contains(&name))
-                || self.granted.as_ref().is_some_and(|g| !g.contains(&name))
-            {
-                Some(RejectReason::NotAllowed)
-            } else if self.is_subscribed(&name) || accepted.contains(&name) {
-                continue;
-            } else if self.subscriptions.len() + accepted.len() >= config.max_topics_per_connection
-            {
-                Some(RejectReason::TooManyTopics)
-            } else {
-                None
-            };
-            match reason {
-                Some(reason) => rejected.push(Rejected { name, reason }),
-                None => accepted.push(name),
-            }
-        }
-        (accepted, rejected)
-    }
-
     async fn run(&mut self) -> Reason {
-        let interval = self.shared.config.ping_interval;
-        let silence_limit = interval + self.shared.config.ping_timeout;
+        let interval = self.session.shared.config.ping_interval;
+        let silence_limit = interval + self.session.shared.config.ping_timeout;
         let mut ping = interval_at(Instant::now() + interval, interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let shutdown = self.shared.shutdown.clone();
-        let outbox = Arc::clone(&self.outbox);
+        let shutdown = self.session.shared.shutdown.clone();
+        let outbox = Arc::clone(&self.session.outbox);
         loop {
             tokio::select! {
                 biased;
@@ -477,7 +434,7 @@ impl Connection {
                         return Box::pin(self.close_for(why)).await;
                     }
                 }
-                message = self.socket.next(&outbox, &self.shared.hub.counters) => {
+                message = self.socket.next(&outbox, &self.session.shared.hub.counters) => {
                     self.last_heard = Instant::now();
                     match message {
                         Some(Ok(message)) => {
@@ -489,11 +446,16 @@ impl Connection {
                         None => return "closed by client",
                     }
                 }
+                () = expired(&mut self.token) => {
+                    Counters::add(&self.session.shared.hub.counters.token_expired_closes, 1);
+                    let code = CloseCode::from(TOKEN_EXPIRED);
+                    return Box::pin(self.close(code, "token expired")).await;
+                }
                 _ = ping.tick() => {
                     if self.last_heard.elapsed() >= silence_limit {
                         return Box::pin(self.close(CloseCode::Error, "ping timeout")).await;
                     }
-                    let ping = self.socket.send(Message::Ping(Bytes::new()), &outbox, &self.shared.hub.counters);
+                    let ping = self.socket.send(Message::Ping(Bytes::new()), &outbox, &self.session.shared.hub.counters);
                     let ping = Box::pin(tokio::time::timeout(interval, ping));
                     if ping.await.map_or(true, |r| r.is_err()) {
                         return "ping failed";
@@ -507,11 +469,11 @@ impl Connection {
     /// (slow consumer: the close path then finishes a half-written frame
     /// if it can). Returns false when the connection is unusable.
     async fn write(&mut self) -> bool {
-        let counters = &self.shared.hub.counters;
-        let write_all = self.socket.write_pending(&self.outbox, counters);
+        let counters = &self.session.shared.hub.counters;
+        let write_all = self.socket.write_pending(&self.session.outbox, counters);
         tokio::select! {
             r = write_all => r.is_ok(),
-            () = self.outbox.closed() => true,
+            () = self.session.outbox.closed() => true,
         }
     }
 
@@ -542,7 +504,7 @@ impl Connection {
                 code: ErrorCode::RateLimited,
                 message: format!(
                     "more than {} messages per second; message dropped",
-                    self.shared.config.rate_limit
+                    self.session.shared.config.rate_limit
                 ),
             })),
             Verdict::Exceeded => return Err("rate limit exceeded"),
@@ -568,54 +530,67 @@ impl Connection {
     fn answer(&mut self, request: ClientMessage) {
         match request {
             ClientMessage::Ping { id } => self.reply(protocol::pong_frame(id.as_deref())),
-            ClientMessage::Subscribe { topics, since } => {
-                let (accepted, mut rejected) = self.sort_requested(topics);
-                let (added, places) = self.reserve_all(accepted, &since, &mut rejected);
-                for topic in &added {
-                    if let Err(at) = self.subscriptions.binary_search(topic) {
-                        self.subscriptions.insert(at, topic.clone());
-                    }
-                }
-                let streams: Vec<_> = places.iter().map(|p| p.stream().clone()).collect();
-                // The answer first, then what was recovered, then live
-                // publications: the same order as at connect time.
-                self.reply(protocol::subscribed_frame(
-                    &self.subscriptions,
-                    &rejected,
-                    &streams,
-                ));
-                for (topic, place) in added.iter().zip(places) {
-                    self.shared
-                        .hub
-                        .subscribe_reserved(topic, place, self.id, &self.outbox);
-                }
-            }
-            ClientMessage::Unsubscribe(names) => {
-                for topic in names {
-                    if let Ok(at) = self.subscriptions.binary_search(&topic) {
-                        self.subscriptions.remove(at);
-                        self.shared.hub.unsubscribe(&topic, self.id);
-                    }
-                }
-                self.reply(protocol::unsubscribed_frame(&self.subscriptions));
-            }
+            ClientMessage::Subscribe { topics, since } => self.session.subscribe(topics, &since),
+            ClientMessage::Refresh { token } => self.refresh(&token),
+            ClientMessage::Unsubscribe(names) => self.session.unsubscribe(names),
         }
     }
 
-    /// Queues an answer behind whatever is already queued, so answers and
-    /// publications reach the client in the order they happened.
+    /// Replaces the client's token with a newer one: its expiry and its
+    /// `topics` claim apply from now on (subscriptions it no longer allows
+    /// end), its `sub` must be the current one's. A token the hub refuses
+    /// changes nothing: the connection keeps its current token, and is
+    /// closed when that one expires.
+    fn refresh(&mut self, token: &str) {
+        let refused = |why: &str| {
+            protocol::error_frame(&ProtocolError {
+                code: ErrorCode::InvalidToken,
+                message: why.to_owned(),
+            })
+        };
+        let (Some(check), Some(current)) = (&self.session.shared.tokens, self.token.as_mut())
+        else {
+            self.reply(refused("this hub checks no tokens (jwt_key is not set)"));
+            return;
+        };
+        let claims: Claims = match check.verify(token) {
+            Ok(claims) if claims.sub == current.sub => claims,
+            Ok(_) => {
+                self.reply(refused("invalid token: its sub is not the connection's"));
+                return;
+            }
+            Err(why) => {
+                self.reply(refused(why.message()));
+                return;
+            }
+        };
+        current
+            .expiry
+            .as_mut()
+            .reset(Instant::now() + claims.remaining());
+        let granted = both(claims.topics.clone(), current.authorized.clone());
+        self.session.restrict(granted);
+        Counters::add(&self.session.shared.hub.counters.tokens_refreshed, 1);
+        self.reply(protocol::refreshed_frame(
+            claims.exp,
+            &self.session.subscriptions,
+        ));
+    }
+
     fn reply(&self, text: String) {
-        if let Pushed::Overflowed { dropped } = self.outbox.push(OutFrame::reply(text)) {
-            let counters = &self.shared.hub.counters;
-            Counters::add(&counters.dropped, dropped);
-            Counters::add(&counters.slow_consumer_closes, 1);
-        }
+        self.session.reply(text);
     }
 
     /// The hub is stopping: write what is still queued (publications
     /// accepted before `stop()`), then say goodbye with 1001.
     async fn shut_down(&mut self) -> Reason {
-        if self.outbox.drain(self.socket.pending_mut()).is_none() && !self.socket.is_empty() {
+        if self
+            .session
+            .outbox
+            .drain(self.socket.pending_mut())
+            .is_none()
+            && !self.socket.is_empty()
+        {
             match tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.write()).await {
                 Ok(true) => {}
                 _ => return "write failed while stopping",
@@ -627,7 +602,7 @@ impl Connection {
     async fn close_for(&mut self, why: Closed) -> Reason {
         match why {
             Closed::SlowConsumer => {
-                tracing::warn!(target: LOG_TARGET, id = self.id, "closing slow consumer");
+                tracing::warn!(target: LOG_TARGET, id = self.session.id, "closing slow consumer");
                 self.close(CloseCode::Policy, "slow consumer").await
             }
             Closed::Gone => "closed",
@@ -650,14 +625,14 @@ impl Connection {
     async fn close(&mut self, code: CloseCode, reason: &'static str) -> Reason {
         // Leave every topic first: the client gets nothing more, and
         // `broadcast` stops counting it while the goodbye is under way.
-        self.leave_topics();
+        self.session.leave_topics();
         let frame = CloseFrame {
             code,
             reason: reason.into(),
         };
         let socket = &mut self.socket;
-        let outbox = &*self.outbox;
-        let counters = &self.shared.hub.counters;
+        let outbox = &*self.session.outbox;
+        let counters = &self.session.shared.hub.counters;
         let handshake = async move {
             // `send` finishes a frame cut short by a slow-consumer close
             // first, or the close frame would land inside it.
@@ -675,18 +650,8 @@ impl Connection {
         reason
     }
 
-    fn leave_topics(&mut self) {
-        for topic in std::mem::take(&mut self.subscriptions) {
-            self.shared.hub.unsubscribe(&topic, self.id);
-        }
-    }
-
     /// Leaves every topic and releases what the connection held.
     fn finish(&mut self) {
-        let dropped = self.outbox.close() + self.socket.pending_publications();
-        self.leave_topics();
-        let counters = &self.shared.hub.counters;
-        Counters::add(&counters.dropped, dropped);
-        Counters::add(&counters.connections_closed, 1);
+        self.session.finish(self.socket.pending_publications());
     }
 }

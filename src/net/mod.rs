@@ -6,7 +6,9 @@
 //! - [`listener`]: binding and the accept loop.
 //! - [`http`]: the request head, handshake statuses, `/metrics`, `/healthz`.
 //! - [`client_js`]: the browser client served at `<path>/client.js`.
-//! - [`connection`]: one client, from handshake to close.
+//! - [`connection`]: one WebSocket client, from handshake to close.
+//! - [`session`]: a client's queue and subscriptions, whatever carries
+//!   them.
 //! - [`socket`]: a client's socket, where tungstenite's frames and ours
 //!   never interleave.
 //! - [`writer`]: a client's queued frames written with vectored writes.
@@ -21,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::core::config::Config;
 use crate::core::hub::Hub;
+use crate::core::token::TokenCheck;
 
 pub(crate) mod client_js;
 pub(crate) mod connection;
@@ -28,6 +31,7 @@ pub(crate) mod http;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod rate_limit;
+pub(crate) mod session;
 pub(crate) mod socket;
 pub(crate) mod writer;
 
@@ -42,6 +46,8 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     /// Source of connection ids.
     pub next_id: AtomicU64,
+    /// The built-in token check, when `jwt_key` is set.
+    pub tokens: Option<TokenCheck>,
 }
 
 impl Shared {

@@ -48,6 +48,14 @@ pub fn encode_publication(topic: &str, seq: u64, data: &str) -> Bytes {
     text_frame(len, |wire| super::write_publication(wire, topic, seq, data))
 }
 
+/// A retained value's frame (see [`super::write_retained`]): what a new
+/// subscriber is sent of the values a topic keeps. Encoded once, when the
+/// publication that carries it is made.
+pub fn encode_retained(topic: &str, seq: u64, data: &str) -> Bytes {
+    let len = super::retained_len(topic, seq, data);
+    text_frame(len, |wire| super::write_retained(wire, topic, seq, data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +88,19 @@ mod tests {
                 tungstenite_frame(text.clone())
             );
             assert_eq!(encode_text_frame(text.clone()), tungstenite_frame(text));
+        }
+    }
+
+    #[test]
+    fn a_retained_frame_is_its_publication_flagged() {
+        for data in ["1", "{\"a\":[1,2]}", &format!("\"{}\"", "y".repeat(200))] {
+            let wire = encode_retained("odds", 42, data);
+            let text = format!(
+                r#"{{"type":"message","topic":"odds","seq":42,"retained":true,"data":{data}}}"#
+            );
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(value["retained"], true);
+            assert_eq!(wire, tungstenite_frame(text));
         }
     }
 }

@@ -55,6 +55,9 @@ pub enum ErrorCode {
     /// A `since` (in `subscribe`, or the handshake's query) that is not
     /// `{topic: {"seq": N, "epoch": E}}` for topics being subscribed.
     InvalidSince,
+    /// A `refresh` whose token the hub refused (or a hub that checks no
+    /// tokens); the connection keeps its current token.
+    InvalidToken,
 }
 
 impl ErrorCode {
@@ -67,6 +70,7 @@ impl ErrorCode {
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::InvalidSince => "invalid_since",
+            ErrorCode::InvalidToken => "invalid_token",
         }
     }
 }
@@ -90,6 +94,12 @@ pub enum ClientMessage {
     },
     /// `{"type":"unsubscribe","topics":[...]}`
     Unsubscribe(Vec<String>),
+    /// `{"type":"refresh","token":T}`: a new token before the current one
+    /// expires.
+    Refresh {
+        /// The new token.
+        token: String,
+    },
 }
 
 /// A client message that could not be understood; it becomes an `error`
@@ -125,6 +135,8 @@ struct Envelope<'a> {
     topics: Option<&'a RawValue>,
     #[serde(borrow, default)]
     since: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    token: Option<&'a RawValue>,
 }
 
 fn present<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
@@ -168,6 +180,13 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
             Ok(ClientMessage::Subscribe { topics, since })
         }
         "unsubscribe" => Ok(ClientMessage::Unsubscribe(topic_list(envelope.topics)?)),
+        "refresh" => envelope
+            .token
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+            .map(|token| ClientMessage::Refresh { token })
+            .ok_or_else(|| {
+                ProtocolError::new(ErrorCode::InvalidToken, "missing string field \"token\"")
+            }),
         other => Err(ProtocolError::new(
             ErrorCode::UnknownType,
             format!("unknown type {:?}", truncate(other, 64)),
@@ -322,15 +341,36 @@ pub fn publication_len(topic: &str, seq: u64, data: &str) -> usize {
         + 1
 }
 
+/// What a retained value's frame adds to its publication's text.
+const RETAINED_FLAG: &str = r#","retained":true"#;
+
+/// The length of a retained value's text (see [`write_retained`]).
+pub fn retained_len(topic: &str, seq: u64, data: &str) -> usize {
+    publication_len(topic, seq, data) + RETAINED_FLAG.len()
+}
+
 /// Appends a publication's text, `{"type":"message","topic":T,"seq":N,"data":D}`,
 /// to `out`: the one text built per publication and shared by all
 /// subscribers. `topic` must be valid (no escaping needed) and `data` valid
 /// JSON.
 pub fn write_publication(out: &mut Vec<u8>, topic: &str, seq: u64, data: &str) {
+    write_message(out, topic, seq, "", data);
+}
+
+/// Appends a retained value's text, the publication's with
+/// `"retained":true` before `data`:
+/// `{"type":"message","topic":T,"seq":N,"retained":true,"data":D}`, what a
+/// new subscriber receives of the values kept for it.
+pub fn write_retained(out: &mut Vec<u8>, topic: &str, seq: u64, data: &str) {
+    write_message(out, topic, seq, RETAINED_FLAG, data);
+}
+
+fn write_message(out: &mut Vec<u8>, topic: &str, seq: u64, flags: &str, data: &str) {
     out.extend_from_slice(PUBLICATION_HEAD.as_bytes());
     out.extend_from_slice(topic.as_bytes());
     out.extend_from_slice(PUBLICATION_SEQ.as_bytes());
     let _ = write!(out, "{seq}");
+    out.extend_from_slice(flags.as_bytes());
     out.extend_from_slice(PUBLICATION_DATA.as_bytes());
     out.extend_from_slice(data.as_bytes());
     out.push(b'}');
@@ -483,6 +523,24 @@ pub fn subscribed_frame(
 /// `{"type":"unsubscribed","topics":[...]}`
 pub fn unsubscribed_frame(topics: &[String]) -> String {
     topics_answer("unsubscribed", topics, None, &[])
+}
+
+/// `{"type":"refreshed","exp":N,"topics":[...]}`: the new token's expiry
+/// (seconds since the epoch) and the topics subscribed after it applied.
+pub fn refreshed_frame(exp: u64, topics: &[String]) -> String {
+    #[derive(Serialize)]
+    struct Refreshed<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        exp: u64,
+        topics: &'a [String],
+    }
+    serde_json::to_string(&Refreshed {
+        kind: "refreshed",
+        exp,
+        topics,
+    })
+    .unwrap_or_default()
 }
 
 /// `{"type":"pong"}`, or `{"type":"pong","id":X}` echoing the ping's id.

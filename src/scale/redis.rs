@@ -10,7 +10,10 @@
 //! - a publisher, over which it sends the queued publications in pipelined
 //!   batches of `EVALSHA` calls of `SCRIPT`, which increments the topic's
 //!   counter and publishes `"<seq> <data>"` on the topic's channel in one
-//!   atomic step, so a channel's order is its `seq` order;
+//!   atomic step, so a channel's order is its `seq` order (a publication
+//!   with a key or to be retained carries them between the two, see
+//!   [`Meta`]; a clear of retained values is a plain `PUBLISH` of seq 0 in
+//!   the same pipeline, so it keeps its place in that order);
 //! - a subscriber holding one pattern subscription (`<prefix>*`), whose
 //!   messages it hands to [`crate::core::hub::Hub::ingest`], i.e. to the same
 //!   publish queue and fan-out local publications use.
@@ -34,7 +37,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, RedisResult};
 use tokio_util::sync::CancellationToken;
 
-use crate::core::backplane::{Outbound, Outgoing};
+use crate::core::backplane::{Kind, Outbound, Outgoing};
 use crate::core::error::Error;
 use crate::core::hub::{Hub, Ingested};
 use crate::core::stats::Counters;
@@ -396,13 +399,26 @@ impl Backplane {
         let mut pipe = redis::pipe();
         pipe.cmd("SCRIPT").arg("LOAD").arg(SCRIPT).ignore();
         for item in batch.iter() {
+            let channel = format!("{}{}", self.prefix, item.topic);
+            let meta = Meta {
+                kind: item.kind,
+                key: item.key.as_deref(),
+            };
+            if item.kind == Kind::ClearRetained {
+                // Its answer (how many hubs heard it) is not a seq.
+                pipe.cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(format!("0 {meta}"))
+                    .ignore();
+                continue;
+            }
             pipe.cmd("EVALSHA")
                 .arg(self.script.get_hash())
                 .arg(1)
                 .arg(format!("{}seq:{}", self.prefix, item.topic))
                 .arg(item.floor)
-                .arg(format!("{}{}", self.prefix, item.topic))
-                .arg(&*item.data);
+                .arg(channel)
+                .arg(format!("{meta}{}", item.data));
         }
         let result = pipe.query_async::<Vec<u64>>(publisher).await;
         let counters = &hub.counters;
@@ -414,7 +430,8 @@ impl Backplane {
                         "Redis refused publications: a seq counter key holds a non-integer"
                     );
                 }
-                Counters::add(&counters.backplane_published, batch.len() as u64 - refused);
+                // One answer per publication (clears have none).
+                Counters::add(&counters.backplane_published, seqs.len() as u64 - refused);
                 Counters::add(&counters.backplane_dropped, refused);
                 self.outbound.flowing();
                 batch.clear();
@@ -446,11 +463,18 @@ impl Backplane {
     /// Hands one message from Redis to the hub. Returns `false` when the
     /// hub is shutting down.
     async fn receive(&self, hub: &Hub, message: &redis::Msg, shutdown: &CancellationToken) -> bool {
-        let Some((topic, seq, data)) = parse_message(
+        let Some(Message {
+            topic,
+            seq,
+            kind,
+            key,
+            data,
+        }) = parse_message(
             &self.prefix,
             message.get_channel_name(),
             message.get_payload_bytes(),
-        ) else {
+        )
+        else {
             tracing::warn!(target: LOG_TARGET, channel = message.get_channel_name(),
                 "ignoring a message on the backplane's channels that wshub did not publish"
             );
@@ -458,7 +482,13 @@ impl Backplane {
         };
         let counters = &hub.counters;
         loop {
-            match hub.ingest(topic, seq, data) {
+            let ingested = if kind == Kind::ClearRetained {
+                hub.queue_clear(topic, key)
+                    .map(|()| Ingested::Queued { missed: 0 })
+            } else {
+                hub.ingest(topic, seq, data, key, kind == Kind::Retain)
+            };
+            match ingested {
                 Ok(Ingested::Queued { missed }) => {
                     Counters::add(&counters.backplane_received, 1);
                     if missed > 0 {
@@ -512,32 +542,151 @@ async fn ping_both(
         .map_err(|e| e.to_string())
 }
 
-/// Splits a message on `<prefix><topic>` carrying `"<seq> <data>"`.
-/// `None` for anything else (another program publishing on our channels).
-fn parse_message<'a>(
-    prefix: &str,
-    channel: &'a str,
-    payload: &'a [u8],
-) -> Option<(&'a str, u64, &'a str)> {
+/// What a message carries besides its topic, `seq` and data: its kind and
+/// key, written between the `seq` and the data as `~` and a letter, then
+/// the key's length in bytes, `:` and the key, then a space:
+/// `17 ~k5:match {...}` (a key), `17 ~r {...}` (to retain, no key),
+/// `17 ~R5:match {...}` (to retain under a key), `0 ~c ` (clear all of the
+/// topic's retained values), `0 ~C5:match ` (clear one key). A plain
+/// publication has none: `17 {...}`. JSON never starts with `~`, so the
+/// two cannot be confused.
+struct Meta<'a> {
+    kind: Kind,
+    key: Option<&'a str>,
+}
+
+impl std::fmt::Display for Meta<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let letter = match (self.kind, self.key.is_some()) {
+            (Kind::Publish, false) => return Ok(()),
+            (Kind::Publish, true) => 'k',
+            (Kind::Retain, false) => 'r',
+            (Kind::Retain, true) => 'R',
+            (Kind::ClearRetained, false) => 'c',
+            (Kind::ClearRetained, true) => 'C',
+        };
+        match self.key {
+            Some(key) => write!(f, "~{letter}{}:{key} ", key.len()),
+            None => write!(f, "~{letter} "),
+        }
+    }
+}
+
+/// One message of the backplane, parsed.
+#[derive(Debug, PartialEq, Eq)]
+struct Message<'a> {
+    topic: &'a str,
+    /// 0 for a clear of retained values.
+    seq: u64,
+    kind: Kind,
+    key: Option<&'a str>,
+    data: &'a str,
+}
+
+/// Splits a message on `<prefix><topic>` carrying `"<seq> [meta]<data>"`
+/// (see [`Meta`]). `None` for anything else (another program publishing
+/// on our channels).
+fn parse_message<'a>(prefix: &str, channel: &'a str, payload: &'a [u8]) -> Option<Message<'a>> {
     let topic = channel.strip_prefix(prefix)?;
     if !is_valid_topic(topic) {
         return None;
     }
     let payload = std::str::from_utf8(payload).ok()?;
-    let (seq, data) = payload.split_once(' ')?;
-    let seq = seq.parse::<u64>().ok().filter(|&seq| seq > 0)?;
-    Some((topic, seq, data))
+    let (seq, rest) = payload.split_once(' ')?;
+    let seq = seq.parse::<u64>().ok()?;
+    let (kind, key, data) = match rest.strip_prefix('~') {
+        None => (Kind::Publish, None, rest),
+        Some(meta) => {
+            let mut chars = meta.chars();
+            let letter = chars.next()?;
+            let meta = chars.as_str();
+            let (key, after) = if letter.is_ascii_uppercase() || letter == 'k' {
+                let (len, after) = meta.split_once(':')?;
+                let len = len.parse::<usize>().ok()?;
+                (Some(after.get(..len)?), after.get(len..)?)
+            } else {
+                (None, meta)
+            };
+            let data = after.strip_prefix(' ')?;
+            let kind = match letter {
+                'k' => Kind::Publish,
+                'r' | 'R' => Kind::Retain,
+                'c' | 'C' => Kind::ClearRetained,
+                _ => return None,
+            };
+            (kind, key, data)
+        }
+    };
+    // Only a clear has no seq (and no data).
+    let clear = kind == Kind::ClearRetained;
+    if (seq == 0) != clear || (clear && !data.is_empty()) {
+        return None;
+    }
+    Some(Message {
+        topic,
+        seq,
+        kind,
+        key,
+        data,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn message<'a>(seq: u64, kind: Kind, key: Option<&'a str>, data: &'a str) -> Message<'a> {
+        Message {
+            topic: "odds",
+            seq,
+            kind,
+            key,
+            data,
+        }
+    }
+
+    #[test]
+    fn kinds_and_keys_travel_in_the_payload() {
+        for (seq, kind, key, data) in [
+            (17, Kind::Publish, None, "{\"a\": 1}"),
+            (17, Kind::Publish, Some("m:1 x"), "[1]"),
+            (18, Kind::Retain, None, "2"),
+            (19, Kind::Retain, Some(""), "\"é\""),
+            (20, Kind::Retain, Some("é~:9 "), "{}"),
+            (0, Kind::ClearRetained, None, ""),
+            (0, Kind::ClearRetained, Some("k"), ""),
+        ] {
+            let payload = format!("{seq} {}{data}", Meta { kind, key });
+            assert_eq!(
+                parse_message("wshub:", "wshub:odds", payload.as_bytes()),
+                Some(message(seq, kind, key, data)),
+                "{payload}"
+            );
+        }
+        // Malformed metadata is foreign.
+        for payload in [
+            "1 ~x 2",
+            "1 ~k 2",
+            "1 ~R9:ab 2",
+            "1 ~r2",
+            "1 ~c ",
+            "0 ~r 2",
+            "0 ~c 2",
+            "0 2",
+        ] {
+            assert_eq!(
+                parse_message("wshub:", "wshub:odds", payload.as_bytes()),
+                None,
+                "{payload}"
+            );
+        }
+    }
+
     #[test]
     fn messages_are_parsed_and_foreign_ones_refused() {
         assert_eq!(
             parse_message("wshub:", "wshub:odds", b"17 {\"a\": 1}"),
-            Some(("odds", 17, "{\"a\": 1}"))
+            Some(message(17, Kind::Publish, None, "{\"a\": 1}"))
         );
         assert_eq!(parse_message("wshub:", "other:odds", b"1 2"), None);
         assert_eq!(parse_message("wshub:", "wshub:bad topic", b"1 2"), None);

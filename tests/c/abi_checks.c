@@ -105,24 +105,31 @@ static void check_struct_size(void) {
     opts.struct_size = (size_t)(uintptr_t) "127.0.0.1"; /* an old host's opts.host */
     START_FAILS(&opts, WSHUB_ERR_INVALID_ARGUMENT);
 
-    /* The previous layout (before max_handshake_bytes) is still read:
+    /* The previous layouts (before max_handshake_bytes, before
+     * history_size, before retained_per_topic) are still read:
      * wshub_options_init() fills exactly that prefix, and wshub_start()
      * reads only it, whatever lies after it. */
-    const size_t old_size = offsetof(wshub_options, max_handshake_bytes);
-    memset(buffer, 0xAB, sizeof buffer);
-    CHECK(wshub_options_init((wshub_options *)(void *)buffer, old_size) == WSHUB_OK);
-    size_t beyond = old_size;
-    while (beyond < sizeof buffer && buffer[beyond] == 0xAB) {
-        beyond++;
+    const size_t old_sizes[] = {offsetof(wshub_options, max_handshake_bytes),
+                                offsetof(wshub_options, history_size),
+                                offsetof(wshub_options, retained_per_topic),
+                                offsetof(wshub_options, jwt_key)};
+    for (size_t i = 0; i < sizeof old_sizes / sizeof old_sizes[0]; i++) {
+        const size_t old_size = old_sizes[i];
+        memset(buffer, 0xAB, sizeof buffer);
+        CHECK(wshub_options_init((wshub_options *)(void *)buffer, old_size) == WSHUB_OK);
+        size_t beyond = old_size;
+        while (beyond < sizeof buffer && buffer[beyond] == 0xAB) {
+            beyond++;
+        }
+        CHECK(beyond == sizeof buffer);
+        wshub_options old;
+        memcpy(&old, buffer, sizeof old);
+        CHECK(old.struct_size == old_size);
+        CHECK(strcmp(old.path, "/api/ws") == 0 && old.publish_queue_bytes == 64u << 20);
+        wshub_server *old_hub = wshub_start(&old);
+        CHECK(old_hub != NULL);
+        wshub_stop(old_hub);
     }
-    CHECK(beyond == sizeof buffer);
-    wshub_options old;
-    memcpy(&old, buffer, sizeof old);
-    CHECK(old.struct_size == old_size);
-    CHECK(strcmp(old.path, "/api/ws") == 0 && old.publish_queue_bytes == 64u << 20);
-    wshub_server *old_hub = wshub_start(&old);
-    CHECK(old_hub != NULL);
-    wshub_stop(old_hub);
 
     /* The right size starts a hub. */
     opts = defaults();
@@ -145,6 +152,22 @@ static void check_options(void) {
     CHECK(opts.ping_interval == 20.0);
     CHECK(opts.backplane == NULL && opts.backplane_prefix == NULL && !opts.reuse_port);
     CHECK(opts.max_handshake_bytes == 65536 && opts.max_headers == 64);
+    CHECK(opts.retained_per_topic == 1000 && opts.retained_bytes == 64u << 20);
+    CHECK(opts.jwt_key == NULL && strcmp(opts.jwt_algorithms, "HS256") == 0);
+    CHECK(strcmp(opts.jwt_query, "token") == 0 && opts.jwt_leeway == 0.0);
+
+    /* A bad token option is a config error, not a crash. */
+    opts = defaults();
+    opts.jwt_key = "secret";
+    opts.jwt_algorithms = "HS256,RS256";
+    START_FAILS(&opts, WSHUB_ERR_INVALID_CONFIG);
+    opts.jwt_algorithms = "RS256"; /* "secret" is no PEM key */
+    START_FAILS(&opts, WSHUB_ERR_INVALID_CONFIG);
+    opts.jwt_algorithms = NULL; /* the default, HS256 */
+    opts.jwt_key_len = 3;       /* "sec" */
+    wshub_server *jwt_hub = wshub_start(&opts);
+    CHECK(jwt_hub != NULL);
+    wshub_stop(jwt_hub);
 
     /* Scale-out: reuse_port needs a backplane; a bad URL or prefix is a
      * config error; an unreachable Redis (nothing listens on port 1) fails

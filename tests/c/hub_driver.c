@@ -10,6 +10,13 @@
  *                       "ERR <code> <message>" (json is the rest of the
  *                       line, passed with its exact length)
  *   STATS            -> "STATS <json>" from wshub_stats_json()
+ *   EX <flags> <topic> <key> <json>
+ *                    -> wshub_broadcast_ex() (key "-": NULL), answered
+ *                       like a publication
+ *   CLEAR <topic> <key> -> wshub_clear_retained() (key "-": NULL):
+ *                       "OK 0" or "ERR <code> <message>"
+ * The environment variables HUB_DRIVER_RETAINED_BYTES and
+ * HUB_DRIVER_JWT_KEY, if set, are opts.retained_bytes and opts.jwt_key.
  * At end of input it stops the hub and prints "STOPPED".
  */
 #define _POSIX_C_SOURCE 200809L
@@ -39,12 +46,48 @@ static void print_stats(const wshub_server *hub) {
     free(json);
 }
 
+static void print_result(int64_t result) {
+    if (result < 0) {
+        printf("ERR %" PRId64 " %s\n", result, wshub_last_error());
+    } else {
+        printf("OK %" PRId64 "\n", result);
+    }
+}
+
+/* Splits off the next space-separated word of *rest; "-" reads as NULL. */
+static const char *word(char **rest) {
+    char *start = *rest;
+    char *space = strchr(start, ' ');
+    if (space != NULL) {
+        *space = '\0';
+        *rest = space + 1;
+    } else {
+        *rest = start + strlen(start);
+    }
+    return strcmp(start, "-") == 0 ? NULL : start;
+}
+
 static void handle_line(wshub_server *hub, char *line, size_t len) {
     if (len > 0 && line[len - 1] == '\n') {
         line[--len] = '\0';
     }
     if (strcmp(line, "STATS") == 0) {
         print_stats(hub);
+        return;
+    }
+    if (strncmp(line, "EX ", 3) == 0) {
+        char *rest = line + 3;
+        unsigned flags = (unsigned)strtoul(word(&rest), NULL, 10);
+        const char *topic = word(&rest);
+        const char *key = word(&rest);
+        print_result(wshub_broadcast_ex(hub, topic, rest, strlen(rest), key, flags));
+        return;
+    }
+    if (strncmp(line, "CLEAR ", 6) == 0) {
+        char *rest = line + 6;
+        const char *topic = word(&rest);
+        const char *key = word(&rest);
+        print_result(wshub_clear_retained(hub, topic, key));
         return;
     }
     char *space = memchr(line, ' ', len);
@@ -55,12 +98,7 @@ static void handle_line(wshub_server *hub, char *line, size_t len) {
     *space = '\0';
     const char *json = space + 1;
     size_t json_len = len - (size_t)(json - line);
-    int64_t result = wshub_broadcast(hub, line, json, json_len);
-    if (result < 0) {
-        printf("ERR %" PRId64 " %s\n", result, wshub_last_error());
-    } else {
-        printf("OK %" PRId64 "\n", result);
-    }
+    print_result(wshub_broadcast(hub, line, json, json_len));
 }
 
 int main(int argc, char **argv) {
@@ -70,6 +108,11 @@ int main(int argc, char **argv) {
     }
     opts.port = 0;
     opts.shutdown_timeout = 1.0;
+    const char *retained_bytes = getenv("HUB_DRIVER_RETAINED_BYTES");
+    if (retained_bytes != NULL) {
+        opts.retained_bytes = (size_t)strtoull(retained_bytes, NULL, 10);
+    }
+    opts.jwt_key = getenv("HUB_DRIVER_JWT_KEY");
     if (argc > 1) {
         /* argv is NULL-terminated, exactly the shape opts.topics wants. */
         opts.topics = (const char *const *)&argv[1];

@@ -52,6 +52,15 @@ int main(void) {
     } else {
         printf("\"history_ttl\":%.17g,", o.history_ttl);
     }
+    printf("\"retained_per_topic\":%zu,", o.retained_per_topic);
+    printf("\"retained_bytes\":%zu,", o.retained_bytes);
+    string_field("jwt_key", o.jwt_key, 0);
+    string_field("jwt_algorithms", o.jwt_algorithms, 0);
+    string_field("jwt_audience", o.jwt_audience, 0);
+    string_field("jwt_issuer", o.jwt_issuer, 0);
+    printf("\"jwt_leeway\":%.17g,", o.jwt_leeway);
+    string_field("jwt_query", o.jwt_query, 0);
+    string_field("jwt_cookie", o.jwt_cookie, 0);
     printf("\"shutdown_timeout\":%.17g,", o.shutdown_timeout);
     printf("\"worker_threads\":%zu,", o.worker_threads);
     printf("\"on_subscription\":%s,", o.on_subscription ? "\"set\"" : "null");

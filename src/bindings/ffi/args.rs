@@ -3,6 +3,7 @@
 //! into a [`Config`].
 
 use super::*;
+use crate::core::token::TokenConfig;
 
 pub(super) fn non_null<T>(pointer: *mut T, name: &str) -> Result<*mut T, Failure> {
     if pointer.is_null() {
@@ -150,7 +151,46 @@ pub(super) unsafe fn config_from(
         } else {
             Some(seconds("history_ttl", o.history_ttl)?)
         },
+        retained_per_topic: o.retained_per_topic,
+        retained_bytes: o.retained_bytes,
+        // SAFETY: the string options are NULL or NUL-terminated, and
+        // `jwt_key` has `jwt_key_len` readable bytes, by the caller's
+        // contract.
+        jwt: unsafe { token_config(o) }?,
     })
+}
+
+/// The JWT options (`None` without `jwt_key`).
+///
+/// # Safety
+/// As the string options of [`config_from`]; `jwt_key` must have
+/// `jwt_key_len` readable bytes (or be NUL-terminated when it is 0).
+unsafe fn token_config(o: &wshub_options) -> Result<Option<TokenConfig>, Failure> {
+    if o.jwt_key.is_null() {
+        return Ok(None);
+    }
+    let key = if o.jwt_key_len == 0 {
+        // SAFETY: NUL-terminated by the caller's contract.
+        unsafe { CStr::from_ptr(o.jwt_key) }.to_bytes().to_vec()
+    } else {
+        // SAFETY: `jwt_key_len` readable bytes by the caller's contract.
+        unsafe { byte_slice(o.jwt_key, o.jwt_key_len, "opts->jwt_key") }?.to_vec()
+    };
+    // SAFETY (five calls): NULL or NUL-terminated, as above.
+    let text = |p, name| unsafe { optional_str(p, name) };
+    Ok(Some(TokenConfig {
+        key,
+        algorithms: text(o.jwt_algorithms, "opts->jwt_algorithms")?
+            .unwrap_or_else(|| "HS256".to_owned())
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
+        audience: text(o.jwt_audience, "opts->jwt_audience")?.map(|a| vec![a]),
+        issuer: text(o.jwt_issuer, "opts->jwt_issuer")?.map(|i| vec![i]),
+        leeway: seconds_or_zero("jwt_leeway", o.jwt_leeway)?,
+        query_param: text(o.jwt_query, "opts->jwt_query")?.unwrap_or_else(|| "token".to_owned()),
+        cookie: text(o.jwt_cookie, "opts->jwt_cookie")?,
+    }))
 }
 
 /// Copies an optional string option (NULL: `None`).

@@ -50,6 +50,7 @@ impl From<Error> for Failure {
             Error::Runtime(_) => WSHUB_ERR_RUNTIME,
             Error::Forked { .. } => WSHUB_ERR_FORKED,
             Error::Backplane { .. } => WSHUB_ERR_BACKPLANE,
+            Error::NotRetainable(_) => WSHUB_ERR_NOT_RETAINABLE,
         };
         Failure::new(code, error.to_string())
     }

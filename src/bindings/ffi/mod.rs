@@ -40,7 +40,7 @@ use std::ptr;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::core::authorize::{Authorization, Authorizer, HandshakeRequest};
-use crate::core::config::{seconds, Config, SlowClientPolicy, TopicPolicy};
+use crate::core::config::{seconds, seconds_or_zero, Config, SlowClientPolicy, TopicPolicy};
 use crate::core::error::Error;
 use crate::core::outbox::lock;
 use crate::core::subscription_events::SubscriptionListener;
@@ -82,6 +82,11 @@ pub enum wshub_code {
     /// The Redis backplane (`wshub_options.backplane`) could not be
     /// reached when the hub started.
     WSHUB_ERR_BACKPLANE = -12,
+    /// `wshub_broadcast_ex()` with `WSHUB_RETAIN` of a value the hub cannot
+    /// keep: retained values are off (`retained_bytes` or
+    /// `retained_per_topic` 0), or the value alone exceeds
+    /// `retained_bytes`. Nothing was sent.
+    WSHUB_ERR_NOT_RETAINABLE = -13,
 }
 
 use wshub_code::*;
@@ -269,6 +274,39 @@ pub struct wshub_options {
     /// Seconds after which a publication leaves the history; 0 (the
     /// default): never by age.
     pub history_ttl: f64,
+    // Fields below were appended after the third layout (ending with
+    // `history_ttl`); a host built with it gets their defaults.
+    /// Retained values (`wshub_broadcast_ex()` with `WSHUB_RETAIN`) kept
+    /// per topic at most; a new key past it pushes out the topic's oldest
+    /// value. Default 1000, at most 1000000.
+    pub retained_per_topic: usize,
+    /// Bytes of retained frames kept across all topics at most; 0 turns
+    /// retained values off. Default 64 MiB, at most 4 GiB.
+    pub retained_bytes: usize,
+    // Fields below were appended after the fourth layout (ending with
+    // `retained_bytes`); a host built with it gets their defaults.
+    /// Turns on the built-in JWT check of every handshake: the HMAC secret
+    /// (HS*) or the PEM public key (RS*, PS*, ES*, EdDSA), `jwt_key_len`
+    /// bytes (0: NUL-terminated). NULL (the default): off. Handshakes
+    /// without a valid token get HTTP 401; a connection whose token
+    /// expires is closed with 4001 unless it sent a `refresh` first.
+    pub jwt_key: *const c_char,
+    /// Bytes of `jwt_key` (0: up to its NUL).
+    pub jwt_key_len: usize,
+    /// Comma-separated algorithms accepted, all of the key's family.
+    /// Default (and NULL) "HS256".
+    pub jwt_algorithms: *const c_char,
+    /// The `aud` a token must name; NULL (the default): not checked.
+    pub jwt_audience: *const c_char,
+    /// The `iss` a token must have; NULL (the default): not checked.
+    pub jwt_issuer: *const c_char,
+    /// Seconds of clock skew allowed on `exp` and `nbf`. Default 0.
+    pub jwt_leeway: f64,
+    /// The query parameter a token may come in. Default (and NULL)
+    /// "token".
+    pub jwt_query: *const c_char,
+    /// The cookie a token may come in; NULL (the default): none.
+    pub jwt_cookie: *const c_char,
 }
 
 /// What happens to a client whose queue is full.
@@ -433,6 +471,25 @@ const OPTIONS_SIZE_V1: usize = std::mem::offset_of!(wshub_options, max_handshake
 /// The size of the second layout, which ended with `max_headers`.
 const OPTIONS_SIZE_V2: usize = std::mem::offset_of!(wshub_options, history_size);
 
+/// The size of the third layout, which ended with `history_ttl`.
+const OPTIONS_SIZE_V3: usize = std::mem::offset_of!(wshub_options, retained_per_topic);
+
+/// The size of the fourth layout, which ended with `retained_bytes`.
+const OPTIONS_SIZE_V4: usize = std::mem::offset_of!(wshub_options, jwt_key);
+
+// Nor the fourth (a size_t, then a pointer).
+const _: () = assert!(
+    OPTIONS_SIZE_V4
+        == std::mem::offset_of!(wshub_options, retained_bytes) + std::mem::size_of::<usize>()
+);
+
+// The third had no padding after its last field either (a double, then a
+// size_t).
+const _: () = assert!(
+    OPTIONS_SIZE_V3
+        == std::mem::offset_of!(wshub_options, history_ttl) + std::mem::size_of::<f64>()
+);
+
 // Nor had the second (its last field is a size_t, as is the next one).
 const _: () = assert!(
     OPTIONS_SIZE_V2
@@ -447,14 +504,22 @@ const _: () = assert!(
 );
 
 fn check_struct_size(size: usize, name: &str) -> Result<(), Failure> {
-    if size == OPTIONS_SIZE || size == OPTIONS_SIZE_V1 || size == OPTIONS_SIZE_V2 {
+    let sizes = [
+        OPTIONS_SIZE,
+        OPTIONS_SIZE_V1,
+        OPTIONS_SIZE_V2,
+        OPTIONS_SIZE_V3,
+        OPTIONS_SIZE_V4,
+    ];
+    if sizes.contains(&size) {
         return Ok(());
     }
     Err(Failure::invalid_argument(format!(
         "{name} is {size}, but this wshub {} reads a wshub_options of {OPTIONS_SIZE} bytes \
-         (or {OPTIONS_SIZE_V2} or {OPTIONS_SIZE_V1}, the layouts before history_size and \
-         before max_handshake_bytes): fill it with wshub_options_default() and build \
-         against the library's wshub.h",
+         (or {OPTIONS_SIZE_V4}, {OPTIONS_SIZE_V3}, {OPTIONS_SIZE_V2} or {OPTIONS_SIZE_V1}, the \
+         layouts before jwt_key, before retained_per_topic, before history_size and before \
+         max_handshake_bytes): fill it with wshub_options_default() and build against the \
+         library's wshub.h",
         env!("CARGO_PKG_VERSION")
     )))
 }
@@ -462,6 +527,8 @@ fn check_struct_size(size: usize, name: &str) -> Result<(), Failure> {
 /// Defaults of the string options, owned by the library for ever.
 const DEFAULT_HOST: &CStr = c"127.0.0.1";
 const DEFAULT_PATH: &CStr = c"/api/ws";
+const DEFAULT_JWT_ALGORITHMS: &CStr = c"HS256";
+const DEFAULT_JWT_QUERY: &CStr = c"token";
 
 /// Fills `*out` with the defaults (see each field of `wshub_options`) and
 /// sets `out->struct_size`. Its `host` and `path` then point to static
@@ -543,6 +610,16 @@ fn default_options() -> wshub_options {
         history_size: config.history_size,
         history_bytes: config.history_bytes,
         history_ttl: config.history_ttl.map_or(0.0, |ttl| ttl.as_secs_f64()),
+        retained_per_topic: config.retained_per_topic,
+        retained_bytes: config.retained_bytes,
+        jwt_key: ptr::null(),
+        jwt_key_len: 0,
+        jwt_algorithms: DEFAULT_JWT_ALGORITHMS.as_ptr(),
+        jwt_audience: ptr::null(),
+        jwt_issuer: ptr::null(),
+        jwt_leeway: 0.0,
+        jwt_query: DEFAULT_JWT_QUERY.as_ptr(),
+        jwt_cookie: ptr::null(),
     }
 }
 
@@ -626,7 +703,7 @@ pub unsafe extern "C" fn wshub_broadcast(
     json_len: usize,
 ) -> i64 {
     // SAFETY: forwarded from the caller's contract; no key.
-    unsafe { broadcast(server, topic, json, json_len, ptr::null()) }
+    unsafe { broadcast(server, topic, json, json_len, ptr::null(), 0) }
 }
 
 /// `wshub_broadcast()` with a conflation key (e.g. a match id), for hubs
@@ -647,10 +724,38 @@ pub unsafe extern "C" fn wshub_broadcast_keyed(
     key: *const c_char,
 ) -> i64 {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { broadcast(server, topic, json, json_len, key) }
+    unsafe { broadcast(server, topic, json, json_len, key, 0) }
 }
 
-/// The body of both broadcast entry points.
+/// `wshub_broadcast_ex()` flag: also keep the publication as the newest
+/// retained value of (topic, key) (NULL key: the topic's one keyless
+/// value); every client that subscribes later receives it first, as a
+/// message with `"retained":true`. Bounded by `retained_per_topic` and
+/// `retained_bytes`; forgotten with `wshub_clear_retained()`.
+pub const WSHUB_RETAIN: u32 = 1;
+
+/// `wshub_broadcast_keyed()` with `flags`: 0 or `WSHUB_RETAIN`. Returns
+/// and fails as `wshub_broadcast()`, and with
+/// `WSHUB_ERR_INVALID_ARGUMENT` for an unknown flag bit and
+/// `WSHUB_ERR_NOT_RETAINABLE` for a value to retain that the hub cannot
+/// keep (nothing is sent then).
+///
+/// # Safety
+/// As `wshub_broadcast_keyed()`.
+#[no_mangle]
+pub unsafe extern "C" fn wshub_broadcast_ex(
+    server: *mut wshub_server,
+    topic: *const c_char,
+    json: *const c_char,
+    json_len: usize,
+    key: *const c_char,
+    flags: u32,
+) -> i64 {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { broadcast(server, topic, json, json_len, key, flags) }
+}
+
+/// The body of the broadcast entry points.
 ///
 /// # Safety
 /// As `wshub_broadcast_keyed()`.
@@ -660,6 +765,7 @@ unsafe fn broadcast(
     json: *const c_char,
     json_len: usize,
     key: *const c_char,
+    flags: u32,
 ) -> i64 {
     guard(
         |code| code as i64,
@@ -679,10 +785,48 @@ unsafe fn broadcast(
                     format!("invalid JSON: not UTF-8 ({e})"),
                 )
             })?;
-            let subscribers = hub.server.broadcast_keyed(topic, json, key)?;
+            if flags & !WSHUB_RETAIN != 0 {
+                return Err(Failure::invalid_argument(format!(
+                    "unknown flags {flags:#x}: only WSHUB_RETAIN ({WSHUB_RETAIN}) is defined"
+                )));
+            }
+            let retain = flags & WSHUB_RETAIN != 0;
+            let subscribers = hub.server.broadcast_keyed(topic, json, key, retain)?;
             Ok(i64::try_from(subscribers).unwrap_or(i64::MAX))
         },
     )
+}
+
+/// Forgets the retained value of (topic, `key`), or every retained value
+/// of `topic` when `key` is NULL. Applied in order with the publications
+/// made before it by the same thread (with a backplane, on every hub).
+/// Clients already subscribed are not told.
+///
+/// Returns `WSHUB_OK`, or `WSHUB_ERR_INVALID_ARGUMENT` (NULL `server` or
+/// `topic`, `key` not UTF-8), `WSHUB_ERR_INVALID_TOPIC`,
+/// `WSHUB_ERR_NOT_RUNNING`, `WSHUB_ERR_OVERLOADED`.
+///
+/// # Safety
+/// `server` must be NULL or a live hub, `topic` NULL or NUL-terminated,
+/// `key` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn wshub_clear_retained(
+    server: *mut wshub_server,
+    topic: *const c_char,
+    key: *const c_char,
+) -> c_int {
+    guard(code_as_int, || {
+        // SAFETY (three calls): forwarded from the caller's contract.
+        let hub = unsafe { hub_ref(server) }?;
+        let topic = unsafe { c_str(topic, "topic", WSHUB_ERR_INVALID_TOPIC) }?;
+        let key = if key.is_null() {
+            None
+        } else {
+            Some(unsafe { c_str(key, "key", WSHUB_ERR_INVALID_ARGUMENT) }?)
+        };
+        hub.server.clear_retained(topic, key)?;
+        Ok(WSHUB_OK as c_int)
+    })
 }
 
 /// Writes the hub's counters as one line of JSON, with the same fields as
@@ -691,10 +835,16 @@ unsafe fn broadcast(
 /// "dropped":N,"slow_consumer_closes":N,"conflated":N,
 /// "subscription_events_dropped":N,"backplane_published":N,
 /// "backplane_received":N,"backplane_dropped":N,"backplane_missed":N,
-/// "backplane_reconnects":N,"history_bytes":N,"topics":{"name":subscribers,...},
+/// "backplane_reconnects":N,"history_bytes":N,"retained_values":N,
+/// "retained_bytes":N,"retained_evicted":N,"retained_refused":N,
+/// "retained_unsent":N,"token_expired_closes":N,"tokens_refreshed":N,
+/// "topics":{"name":subscribers,...},
 /// "handshakes_rejected":{"auth":N,"capacity":N,"invalid":N,"key":N,"method":N,
-/// "not_upgrade":N,"origin":N,"path":N,"timeout":N,"too_large":N,"too_many_headers":N,
-/// "version":N},"backplane_connected":B}` (keys in that order).
+/// "not_upgrade":N,"origin":N,"path":N,"timeout":N,"token_algorithm":N,
+/// "token_claims":N,"token_expired":N,"token_malformed":N,"token_missing":N,
+/// "token_not_yet_valid":N,"token_signature":N,"too_large":N,
+/// "too_many_headers":N,"version":N},"backplane_connected":B}` (keys in that
+/// order).
 ///
 /// Contract like `snprintf`: returns the length of the JSON in bytes, not
 /// counting the terminating NUL. When that length is less than `cap`, the
