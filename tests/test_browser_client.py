@@ -46,8 +46,13 @@ PAGE = b"""<!doctype html>
 <meta charset="utf-8"><title>wshub.js under test</title>
 <script type="module">
   const params = new URLSearchParams(location.search);
-  const options = JSON.parse(params.get("options"));
+  const { tokens, ...options } = JSON.parse(params.get("options"));
   window.log = { status: [], messages: [], recovery: [], errors: [], subscribed: [] };
+  // One token per connection attempt, from a list the test fills.
+  if (tokens) {
+    window.tokens = tokens;
+    options.token = async () => window.tokens.shift();
+  }
   const wshub = await import(params.get("client"));
   window.hub = wshub.connect(params.get("hub"), {
     ...options,
@@ -460,3 +465,64 @@ def test_the_readme_snippet_runs_as_written(page, app_origin, hubs):
     hub.broadcast("odds_updates", {"match": 1, "home": 2.0})
     assert wait_js(page, "() => rendered.length === 2 && rendered[1]") == [
         {"match": 1, "home": 2.0}, 1]
+
+
+def test_retained_values_come_first_and_again_when_recovery_fails(page, app_origin, hubs, proxies):
+    hub = start_hub(hubs, history_size=2)
+    hub.broadcast("odds", {"m": 1, "home": 1.5}, key=1, retain=True)
+    hub.broadcast("odds", {"m": 2, "home": 2.5}, key=2, retain=True)
+    proxy = TcpProxy(hub.port)
+    proxies.append(proxy)
+    open_page(page, app_origin, hub.port, connect_port=proxy.port, topics=["odds"])
+    messages = wait_messages(page, 2)
+    assert [(m["seq"], m["data"]["m"], m["retained"]) for m in messages] == [
+        (1, 1, True), (2, 2, True)]
+    hub.broadcast("odds", {"m": 1, "home": 1.6}, key=1, retain=True)
+    assert [(m["seq"], m["retained"]) for m in wait_messages(page, 3)][2] == (3, False)
+
+    # Away for longer than the history: no replay, but the current values.
+    proxy.down = True
+    proxy.cut()
+    wait_subscribers(hub, "odds", 0)
+    for home in (1.7, 1.8, 1.9):
+        hub.broadcast("odds", {"m": 1, "home": home}, key=1, retain=True)
+    proxy.down = False
+    opened = wait_open(page, 2)
+    assert opened["recovered"] == {"odds": False}
+    messages = wait_messages(page, 5)
+    assert [(m["seq"], m["data"], m["retained"]) for m in messages[3:]] == [
+        (2, {"m": 2, "home": 2.5}, True), (6, {"m": 1, "home": 1.9}, True)]
+    assert page.evaluate("() => hub.position('odds').seq") == 6
+
+
+def test_an_expiring_token_is_replaced_and_nothing_is_missed(page, app_origin, hubs):
+    jwt = pytest.importorskip("jwt", reason="PyJWT not installed (requirements-dev.txt)")
+    secret = "a-secret-for-tests-only-" * 3
+
+    def token(ttl: float) -> str:
+        return jwt.encode({"sub": "u1", "exp": int(time.time() + ttl)}, secret, algorithm="HS256")
+
+    hub = start_hub(hubs, jwt_key=secret)
+    open_page(page, app_origin, hub.port, topics=["odds"], tokens=[token(4), token(600)])
+    wait_open(page)
+    wait_subscribers(hub, "odds", 1)
+    hub.broadcast("odds", {"i": 1})
+    wait_messages(page, 1)
+
+    # At the first token's exp the hub closes with 4001; the client comes
+    # back with the next token, where it was.
+    reconnecting = wait_js(page, """() => log.status.find((s) => s.state === "reconnecting")""")
+    assert (reconnecting["code"], reconnecting["reason"]) == (4001, "token expired")
+    hub.broadcast("odds", {"i": 2})  # while away, or just back: delivered either way
+    opened = wait_open(page, 2)
+    assert opened["recovered"] == {"odds": True}
+    wait_subscribers(hub, "odds", 1)
+    hub.broadcast("odds", {"i": 3})
+    assert [m["data"]["i"] for m in wait_messages(page, 3)] == [1, 2, 3]
+    assert len(log(page, "messages")) == 3
+
+    # A refresh instead keeps the connection.
+    answer = page.evaluate("(t) => hub.refresh(t)", token(900))
+    assert answer["topics"] == ["odds"] and answer["exp"] > time.time() + 800
+    assert hub.stats()["tokens_refreshed"] == 1
+    assert [s["state"] for s in log(page, "status")].count("open") == 2

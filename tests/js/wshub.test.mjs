@@ -18,8 +18,9 @@ const { connect, backoffDelay, isRefusal, handshakeUrl, DEFAULTS } = wshub;
 class ScriptedSocket {
   static opened = [];
 
-  constructor(url) {
+  constructor(url, protocols) {
     this.url = new URL(url);
+    this.protocols = protocols;
     this.readyState = 0;
     this.sent = [];
     this.closedWith = null;
@@ -112,6 +113,8 @@ const clock = {
 };
 
 const elapse = (ms) => clock.elapse(ms);
+// Lets every pending promise callback run (setImmediate is not the page's timers).
+const settle = () => new Promise((resolve) => setImmediate(resolve));
 
 // The page's window, for the online/offline events.
 const win = new EventTarget();
@@ -218,6 +221,23 @@ test("dispatch: by topic, with seq, epoch, retained and recovered in meta", () =
   last().frame(message("odds", 6));
   assert.equal(odds.length, 2);
   assert.equal(record.messages.length, 4);
+  hub.close();
+});
+
+test("retained values, then live ones racing the subscribe, are all delivered", () => {
+  // After the answer (stream seq 10), the values kept per key, oldest seq
+  // first, then live publications, some numbered before 10 whose value
+  // was not kept yet (docs/protocol.md, Retained values).
+  const { hub, record } = open({ topics: ["odds"] });
+  last().accept({ topics: ["odds"], streams: { odds: stream("E", 10) } });
+  last().frame(message("odds", 8, "A@8", { retained: true }));
+  last().frame(message("odds", 10, "B@10", { retained: true }));
+  last().frame(message("odds", 9, "A@9"));
+  last().frame(message("odds", 11, "B@11"));
+  last().frame(message("odds", 11, "B@11")); // a repeat
+  assert.deepEqual(record.messages.map((m) => [m.data, m.retained]),
+    [["A@8", true], ["B@10", true], ["A@9", false], ["B@11", false]]);
+  assert.deepEqual(hub.position("odds"), { epoch: "E", seq: 11 });
   hub.close();
 });
 
@@ -447,6 +467,55 @@ test("a bad URL or bad topics throw at once and leave nothing running", () => {
   assert.equal(ScriptedSocket.opened.length, 0);
 });
 
+// -------------------------------------------------------------- tokens
+
+test("a token goes as a subprotocol; a function gives a fresh one per attempt", async () => {
+  const fixed = open({ token: "t0" });
+  assert.deepEqual(last().protocols, ["wshub", "bearer.t0"]);
+  fixed.hub.close();
+
+  const tokens = ["t1", "t2"];
+  const { hub, record } = open({ topics: ["a"], token: async () => tokens.shift() });
+  await settle(); // the token function's promise
+  assert.deepEqual(last().protocols, ["wshub", "bearer.t1"]);
+  last().accept({ topics: ["a"], streams: { a: stream("E", 3) } });
+  last().frame(message("a", 4));
+  // At the token's exp the hub closes with 4001: not a refusal.
+  last().drop(4001, "token expired");
+  assert.equal(record.status.at(-1).state, "reconnecting");
+  elapse(record.status.at(-1).delay);
+  await settle();
+  assert.equal(ScriptedSocket.opened.length, 3);
+  assert.deepEqual(last().protocols, ["wshub", "bearer.t2"]);
+  assert.equal(last().url.searchParams.get("since"), "a:4:E");
+  hub.close();
+});
+
+test("a token function that fails is a failed attempt", async () => {
+  const { hub, record } = open({ token: () => { throw new Error("logged out"); } });
+  await settle();
+  assert.equal(ScriptedSocket.opened.length, 0);
+  assert.equal(record.status.at(-1).reason, "token: logged out");
+  hub.close();
+});
+
+test("refresh(): the answer, a refusal, and the topics a newer token no longer allows", async () => {
+  const { hub, record } = open({ topics: ["a", "b"], token: "t0" });
+  last().accept({ topics: ["a", "b"], streams: { a: stream("E", 0), b: stream("E", 0) } });
+  const refused = hub.refresh("bad");
+  assert.deepEqual(last().sentOf("refresh"), [{ type: "refresh", token: "bad" }]);
+  last().frame({ type: "error", error: "invalid_token", message: "token_signature" });
+  await assert.rejects(refused, /token_signature/);
+  const taken = hub.refresh("t1");
+  last().frame({ type: "refreshed", exp: 1767225600, topics: ["b"] });
+  assert.deepEqual(await taken, { exp: 1767225600, topics: ["b"] });
+  assert.deepEqual(hub.topics, ["b"]);
+  assert.deepEqual(hub.subscribed, ["b"]);
+  assert.equal(record.errors.at(-1).topic, "a");
+  assert.equal(last().sentOf("subscribe").length, 0); // not asked for again
+  hub.close();
+});
+
 // ----------------------------------------------------------- keepalive
 
 test("keepalive: a quiet link is pinged, a dead one abandoned", () => {
@@ -529,7 +598,7 @@ test("wshub.d.ts declares every export and every option", () => {
   }
   const options = dts.match(/export interface Options \{([\s\S]*?)\n\}/)[1];
   const declared = [...options.matchAll(/^\s+(\w+)\?:/gm)].map((m) => m[1]).sort();
-  const known = [...Object.keys(DEFAULTS), "since", "onStatus", "onRecovery", "onSubscribed",
+  const known = [...Object.keys(DEFAULTS), "since", "token", "onStatus", "onRecovery", "onSubscribed",
     "onError", "WebSocket"].sort();
   assert.deepEqual(declared, known);
 });

@@ -76,6 +76,9 @@ export interface Options {
   topics?: string[];
   /** Positions to resume from, e.g. saved by an earlier page. */
   since?: Record<string, Position>;
+  /** A JWT for a hub with jwt_key, sent as the subprotocol "bearer.<token>"; a
+   * function is called (and awaited) before every connection attempt. */
+  token?: string | null | (() => string | null | Promise<string | null>);
   onStatus?: (status: Status) => void;
   onRecovery?: (recovery: Recovery) => void;
   /** The hub's subscription set changed (an answer, or [] when the connection is lost). */
@@ -96,7 +99,7 @@ export interface Options {
   /** Longest query for topics and since; the rest is subscribed by message. Default 4000. */
   maxQueryChars?: number;
   /** The WebSocket class to use. Default globalThis.WebSocket. */
-  WebSocket?: new (url: string) => WebSocket;
+  WebSocket?: new (url: string, protocols?: string[]) => WebSocket;
 }
 
 export interface Hub {
@@ -112,10 +115,12 @@ export interface Hub {
   unsubscribe(topics: string[] | string): void;
   /** Round trip in ms. */
   ping(): Promise<number>;
+  /** Sends a newer token for this connection; the hub's answer. */
+  refresh(token: string): Promise<{ exp: number; topics: string[] }>;
   close(code?: number, reason?: string): void;
 }
 
-export const DEFAULTS: Readonly<Required<Omit<Options, "since" | "onStatus" | "onRecovery" | "onSubscribed" | "onError" | "WebSocket">>>;
+export const DEFAULTS: Readonly<Required<Omit<Options, "since" | "token" | "onStatus" | "onRecovery" | "onSubscribed" | "onError" | "WebSocket">>>;
 
 export function connect(url: string | URL, options?: Options): Hub;
 

@@ -104,6 +104,7 @@ class Hub {
   #positions = new Map(); // topic -> {epoch, seq}: where the app is
   #asked = new Map(); // topic -> the position sent as `since`, until answered
   #replayUntil = new Map(); // topic -> last seq of a recovery being replayed
+  #lastLive = new Map(); // topic -> seq of the last non-retained frame of this subscription
   #requested = new Map(); // topic -> "subscribe" | "unsubscribe" sent, not yet answered
   #subscribed = []; // the hub's subscription set, from its last answer
   #ws = null;
@@ -117,6 +118,8 @@ class Hub {
   #lastHeard = 0; // when a frame last arrived
   #probeSentAt = null; // when the unanswered keepalive ping was sent
   #pings = new Map(); // ping id -> {resolve, reject, sentAt, timer}
+  #refreshes = []; // refresh requests in the order sent: {resolve, reject}
+  #generation = 0; // counts connection attempts; a late token is for an old one
   #nextPingId = 1;
   #listeners = [];
 
@@ -177,6 +180,7 @@ class Hub {
       this.#wanted.delete(topic);
       this.#positions.delete(topic);
       this.#replayUntil.delete(topic);
+      this.#lastLive.delete(topic);
     }
     this.#reconcile();
   }
@@ -198,6 +202,19 @@ class Hub {
     });
   }
 
+  /** Sends a newer token for this connection (`{"type":"refresh"}`), so
+   * that the hub does not close it at the current token's expiry; resolves
+   * with the hub's `{exp, topics}`, rejects when it refuses the token. */
+  refresh(token) {
+    return new Promise((resolve, reject) => {
+      if (!this.#send({ type: "refresh", token: String(token) })) {
+        reject(new Error("wshub: not connected"));
+        return;
+      }
+      this.#refreshes.push({ resolve, reject });
+    });
+  }
+
   /** Closes the connection for good (no reconnect). */
   close(code = 1000, reason = "closed by the app") {
     if (this.#state === "closed") return;
@@ -216,13 +233,29 @@ class Hub {
       const pos = this.#positions.get(topic);
       if (pos && typeof pos.epoch === "string") this.#asked.set(topic, { ...pos });
     }
-    this.#setState({ state: "connecting", attempt: this.#attempt, url });
-    if (this.#state === "closed") return; // closed by the status callback
+    const generation = ++this.#generation;
     this.#startedAt = Date.now();
     this.#openedAt = 0;
+    this.#setState({ state: "connecting", attempt: this.#attempt, url });
+    if (this.#state === "closed") return; // closed by the status callback
+    const { token } = this.#opts;
+    if (typeof token !== "function") {
+      this.#dial(url, token);
+      return;
+    }
+    // A fresh token for every attempt: the last one may have expired.
+    const current = () => generation === this.#generation && this.#state === "connecting";
+    Promise.resolve().then(token).then(
+      (value) => current() && this.#dial(url, value),
+      (error) => current() && this.#retry(`token: ${error?.message ?? error}`, 1006));
+  }
+
+  #dial(url, token) {
     let ws;
     try {
-      ws = new this.#WebSocket(url);
+      // Browsers cannot set headers: the token goes as a subprotocol,
+      // beside "wshub", which the hub selects.
+      ws = token ? new this.#WebSocket(url, ["wshub", `bearer.${token}`]) : new this.#WebSocket(url);
     } catch (error) {
       this.#retry(String(error?.message ?? error), 1006);
       return;
@@ -260,8 +293,10 @@ class Hub {
       reject(new Error("wshub: connection closed"));
     }
     this.#pings.clear();
+    for (const { reject } of this.#refreshes.splice(0)) reject(new Error("wshub: connection closed"));
     this.#asked.clear();
     this.#replayUntil.clear();
+    this.#lastLive.clear();
     this.#requested.clear();
     this.#probeSentAt = null;
     clearTimeout(this.#reconcileTimer);
@@ -320,7 +355,7 @@ class Hub {
 
   #onTick() {
     const now = Date.now();
-    if (this.#state === "connecting" && this.#ws) {
+    if (this.#state === "connecting") {
       if (now - this.#startedAt >= this.#opts.connectTimeoutMs) this.#abandon("connect timeout");
       return;
     }
@@ -349,6 +384,7 @@ class Hub {
       case "subscribed": return this.#onAnswer(frame);
       case "unsubscribed": return this.#setSubscribed(frame.topics ?? []);
       case "pong": return this.#onPong(frame);
+      case "refreshed": return this.#onRefreshed(frame);
       case "error": return this.#onError(frame);
       default: return undefined; // a frame type of a later protocol version
     }
@@ -379,9 +415,14 @@ class Hub {
       if (ok) {
         // What was missed follows, up to the stream's newest seq.
         this.#positions.set(topic, asked);
+        this.#lastLive.set(topic, asked.seq);
         if (stream.seq > asked.seq) this.#replayUntil.set(topic, stream.seq);
       } else {
+        // Retained values come first, then live publications, of which
+        // some may be numbered before the stream's seq (racing the
+        // subscribe): nothing is below what this subscription saw yet.
         this.#positions.set(topic, { epoch: stream.epoch, seq: stream.seq });
+        this.#lastLive.delete(topic);
       }
       if (asked === undefined) continue;
       report[topic] = ok;
@@ -408,8 +449,13 @@ class Hub {
     const { topic, seq } = frame;
     if (!this.#wanted.has(topic)) return; // in flight before our unsubscribe
     const retained = frame.retained === true;
+    if (!retained) {
+      // The hub numbers one subscription's live frames in increasing order.
+      const last = this.#lastLive.get(topic);
+      if (last !== undefined && seq <= last) return; // seen already
+      this.#lastLive.set(topic, seq);
+    }
     const pos = this.#positions.get(topic);
-    if (pos && !retained && seq <= pos.seq) return; // seen already
     const until = this.#replayUntil.get(topic);
     const recovered = until !== undefined && seq <= until;
     if (recovered && seq >= until) this.#replayUntil.delete(topic);
@@ -440,7 +486,24 @@ class Hub {
     waiting.resolve(Date.now() - waiting.sentAt);
   }
 
+  // A newer token took: its `topics` claim applies at once, and the
+  // subscriptions it no longer allows have ended (without `unsubscribed`).
+  #onRefreshed(frame) {
+    const topics = frame.topics ?? this.#subscribed;
+    for (const topic of this.#subscribed) {
+      if (topics.includes(topic) || !this.#wanted.has(topic)) continue;
+      this.#wanted.delete(topic);
+      this.#error({ error: "rejected", topic, reason: "not_allowed",
+        message: `the refreshed token does not allow topic ${JSON.stringify(topic)}` });
+    }
+    this.#setSubscribed(topics);
+    this.#refreshes.shift()?.resolve({ exp: frame.exp, topics: [...topics].sort() });
+  }
+
   #onError(frame) {
+    if (frame.error === "invalid_token") {
+      this.#refreshes.shift()?.reject(new Error(`wshub: ${frame.message ?? "token refused"}`));
+    }
     this.#error({ error: String(frame.error), message: String(frame.message ?? "") });
     if (frame.error === "rate_limited") {
       // The dropped message may have been a subscribe: compare again later.
