@@ -114,7 +114,7 @@ class Hub {
   #reconcileTimer = null;
   #tick = null;
   #openedAt = 0; // when the current connection's `connected` arrived (0: not yet)
-  #startedAt = 0; // when the current socket was created
+  #startedAt = 0; // when the current attempt began (token, then socket)
   #lastHeard = 0; // when a frame last arrived
   #probeSentAt = null; // when the unanswered keepalive ping was sent
   #pings = new Map(); // ping id -> {resolve, reject, sentAt, timer}
