@@ -53,6 +53,8 @@ pub(crate) enum Route {
     Metrics,
     /// `GET /healthz`
     Health,
+    /// `GET <path>/sse`: the feed as Server-Sent Events.
+    Sse,
 }
 
 /// Why a request head was refused before any host code saw it; the label
@@ -162,6 +164,7 @@ impl Head {
     pub(crate) fn route(&self, ws_path: &str) -> Route {
         match self.request.uri().path() {
             path if path == ws_path => Route::Upgrade,
+            path if path.strip_prefix(ws_path) == Some("/sse") => Route::Sse,
             "/metrics" => Route::Metrics,
             "/healthz" => Route::Health,
             _ => Route::NotFound,
@@ -379,7 +382,7 @@ pub(crate) async fn respond(
             "text/plain",
             "stopping\n".to_owned(),
         ),
-        Route::Upgrade | Route::NotFound => {
+        Route::Upgrade | Route::Sse | Route::NotFound => {
             ("404 Not Found", "text/plain", "not found\n".to_owned())
         }
     };
