@@ -290,7 +290,7 @@ def test_stats_json_reports_connections_and_publications(driver, clients):
         "handshakes_rejected", "backplane_published", "backplane_received",
         "backplane_dropped", "backplane_missed", "backplane_reconnects", "history_bytes",
         "retained_values", "retained_bytes", "retained_evicted", "retained_refused",
-        "retained_unsent", "token_expired_closes", "tokens_refreshed",
+        "retained_unsent", "token_expired_closes", "sse_clients", "tokens_refreshed",
         "backplane_connected"}
     assert stats["backplane_connected"] is False
 

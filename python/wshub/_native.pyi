@@ -108,7 +108,8 @@ class Server:
         histories for clients that recover); retained_values,
         retained_bytes (kept now), retained_evicted, retained_refused,
         retained_unsent (what the retained bounds or a new subscriber's
-        queue left out); token_expired_closes, tokens_refreshed (jwt_key).
+        queue left out); token_expired_closes, tokens_refreshed (jwt_key);
+        sse_clients (Server-Sent Events streams open now).
         handshakes_rejected also counts token refusals (token_missing,
         token_malformed, token_signature, token_algorithm, token_expired,
         token_not_yet_valid, token_claims)."""

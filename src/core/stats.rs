@@ -263,6 +263,9 @@ numbers! {
     /// Connections closed with 4001 because their token expired
     /// (`jwt_key`).
     token_expired_closes: Counter = "Connections closed because their token expired";
+    /// Clients reading the feed as Server-Sent Events now (`<path>/sse`;
+    /// also counted in `connections`).
+    sse_clients: Gauge = "Clients reading the feed as Server-Sent Events";
     /// Tokens a connection replaced with a `refresh` message.
     tokens_refreshed: Counter = "Tokens replaced by a refresh message";
 }

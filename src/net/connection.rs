@@ -29,6 +29,7 @@ use crate::net::http::{self, Route};
 use crate::net::rate_limit::{TokenBucket, Verdict};
 use crate::net::session::Session;
 use crate::net::socket::{ClientSocket, Ws};
+use crate::net::sse;
 use crate::net::Shared;
 use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError};
 
@@ -112,8 +113,9 @@ async fn open(
             return None;
         }
     };
-    match head.route(&shared.config.path) {
-        Route::Upgrade => {}
+    let sse = match head.route(&shared.config.path) {
+        Route::Upgrade => false,
+        Route::Sse => true,
         route => {
             if route == Route::NotFound {
                 counters.reject(Rejection::Path);
@@ -124,9 +126,11 @@ async fn open(
             before(&shared, deadline, served).await;
             return None;
         }
-    }
+    };
     let mut response = match head.upgrade_response() {
         Ok(response) => response,
+        // An event stream is a plain GET: no upgrade to check.
+        Err(_) if sse => Response::default(),
         Err(why) => {
             counters.reject(why.rejection());
             tracing::debug!(target: LOG_TARGET, %peer, reason = why.rejection().as_str(), "handshake refused: not a valid upgrade");
@@ -170,6 +174,30 @@ async fn open(
             }
         }
     };
+    if sse {
+        let granted = both(claims.as_ref().and_then(|c| c.topics.clone()), authorized);
+        match admit(&shared, &head.request) {
+            Ok(slot) => {
+                let header = |name| {
+                    let value = head.request.headers().get(name)?;
+                    value.to_str().ok().map(str::to_owned)
+                };
+                let admitted = sse::Admitted {
+                    query: head.request.uri().query().map(str::to_owned),
+                    last_event_id: header("last-event-id"),
+                    origin: header("origin"),
+                    granted,
+                    expires: claims.as_ref().map(Claims::remaining),
+                };
+                sse::serve(Arc::clone(&shared), stream, admitted).await;
+                drop(slot);
+            }
+            Err((status, why)) => {
+                before(&shared, deadline, http::refuse(stream, status, why)).await;
+            }
+        }
+        return None;
+    }
     let upgraded = match admit(&shared, &head.request) {
         Ok(slot) => {
             let query = head.request.uri().query().map(str::to_owned);

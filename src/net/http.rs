@@ -56,6 +56,8 @@ pub(crate) enum Route {
     Health,
     /// `GET <path>/client.js`: the browser client.
     ClientJs,
+    /// `GET <path>/sse`: the feed as Server-Sent Events.
+    Sse,
 }
 
 /// Why a request head was refused before any host code saw it; the label
@@ -165,6 +167,7 @@ impl Head {
     pub(crate) fn route(&self, ws_path: &str) -> Route {
         match self.request.uri().path() {
             path if path == ws_path => Route::Upgrade,
+            path if path.strip_prefix(ws_path) == Some("/sse") => Route::Sse,
             "/metrics" => Route::Metrics,
             "/healthz" => Route::Health,
             path if client_js::is_client_path(ws_path, path) => Route::ClientJs,
@@ -385,7 +388,7 @@ pub(crate) async fn respond(
             "text/plain",
             "stopping\n".to_owned(),
         ),
-        Route::Upgrade | Route::NotFound => {
+        Route::Upgrade | Route::Sse | Route::NotFound => {
             ("404 Not Found", "text/plain", "not found\n".to_owned())
         }
     };

@@ -12,6 +12,8 @@
 //! - [`socket`]: a client's socket, where tungstenite's frames and ours
 //!   never interleave.
 //! - [`writer`]: a client's queued frames written with vectored writes.
+//! - [`sse`]: the feed as Server-Sent Events, for clients without
+//!   WebSockets.
 //! - [`rate_limit`]: the token buckets for a client's messages.
 //! - [`metrics`]: the stats snapshot in the Prometheus text format.
 
@@ -33,6 +35,7 @@ pub(crate) mod metrics;
 pub(crate) mod rate_limit;
 pub(crate) mod session;
 pub(crate) mod socket;
+pub(crate) mod sse;
 pub(crate) mod writer;
 
 /// What every task of one hub shares.

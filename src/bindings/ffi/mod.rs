@@ -837,7 +837,7 @@ pub unsafe extern "C" fn wshub_clear_retained(
 /// "backplane_received":N,"backplane_dropped":N,"backplane_missed":N,
 /// "backplane_reconnects":N,"history_bytes":N,"retained_values":N,
 /// "retained_bytes":N,"retained_evicted":N,"retained_refused":N,
-/// "retained_unsent":N,"token_expired_closes":N,"tokens_refreshed":N,
+/// "retained_unsent":N,"token_expired_closes":N,"sse_clients":N,"tokens_refreshed":N,
 /// "topics":{"name":subscribers,...},
 /// "handshakes_rejected":{"auth":N,"capacity":N,"invalid":N,"key":N,"method":N,
 /// "not_upgrade":N,"origin":N,"path":N,"timeout":N,"token_algorithm":N,
