@@ -25,7 +25,13 @@ pub const MAX_ERROR_FRAME_BYTES: usize = 2048;
 
 /// The codes a text frame can earn (`binary_not_supported` and
 /// `rate_limited` come from the connection, never from the parser).
-const TEXT_FRAME_CODES: [&str; 3] = ["invalid_json", "unknown_type", "invalid_topics"];
+const TEXT_FRAME_CODES: [&str; 5] = [
+    "invalid_json",
+    "unknown_type",
+    "invalid_topics",
+    "invalid_since",
+    "invalid_token",
+];
 
 /// Checks every property of `parse_client_message` on `text`; panics (the
 /// fuzzer's crash) on the first one broken.
@@ -59,6 +65,7 @@ fn check_accepted(text: &str, message: &ClientMessage, plain: Option<&Value>) {
         ClientMessage::Ping { .. } => "ping",
         ClientMessage::Subscribe { .. } => "subscribe",
         ClientMessage::Unsubscribe(_) => "unsubscribe",
+        ClientMessage::Refresh { .. } => "refresh",
     };
     // serde_json::Value refuses numbers beyond f64 (e.g. an id of 1e400)
     // that the parser accepts as raw JSON; only compare when it parsed.
@@ -75,6 +82,9 @@ fn check_accepted(text: &str, message: &ClientMessage, plain: Option<&Value>) {
                 let listed: Vec<String> =
                     serde_json::from_value(value["topics"].clone()).expect("topics are strings");
                 assert_eq!(topics, &listed);
+            }
+            ClientMessage::Refresh { token } => {
+                assert_eq!(value["token"].as_str(), Some(token.as_str()));
             }
         }
     }
@@ -106,7 +116,7 @@ fn check_rejected(code: ErrorCode, plain: Option<&Value>) {
         // Duplicate keys: serde_json::Value keeps the last, the parser refuses.
         ErrorCode::InvalidJson => {}
         ErrorCode::UnknownType => assert!(
-            !matches!(kind, Some("ping" | "subscribe" | "unsubscribe")),
+            !matches!(kind, Some("ping" | "subscribe" | "unsubscribe" | "refresh")),
             "unknown_type for a known type: {value}"
         ),
         ErrorCode::InvalidTopics => assert!(
@@ -116,6 +126,10 @@ fn check_rejected(code: ErrorCode, plain: Option<&Value>) {
         ErrorCode::InvalidSince => assert!(
             kind == Some("subscribe") && object.contains_key("since"),
             "invalid_since without a subscribe's since: {value}"
+        ),
+        ErrorCode::InvalidToken => assert!(
+            kind == Some("refresh") && !object.get("token").is_some_and(Value::is_string),
+            "invalid_token for a refresh with a string token: {value}"
         ),
         other => panic!("parser produced {other:?}"),
     }
@@ -146,6 +160,9 @@ pub fn render(message: &ClientMessage) -> String {
             )
         }
         ClientMessage::Unsubscribe(topics) => topics_message("unsubscribe", topics),
+        ClientMessage::Refresh { token } => {
+            serde_json::json!({"type": "refresh", "token": token}).to_string()
+        }
     }
 }
 
