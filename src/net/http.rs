@@ -167,7 +167,7 @@ impl Head {
     pub(crate) fn route(&self, ws_path: &str) -> Route {
         match self.request.uri().path() {
             path if path == ws_path => Route::Upgrade,
-            path if path.strip_prefix(ws_path) == Some("/sse") => Route::Sse,
+            path if path.strip_prefix(ws_path.trim_end_matches('/')) == Some("/sse") => Route::Sse,
             "/metrics" => Route::Metrics,
             "/healthz" => Route::Health,
             path if client_js::is_client_path(ws_path, path) => Route::ClientJs,
@@ -457,6 +457,13 @@ mod tests {
             route(b"GET /api/ws/client.js?v=1 HTTP/1.1\r\n\r\n"),
             Route::ClientJs
         );
+        assert_eq!(
+            route(b"GET /api/ws/sse?topics=a HTTP/1.1\r\n\r\n"),
+            Route::Sse
+        );
+        // A path with a trailing slash has its stream under it, not "//sse".
+        let slashed = head(b"GET /api/ws/sse HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(slashed.route("/api/ws/"), Route::Sse);
     }
 
     #[test]
