@@ -20,7 +20,7 @@ import threading
 import weakref
 from typing import Any, Callable, Iterable
 
-from wshub._native import Server, __version__, reset_log_cache
+from wshub._native import Server, __version__, reset_log_cache, to_json
 from wshub._request import Address, Headers, QueryParams, Request
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "reset_log_cache",
     "start",
     "stop",
+    "to_json",
 ]
 
 _lock = threading.Lock()
