@@ -21,7 +21,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from wshub._native import Server, __version__, reset_log_cache
+from wshub._native import Server, __version__, reset_log_cache, to_json
 from wshub._request import Address, Headers, QueryParams, Request
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "reset_log_cache",
     "start",
     "stop",
+    "to_json",
 ]
 
 _lock = threading.Lock()

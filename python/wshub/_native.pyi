@@ -5,13 +5,25 @@ from typing import Any, Callable, Iterable, final
 
 from wshub._request import Request
 
-__all__ = ["Server", "__version__", "reset_log_cache"]
+__all__ = ["Server", "__version__", "reset_log_cache", "to_json"]
 __version__: str
 
 def reset_log_cache() -> None:
     """Make the hub re-read the levels of the ``wshub`` loggers (``import
     wshub`` does it on every ``setLevel``; needed only after assigning
     ``logger.level`` directly)."""
+
+def to_json(value: object) -> str:
+    """The compact JSON text ``broadcast(topic, value)`` publishes for a
+    value that is not a str: what ``json.dumps(value, separators=(",", ":"),
+    ensure_ascii=False)`` gives for the types json knows; an enum member's
+    value; ``isoformat()`` of datetime, date and time and ``str()`` of
+    uuid.UUID, as strings; ``str()`` of decimal.Decimal as a number; a
+    dataclass instance as an object of its fields (docs/protocol.md).
+
+    ValueError for NaN or an infinity, a circular reference or nesting
+    deeper than 1000 levels; TypeError for other types and for dict keys
+    that are not str, int, float, bool or None."""
 
 @final
 class Server:

@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyString};
 
+use super::py_json;
 use crate::core::authorize::{Authorization, Authorizer, HandshakeRequest};
 use crate::core::config::{seconds, seconds_or_zero, Config, SlowClientPolicy, TopicPolicy};
 use crate::core::error::Error;
@@ -265,7 +266,9 @@ impl PyServer {
     ///
     /// Publishes data on topic to every subscribed client and returns how
     /// many subscribers it was queued for. data is a str holding JSON (sent
-    /// verbatim) or any JSON-serialisable value (serialised compactly).
+    /// verbatim) or a value to serialise compactly: what to_json(data)
+    /// returns (dict, list, tuple, str, int, float, bool, None, enum,
+    /// datetime/date/time, uuid.UUID, decimal.Decimal, dataclasses).
     /// Returns at once: the fan-out runs on the hub's own threads.
     /// With a backplane, the publication goes to Redis and comes back to
     /// every hub's clients; the count is this hub's subscribers, and it
@@ -279,8 +282,8 @@ impl PyServer {
     /// retained_bytes).
     /// Raises ValueError for an invalid topic name or invalid JSON, or for
     /// retain=True when retained values are off or the value alone exceeds
-    /// retained_bytes; TypeError for a value json cannot serialise,
-    /// RuntimeError after stop().
+    /// retained_bytes; ValueError or TypeError for a value to_json()
+    /// refuses, RuntimeError after stop().
     #[pyo3(signature = (topic, data, key = None, retain = false))]
     fn broadcast(
         &self,
@@ -299,8 +302,12 @@ impl PyServer {
             let text = text.to_str()?;
             return Ok(py.detach(|| self.server.broadcast_keyed(topic, text, key, retain))?);
         }
-        let text = to_json(py, data)?;
-        Ok(py.detach(|| self.server.broadcast_keyed(topic, &text, key, retain))?)
+        // Written in a reused buffer: most publications allocate nothing
+        // before the core's frame.
+        let published = py_json::with_json(data, |text| {
+            py.detach(|| self.server.broadcast_keyed(topic, text, key, retain))
+        })?;
+        Ok(published?)
     }
 
     /// clear_retained(topic, key=None) -> None
@@ -340,7 +347,7 @@ impl PyServer {
             })?;
             let text = match data.cast::<PyString>() {
                 Ok(text) => text.to_str()?.to_owned(),
-                Err(_) => to_json(py, &data)?,
+                Err(_) => py_json::to_json(&data)?,
             };
             batch.push((topic, text));
         }
@@ -591,26 +598,6 @@ fn request_object<'py>(py: Python<'py>, request: &HandshakeRequest) -> PyResult<
     ))
 }
 
-/// Compact JSON via the standard library, so whatever `json` accepts (and
-/// its errors) is what users already know.
-fn to_json(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<String> {
-    // One encoder for the process: `json.dumps` with these options would
-    // build (and look up) a new one on every broadcast.
-    static ENCODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let encode = ENCODE.get_or_try_init(py, || {
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("separators", (",", ":"))?;
-        kwargs.set_item("ensure_ascii", false)?;
-        kwargs.set_item("allow_nan", false)?;
-        let encoder = py
-            .import("json")?
-            .getattr("JSONEncoder")?
-            .call((), Some(&kwargs))?;
-        Ok::<_, PyErr>(encoder.getattr("encode")?.unbind())
-    })?;
-    encode.call1(py, (value,))?.extract(py)
-}
-
 /// The bridge from the hub's `tracing` events to Python's `logging`.
 /// pyo3-log caches each logger's level so that events below it are
 /// dropped without taking the GIL; the handle clears that cache.
@@ -629,6 +616,26 @@ fn reset_log_cache() {
     }
 }
 
+/// to_json(value) -> str
+///
+/// The compact JSON text broadcast(topic, value) publishes for a value
+/// that is not a str (a str given to broadcast() is sent as it is; here
+/// it becomes a JSON string). The built-in types give what
+/// json.dumps(value, separators=(",", ":"), ensure_ascii=False) gives;
+/// an enum member its value; datetime, date and time their isoformat()
+/// and uuid.UUID its str(), as strings; decimal.Decimal its str() as a
+/// number; a dataclass instance an object of its fields. docs/protocol.md
+/// shows each byte for byte.
+///
+/// Raises ValueError for NaN or an infinity (float or Decimal), a
+/// circular reference or nesting deeper than 1000 levels; TypeError for
+/// any other type, or a dict key that is not str, int, float, bool or
+/// None.
+#[pyfunction]
+fn to_json(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    py_json::to_json(value)
+}
+
 /// The native part of the `wshub` package; use `wshub` itself.
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -636,6 +643,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // then wshub's events go wherever that one sends them.
     LOG_BRIDGE.get_or_init(|| pyo3_log::try_init().ok());
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
+    m.add_function(wrap_pyfunction!(to_json, m)?)?;
     m.add_class::<PyServer>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
