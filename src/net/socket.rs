@@ -30,6 +30,10 @@ pub(crate) type Ws = WebSocketStream<TcpStream>;
 pub(crate) struct ClientSocket {
     ws: Ws,
     writer: FrameWriter,
+    /// Whether tungstenite may hold bytes it has not written (a pong it
+    /// queued while reading): only then must our frames wait for its
+    /// flush. Most wake-ups of a subscriber only write, and skip it.
+    ws_may_hold: bool,
 }
 
 impl ClientSocket {
@@ -37,6 +41,7 @@ impl ClientSocket {
         ClientSocket {
             ws,
             writer: FrameWriter::default(),
+            ws_may_hold: true,
         }
     }
 
@@ -65,9 +70,12 @@ impl ClientSocket {
         outbox: &Outbox,
         counters: &Counters,
     ) -> std::io::Result<()> {
-        watched(outbox.progress(), self.ws.flush())
-            .await
-            .map_err(std::io::Error::other)?;
+        if self.ws_may_hold {
+            watched(outbox.progress(), self.ws.flush())
+                .await
+                .map_err(std::io::Error::other)?;
+            self.ws_may_hold = false;
+        }
         self.writer
             .write_all(self.ws.get_mut(), outbox, counters)
             .await
@@ -88,7 +96,13 @@ impl ClientSocket {
         {
             return Some(Err(WsError::Io(error)));
         }
-        self.ws.next().await
+        let message = self.ws.next().await;
+        // A ping read leaves its pong with tungstenite (it writes it on
+        // its next read or flush). It queues one only in the poll that
+        // returns the message, so a read cancelled while waiting holds
+        // nothing new.
+        self.ws_may_hold |= message.is_some();
+        message
     }
 
     /// Sends a message through tungstenite (a ping, a close frame), once a
@@ -105,6 +119,9 @@ impl ClientSocket {
         self.writer
             .finish_frame(self.ws.get_mut(), outbox, counters)
             .await?;
+        // A send cut short (cancelled, or a full socket) leaves bytes
+        // with tungstenite.
+        self.ws_may_hold = true;
         self.ws.send(message).await
     }
 }
