@@ -141,6 +141,25 @@ bench-full: bench-prepare
 	python3 benches/write_cost.py --markdown BENCHMARKS.md
 	benches/.venv/bin/python benches/chart.py
 
+# Topic streams' targets (issue 13): wshub next to the ring-per-topic
+# reference (`ring-ref`, benches/loadgen/src/bin/ringhub.rs) at fixed open-loop
+# rates, closed-loop throughput, idle memory, a burst and a recovery storm;
+# `release` build, 3 runs each, sections of BENCHMARKS.md. About 25 minutes.
+.PHONY: bench-streams
+STREAMS_RUN := python3 benches/run.py --markdown BENCHMARKS.md --warmup 1 --duration 4
+STREAM_PEERS := wse,socketify,node-ws,websockets,fastapi
+bench-streams: export WSHUB_BENCH_PROFILE := release
+bench-streams: BENCH_PROFILE := release
+bench-streams: bench-prepare
+	$(STREAMS_RUN) --servers reference,ring-ref,wshub-rust,wshub --subs 1000 --section "Streams: closed loop, 1,000 subscribers"
+	$(STREAMS_RUN) --servers ring-ref,wshub-rust,wshub,$(STREAM_PEERS) --subs 1000 --mode rate --rate 1000 --section "Streams: open loop, 1,000 subscribers x 1,000 publications/s"
+	$(STREAMS_RUN) --servers ring-ref,wshub-rust,wshub,wse --subs 1000 --mode rate --rate 4000 --section "Streams: open loop, 1,000 subscribers x 4,000 publications/s"
+	$(STREAMS_RUN) --servers ring-ref,wshub-rust,wshub,wse --subs 100 --mode rate --rate 20000 --section "Streams: open loop, 100 subscribers x 20,000 publications/s"
+	$(STREAMS_RUN) --servers ring-ref,wshub-rust,wshub --subs 10000 --mode rate --rate 300 --section "Streams: open loop, 10,000 subscribers x 300 publications/s"
+	$(STREAMS_RUN) --servers wshub-rust,wshub --subs 1000 --mode burst --count 10000 --duration 8 --section "Streams: burst of 10,000 publications, 1,000 subscribers"
+	$(PY) benches/idle_memory.py --conns 10000,19000 --servers ring-ref,wshub --markdown BENCHMARKS.md --section "Streams: idle memory"
+	python3 benches/recovery.py --markdown BENCHMARKS.md
+
 # Fuzzing the client-input parsers (fuzz/, cargo-fuzz on nightly Rust):
 # `make fuzz` runs each target for FUZZ_SECONDS; `make fuzz-smoke` (part of
 # `make test`) replays the seeds and regressions, then fuzzes each target
