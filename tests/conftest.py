@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
 import wshub
 from helpers import RawWS, Client, connect_client, port_of
+
+# The installed-wheel job (scripts/test_installed_wheel.sh) tests the
+# package in site-packages, never the checkout's python/wshub.
+if os.environ.get("WSHUB_EXPECT_INSTALLED") and "site-packages" not in wshub.__file__:
+    sys.exit(f"WSHUB_EXPECT_INSTALLED is set but wshub comes from {wshub.__file__}")
 
 # --------------------------------------------------------------------------
 # fixtures

@@ -17,11 +17,10 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from wshub._native import Server, __version__, reset_log_cache, to_json
+from wshub._native import Server, __version__, _stop_all, reset_log_cache, to_json
 from wshub._request import Address, Headers, QueryParams, Request
 
 __all__ = [
@@ -42,9 +41,6 @@ __all__ = [
 
 _lock = threading.Lock()
 _default: Server | None = None
-# Every hub start() made, so that interpreter exit stops them (closing
-# clients with 1001) before Python tears down what their logging needs.
-_started: weakref.WeakSet[Server] = weakref.WeakSet()
 
 
 def _follow_log_levels() -> None:
@@ -74,10 +70,9 @@ def _follow_log_levels() -> None:
 _follow_log_levels()
 
 
-@atexit.register
-def _stop_all() -> None:
-    for server in list(_started):
-        server.stop()
+# Every hub of the process, Server() ones too, stops at interpreter exit
+# while Python still runs (see _stop_all in src/bindings/python.rs).
+atexit.register(_stop_all)
 
 
 def start(
@@ -364,7 +359,6 @@ def start(
     )
     with _lock:
         _default = server
-        _started.add(server)
     return server
 
 

@@ -8,6 +8,10 @@ from wshub._request import Request
 __all__ = ["Server", "__version__", "reset_log_cache", "to_json"]
 __version__: str
 
+def _stop_all() -> None:
+    """Stop every running hub of the process (``import wshub`` registers
+    it with ``atexit``)."""
+
 def reset_log_cache() -> None:
     """Make the hub re-read the levels of the ``wshub`` loggers (``import
     wshub`` does it on every ``setLevel``; needed only after assigning

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use pyo3::exceptions::{PyConnectionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -82,7 +82,36 @@ fn key_bytes(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 /// cannot). See wshub.start for the meaning of every option.
 #[pyclass(name = "Server", module = "wshub._native", frozen, weakref)]
 pub struct PyServer {
-    server: Server,
+    /// Shared with [`LIVE_HUBS`], which only holds it weakly.
+    server: Arc<Server>,
+}
+
+/// Every hub this process started, `wshub.start()` and `Server()` alike,
+/// so that interpreter exit can stop them all ([`_stop_all`]) while Python
+/// still runs: a hub left to the finaliser would stop with daemon threads
+/// still calling it, and on CPython 3.13 a thread that re-attaches to a
+/// finalising interpreter is ended with `pthread_exit` inside our frames.
+static LIVE_HUBS: Mutex<Vec<Weak<Server>>> = Mutex::new(Vec::new());
+
+fn register_hub(server: &Arc<Server>) {
+    let mut hubs = LIVE_HUBS.lock().unwrap_or_else(PoisonError::into_inner);
+    hubs.retain(|hub| hub.strong_count() > 0);
+    hubs.push(Arc::downgrade(server));
+}
+
+/// _stop_all() -> None
+///
+/// Stops every hub of this process that is still running; `import wshub`
+/// registers it with `atexit`, so that no hub outlives the interpreter.
+#[pyfunction]
+fn _stop_all(py: Python<'_>) {
+    let hubs: Vec<Arc<Server>> = LIVE_HUBS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drain(..)
+        .filter_map(|hub| hub.upgrade())
+        .collect();
+    py.detach(|| hubs.iter().for_each(|hub| hub.stop()));
 }
 
 #[pymethods]
@@ -240,7 +269,8 @@ impl PyServer {
             authorize,
             authorize_timeout: seconds("authorize_timeout", authorize_timeout)?,
         };
-        let server = py.detach(|| Server::start(config))?;
+        let server = Arc::new(py.detach(|| Server::start(config))?);
+        register_hub(&server);
         Ok(PyServer { server })
     }
 
@@ -298,6 +328,12 @@ impl PyServer {
             .map(|k| k.str().and_then(|s| s.to_str().map(str::to_owned)))
             .transpose()?;
         let key = key.as_deref();
+        // A stopped hub answers without releasing the GIL: a daemon thread
+        // that keeps publishing after exit's _stop_all() then never has to
+        // re-attach to an interpreter that may be finalising.
+        if self.server.is_stopped() {
+            return Err(Error::NotRunning.into());
+        }
         if let Ok(text) = data.cast::<PyString>() {
             let text = text.to_str()?;
             return Ok(py.detach(|| self.server.broadcast_keyed(topic, text, key, retain))?);
@@ -644,6 +680,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     LOG_BRIDGE.get_or_init(|| pyo3_log::try_init().ok());
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
     m.add_function(wrap_pyfunction!(to_json, m)?)?;
+    m.add_function(wrap_pyfunction!(_stop_all, m)?)?;
     m.add_class::<PyServer>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
