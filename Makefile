@@ -223,3 +223,36 @@ endif
 SOAK_SECONDS ?= 60
 soak: develop
 	$(PY) benches/soak/soak.py $(SOAK_SECONDS) --out benches/soak/last.json
+
+# The portable wheel (issue 16): abi3 for CPython 3.10+, linked by zig
+# (ziglang from PyPI) against glibc 2.17's symbols whatever this machine's
+# glibc is, so it installs on any manylinux2014 system; auditwheel and
+# scripts/check_wheel.py check it. target/wheels/ holds only this build.
+.PHONY: wheel sdist c-exports wheel-test
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
+wheel: $(STAMP)
+	rm -f target/wheels/wshub-*.whl
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin build --release --strip --zig \
+		--compatibility manylinux2014 --out target/wheels --quiet
+	$(VENV)/bin/auditwheel show target/wheels/wshub-*.whl
+	$(PY) scripts/check_wheel.py target/wheels/wshub-*.whl --version $(VERSION)
+
+# The sdist, and a check that pip builds it into the same package.
+sdist: $(STAMP)
+	rm -rf target/sdist && $(VENV)/bin/maturin sdist --out target/sdist
+	$(PIP) wheel --quiet --no-deps --wheel-dir target/sdist/built target/sdist/wshub-*.tar.gz
+	$(PY) scripts/check_wheel.py target/sdist/built/wshub-*.whl --version $(VERSION)
+
+# The C library exports the C ABI and nothing else.
+c-exports: c-lib
+	@bad=$$(nm -D --defined-only target/release/libwshub.so | awk '{print $$3}' | grep -v '^wshub_' || true); \
+	if [ -n "$$bad" ]; then echo "libwshub.so exports more than wshub_*:" >&2; echo "$$bad" | head -20 >&2; exit 1; fi; \
+	echo "c-exports: libwshub.so exports $$(nm -D --defined-only target/release/libwshub.so | wc -l) symbols, all wshub_*"
+
+# Installed-wheel tests on the oldest and newest CPython found: a
+# representative subset (API, faults incl. interpreter exit, the JSON walk,
+# lifecycle, logging, protocol), not the whole suite, which `make test`
+# already runs on the develop build: CI's run must stay under ~25 minutes.
+WHEEL_TESTS := tests/test_api.py tests/test_faults.py tests/test_py_json.py tests/test_lifecycle.py tests/test_logging.py tests/test_protocol.py
+wheel-test: wheel
+	WHEEL_TESTS="$(WHEEL_TESTS)" bash scripts/test_installed_wheel.sh
