@@ -10,9 +10,9 @@
 
 use std::sync::LazyLock;
 
+use crate::net::stream::ClientStream;
 use sha1::{Digest, Sha1};
 use tokio::io::AsyncWriteExt;
-use crate::net::stream::ClientStream;
 use tokio_tungstenite::tungstenite::handshake::server::Request;
 use tokio_tungstenite::tungstenite::http::header::IF_NONE_MATCH;
 

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
 
 use crate::net::stream::ClientStream;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
@@ -59,9 +59,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: ClientStream, admitte
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut session = Session::new(&shared, admitted.granted);
     let mut positions = Positions::from_since(admitted.last_event_id.as_deref());
-    if write_flushed(&mut stream, response_head(admitted.origin.as_deref()).as_bytes())
-        .await
-        .is_ok()
+    if write_flushed(
+        &mut stream,
+        response_head(admitted.origin.as_deref()).as_bytes(),
+    )
+    .await
+    .is_ok()
     {
         session.start(admitted.query.as_deref(), admitted.last_event_id.as_deref());
         let reason = stream_events(

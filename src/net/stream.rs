@@ -33,7 +33,11 @@ impl ClientStream {
     ///
     /// # Errors
     /// The socket's (or TLS') error.
-    pub(crate) async fn read_some(&mut self, bytes: &mut Vec<u8>, chunk: usize) -> io::Result<usize> {
+    pub(crate) async fn read_some(
+        &mut self,
+        bytes: &mut Vec<u8>,
+        chunk: usize,
+    ) -> io::Result<usize> {
         match self {
             ClientStream::Plain(tcp) => loop {
                 tcp.readable().await?;
@@ -75,7 +79,11 @@ impl AsyncRead for ClientStream {
 }
 
 impl AsyncWrite for ClientStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ClientStream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
             ClientStream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
