@@ -116,6 +116,13 @@ typedef enum wshub_code {
      * `retained_bytes`. Nothing was sent.
      */
     WSHUB_ERR_NOT_RETAINABLE = -13,
+    /**
+     * The TLS certificate or key (`wshub_options.certfile`, `keyfile`)
+     * could not be read or do not go together: `wshub_start()` started
+     * nothing, `wshub_reload_tls()` kept the previous ones. Also
+     * `wshub_reload_tls()` on a hub started without TLS.
+     */
+    WSHUB_ERR_TLS = -14,
 } wshub_code;
 
 /**
@@ -540,6 +547,19 @@ typedef struct wshub_options {
      * The cookie a token may come in; NULL (the default): none.
      */
     const char *jwt_cookie;
+    /**
+     * Serve TLS only (`wss://`, `https://`): the path of a PEM file with
+     * the certificate chain, leaf first. Set with `keyfile`; NULL (the
+     * default): plain TCP. Read at `wshub_start()` (and again by
+     * `wshub_reload_tls()`); a file that cannot be used is
+     * `WSHUB_ERR_TLS`. Borrowed.
+     */
+    const char *certfile;
+    /**
+     * The PEM private key of `certfile`'s leaf (PKCS#8, PKCS#1 or SEC1).
+     * Borrowed.
+     */
+    const char *keyfile;
 } wshub_options;
 
 #ifdef __cplusplus
@@ -592,7 +612,7 @@ int wshub_options_init(struct wshub_options *out, size_t struct_size);
  * NULL on failure: then `wshub_last_error()` says why and
  * `wshub_last_error_code()` is one of `WSHUB_ERR_INVALID_ARGUMENT`,
  * `WSHUB_ERR_INVALID_CONFIG`, `WSHUB_ERR_BIND`, `WSHUB_ERR_ADDR_IN_USE`,
- * `WSHUB_ERR_RUNTIME`, `WSHUB_ERR_BACKPLANE`. An `opts->struct_size`
+ * `WSHUB_ERR_RUNTIME`, `WSHUB_ERR_BACKPLANE`, `WSHUB_ERR_TLS`. An `opts->struct_size`
  * other than this library's `sizeof(wshub_options)` or the previous
  * layout's (whose missing fields take their defaults) is
  * `WSHUB_ERR_INVALID_ARGUMENT`, and nothing after it is read.
@@ -603,6 +623,20 @@ int wshub_options_init(struct wshub_options *out, size_t struct_size);
  * NULL-terminated array (at least its `struct_size` must be readable).
  */
 struct wshub_server *wshub_start(const struct wshub_options *opts);
+
+/**
+ * Reads the hub's `certfile` and `keyfile` again: TLS handshakes from
+ * now on use what they hold (a renewed certificate), connections already
+ * open keep theirs.
+ *
+ * Returns `WSHUB_OK`, `WSHUB_ERR_INVALID_ARGUMENT` (`server` NULL) or
+ * `WSHUB_ERR_TLS` (the files cannot be read or do not go together: the
+ * previous certificate stays in use; or the hub has no TLS).
+ *
+ * # Safety
+ * `server` must be NULL or a hub from `wshub_start()` not yet stopped.
+ */
+int wshub_reload_tls(const struct wshub_server *server);
 
 /**
  * The bound TCP port (the real one when the hub was started on port 0),

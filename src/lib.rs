@@ -34,7 +34,7 @@ mod server;
 
 pub use crate::bindings::ffi;
 pub use crate::core::authorize::{Authorization, AuthorizeFn, Authorizer, HandshakeRequest};
-pub use crate::core::config::{Config, SlowClientPolicy, TopicPolicy};
+pub use crate::core::config::{Config, SlowClientPolicy, TlsFiles, TopicPolicy};
 pub use crate::core::error::Error;
 pub use crate::core::stats::Stats;
 pub use crate::core::subscription_events::{ListenerFn, SubscriptionListener};

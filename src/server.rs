@@ -26,6 +26,7 @@ use crate::core::stream::HistoryLimits;
 use crate::core::subscription_events::SubscriptionEvents;
 use crate::core::token::TokenCheck;
 use crate::net::listener::{accept_loop, bind, bind_error};
+use crate::net::tls::Tls;
 use crate::net::Shared;
 use crate::scale::{self, Backplane};
 
@@ -101,7 +102,8 @@ impl Server {
     /// Starts a hub: validates `config`, starts the runtime and binds.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`], [`Error::Runtime`], or [`Error::Bind`] with
+    /// [`Error::InvalidConfig`], [`Error::Tls`] (unreadable or unusable
+    /// `certfile`/`keyfile`), [`Error::Runtime`], or [`Error::Bind`] with
     /// the OS error (e.g. `EADDRINUSE`).
     pub fn start(config: Config) -> Result<Server, Error> {
         config.validate()?;
@@ -114,11 +116,16 @@ impl Server {
         if let Some(url) = &config.backplane {
             scale::validate(url, &config.backplane_prefix).map_err(Error::InvalidConfig)?;
         }
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         register_hub()?;
-        Self::start_registered(config, tokens).inspect_err(|_| unregister_hub())
+        Self::start_registered(config, tokens, tls).inspect_err(|_| unregister_hub())
     }
 
-    fn start_registered(config: Config, tokens: Option<TokenCheck>) -> Result<Server, Error> {
+    fn start_registered(
+        config: Config,
+        tokens: Option<TokenCheck>,
+        tls: Option<Tls>,
+    ) -> Result<Server, Error> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
             .max_blocking_threads(4)
@@ -162,6 +169,7 @@ impl Server {
             tracker: TaskTracker::new(),
             next_id: AtomicU64::new(1),
             tokens,
+            tls,
         });
         let fanout = Arc::clone(&shared);
         shared.tracker.spawn_on(
@@ -294,6 +302,25 @@ impl Server {
                 parent: self.pid,
                 child: std::process::id(),
             })
+        }
+    }
+
+    /// Reads `certfile` and `keyfile` again and serves every TLS
+    /// handshake from now on with what they hold (a renewed certificate);
+    /// connections already open, or half-way through their handshake,
+    /// keep the certificate they started with.
+    ///
+    /// # Errors
+    /// [`Error::Tls`] when the files cannot be read or do not match (the
+    /// hub then keeps serving the previous certificate), or when the hub
+    /// was started without `certfile`.
+    pub fn reload_tls(&self) -> Result<(), Error> {
+        match &self.shared.tls {
+            Some(tls) => tls.reload(),
+            None => Err(Error::Tls(
+                "the hub was started without certfile and keyfile: there is nothing to reload"
+                    .into(),
+            )),
         }
     }
 

@@ -72,7 +72,7 @@ def test_metrics_parse_and_follow_the_hub():
             "method": 0, "not_upgrade": 0, "version": 0, "key": 0, "too_large": 0,
             "too_many_headers": 0, "token_missing": 0, "token_malformed": 0,
             "token_signature": 0, "token_algorithm": 0, "token_expired": 0,
-            "token_not_yet_valid": 0, "token_claims": 0}
+            "token_not_yet_valid": 0, "token_claims": 0, "tls": 0}
         assert stats["sent_bytes"] == got[("wshub_sent_bytes_total", ())]
 
 

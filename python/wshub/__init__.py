@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -33,6 +34,7 @@ __all__ = [
     "broadcast",
     "clear_retained",
     "client_js_path",
+    "reload_tls",
     "reset_log_cache",
     "start",
     "stop",
@@ -120,6 +122,8 @@ def start(
     | Callable[[str, str, dict[str, str]], bool | int | Iterable[str] | None]
     | None = None,
     authorize_timeout: float = 5.0,
+    certfile: str | os.PathLike[str] | None = None,
+    keyfile: str | os.PathLike[str] | None = None,
 ) -> Server:
     """Start a hub listening on ``host:port`` and return its :class:`Server`.
 
@@ -250,7 +254,8 @@ def start(
     ping_timeout (float seconds, default 20.0):
         A client silent for ping_interval + ping_timeout is closed (1011).
     handshake_timeout (float seconds, default 10.0):
-        Time a new TCP connection has to complete its WebSocket handshake.
+        Time a new TCP connection has to complete its WebSocket handshake
+        (with certfile, the TLS handshake included).
     max_handshake_bytes (int, default 65536):
         Longest HTTP request head (request line and headers) in bytes; a
         longer one gets HTTP 431 as soon as this much has arrived
@@ -312,6 +317,15 @@ def start(
         403 and is logged.
     authorize_timeout (float seconds, default 5.0):
         A slower authorize() refuses the handshake with HTTP 503.
+    certfile (str or path, default None):
+        Serve TLS only (wss://, https://) with this PEM certificate chain,
+        leaf first; give keyfile too. None: plain TCP. A file that cannot
+        be read or does not go with keyfile raises ValueError here.
+        Server.reload_tls() reads both files again (a renewed certificate).
+        A client that speaks plain HTTP to the port gets HTTP 400; a failed
+        TLS handshake is counted in handshakes_rejected["tls"].
+    keyfile (str or path, default None):
+        The PEM private key (PKCS#8, PKCS#1 or SEC1) of certfile's leaf.
     """
     global _default
     server = Server(
@@ -356,6 +370,8 @@ def start(
         reuse_port=reuse_port,
         authorize=authorize,
         authorize_timeout=authorize_timeout,
+        certfile=certfile,
+        keyfile=keyfile,
     )
     with _lock:
         _default = server
@@ -379,6 +395,15 @@ def clear_retained(topic: str, key: object = None) -> None:
     """Forget the retained value of (topic, key), or all of ``topic``'s when
     ``key`` is None, on the server the last :func:`start` made."""
     _running().clear_retained(topic, key)
+
+
+def reload_tls() -> None:
+    """Read ``certfile`` and ``keyfile`` again on the server the last
+    :func:`start` made: new TLS handshakes get the certificate they hold
+    now, open connections keep theirs (see :meth:`Server.reload_tls`).
+    Raises ``ValueError`` for files that cannot be used (the previous
+    certificate stays) and ``RuntimeError`` if no server was started."""
+    _running().reload_tls()
 
 
 def _running() -> Server:

@@ -1,5 +1,6 @@
 """Type stubs for the native part of wshub (checked by mypy.stubtest)."""
 
+import os
 from types import TracebackType
 from typing import Any, Callable, Iterable, final
 
@@ -79,6 +80,8 @@ class Server:
         | Callable[[str, str, dict[str, str]], bool | int | Iterable[str] | None]
         | None = None,
         authorize_timeout: float = 5.0,
+        certfile: str | os.PathLike[str] | None = None,
+        keyfile: str | os.PathLike[str] | None = None,
     ) -> Server: ...
     @property
     def port(self) -> int:
@@ -113,6 +116,11 @@ class Server:
         checked first, so on error nothing is sent."""
     def stream(self, topic: str) -> tuple[str, int] | None:
         """(epoch, newest seq) of topic's stream, or None if the hub holds no such topic."""
+    def reload_tls(self) -> None:
+        """Read certfile and keyfile again: new TLS handshakes get the
+        certificate they hold now, open connections keep theirs.
+        ValueError for files that cannot be used (the old certificate stays)
+        or a server started without certfile."""
     def stats(self) -> dict[str, Any]:
         """Counters: connections, topics, published, sent, sent_bytes,
         dropped, slow_consumer_closes, conflated, subscription_events_dropped

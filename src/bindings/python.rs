@@ -4,7 +4,7 @@
 //! queue) runs with the GIL released.
 
 use std::collections::BTreeSet;
-
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use pyo3::exceptions::{PyConnectionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
@@ -14,7 +14,9 @@ use pyo3::types::{PyBool, PyDict, PyString};
 
 use super::py_json;
 use crate::core::authorize::{Authorization, Authorizer, HandshakeRequest};
-use crate::core::config::{seconds, seconds_or_zero, Config, SlowClientPolicy, TopicPolicy};
+use crate::core::config::{
+    seconds, seconds_or_zero, Config, SlowClientPolicy, TlsFiles, TopicPolicy,
+};
 use crate::core::error::Error;
 use crate::core::subscription_events::SubscriptionListener;
 use crate::core::token::TokenConfig;
@@ -32,7 +34,8 @@ impl From<Error> for PyErr {
             Error::InvalidJson(_)
             | Error::InvalidTopic(_)
             | Error::InvalidConfig(_)
-            | Error::NotRetainable(_) => PyValueError::new_err(message),
+            | Error::NotRetainable(_)
+            | Error::Tls(_) => PyValueError::new_err(message),
             Error::NotRunning | Error::Overloaded | Error::Runtime(_) | Error::Forked { .. } => {
                 PyRuntimeError::new_err(message)
             }
@@ -76,7 +79,7 @@ fn key_bytes(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 ///        shutdown_timeout=2.0, worker_threads=1,
 ///        on_subscription=None, backplane=None,
 ///        backplane_prefix="wshub:", reuse_port=False, authorize=None,
-///        authorize_timeout=5.0)
+///        authorize_timeout=5.0, certfile=None, keyfile=None)
 ///
 /// Starting binds the port at once (OSError, e.g. errno EADDRINUSE, if it
 /// cannot). See wshub.start for the meaning of every option.
@@ -160,6 +163,8 @@ impl PyServer {
         reuse_port = false,
         authorize = None,
         authorize_timeout = 5.0,
+        certfile = None,
+        keyfile = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -205,6 +210,8 @@ impl PyServer {
         reuse_port: bool,
         authorize: Option<Py<PyAny>>,
         authorize_timeout: f64,
+        certfile: Option<PathBuf>,
+        keyfile: Option<PathBuf>,
     ) -> PyResult<Self> {
         let authorize = authorize.map(authorizer).transpose()?;
         let on_subscription = on_subscription.map(subscription_listener).transpose()?;
@@ -268,6 +275,15 @@ impl PyServer {
             reuse_port,
             authorize,
             authorize_timeout: seconds("authorize_timeout", authorize_timeout)?,
+            tls: match (certfile, keyfile) {
+                (None, None) => None,
+                (Some(certfile), Some(keyfile)) => Some(TlsFiles { certfile, keyfile }),
+                _ => {
+                    return Err(PyValueError::new_err(
+                        "certfile and keyfile must be given together",
+                    ))
+                }
+            },
         };
         let server = Arc::new(py.detach(|| Server::start(config))?);
         register_hub(&server);
@@ -430,6 +446,18 @@ impl PyServer {
         dict.set_item("handshakes_rejected", stats.handshakes_rejected)?;
         dict.set_item("backplane_connected", stats.backplane_connected)?;
         Ok(dict)
+    }
+
+    /// reload_tls() -> None
+    ///
+    /// Reads certfile and keyfile again: TLS handshakes from now on use
+    /// the certificate they hold now (e.g. renewed), while connections
+    /// already open keep theirs. Raises ValueError when the files cannot
+    /// be read or do not go together (the previous certificate stays in
+    /// use), or when the server was started without certfile.
+    fn reload_tls(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.server.reload_tls())?;
+        Ok(())
     }
 
     /// stop() -> None

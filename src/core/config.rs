@@ -6,6 +6,7 @@
 //! core reads options from anywhere.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::core::authorize::Authorizer;
@@ -34,6 +35,15 @@ pub enum SlowClientPolicy {
     /// Keep only the newest pending publication per (topic, key) and never
     /// close it for being slow: for "latest value" feeds such as odds.
     Conflate,
+}
+
+/// The PEM files a hub serves `wss://` and `https://` with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub certfile: PathBuf,
+    /// The private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub keyfile: PathBuf,
 }
 
 /// Options of one hub. `Config::default()` is what `wshub.start(port)` uses.
@@ -113,6 +123,10 @@ pub struct Config {
     pub retained_bytes: usize,
     /// The built-in JWT check of every handshake (`None`: off).
     pub jwt: Option<TokenConfig>,
+    /// Serve TLS (`wss://`, `https://`) with these files; `None` (the
+    /// default) serves plain TCP. The TLS handshake counts against
+    /// `handshake_timeout` like the HTTP upgrade.
+    pub tls: Option<TlsFiles>,
     /// How often the server pings an idle client.
     pub ping_interval: Duration,
     /// How long after a ping a silent client is given before it is closed.
@@ -219,6 +233,7 @@ impl Default for Config {
             retained_per_topic: 1000,
             retained_bytes: 64 * 1024 * 1024,
             jwt: None,
+            tls: None,
             ping_interval: Duration::from_secs(20),
             ping_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
@@ -246,6 +261,11 @@ impl Config {
         let bad = |msg: String| Err(Error::InvalidConfig(msg));
         if self.host.is_empty() {
             return bad("host must not be empty".into());
+        }
+        if let Some(tls) = &self.tls {
+            if tls.certfile.as_os_str().is_empty() || tls.keyfile.as_os_str().is_empty() {
+                return bad("certfile and keyfile must both be set (or neither)".into());
+            }
         }
         let path_ok = self.path.starts_with('/')
             && self.path.len() < MAX_PATH_LEN

@@ -62,6 +62,11 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// The TLS certificate or key (`certfile`, `keyfile`) could not be
+    /// read or do not make a usable server configuration; at `start()`
+    /// the hub does not start, at `reload_tls()` it keeps the old ones.
+    #[error("cannot use the TLS certificate and key: {0}")]
+    Tls(String),
     /// The runtime's threads could not be started.
     #[error("cannot start the hub's runtime: {0}")]
     Runtime(#[source] io::Error),

@@ -84,11 +84,15 @@ pub enum Rejection {
     TokenNotYetValid,
     /// A token whose `aud` or `iss` is not one configured (401).
     TokenClaims,
+    /// A TLS handshake that failed (not TLS at all, such as plain HTTP on
+    /// a TLS port, or refused by rustls) on a hub with `certfile`; the
+    /// connection is closed, after a TLS alert where rustls sends one.
+    Tls,
 }
 
 impl Rejection {
     /// Every reason, in the order `stats()` lists them.
-    pub const ALL: [Rejection; 19] = [
+    pub const ALL: [Rejection; 20] = [
         Rejection::Path,
         Rejection::Origin,
         Rejection::Auth,
@@ -108,6 +112,7 @@ impl Rejection {
         Rejection::TokenExpired,
         Rejection::TokenNotYetValid,
         Rejection::TokenClaims,
+        Rejection::Tls,
     ];
 
     /// The reason's name in `stats()` and `/metrics`.
@@ -132,6 +137,7 @@ impl Rejection {
             Rejection::TokenExpired => "token_expired",
             Rejection::TokenNotYetValid => "token_not_yet_valid",
             Rejection::TokenClaims => "token_claims",
+            Rejection::Tls => "tls",
         }
     }
 }

@@ -10,9 +10,9 @@
 
 use std::sync::LazyLock;
 
+use crate::net::stream::ClientStream;
 use sha1::{Digest, Sha1};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::server::Request;
 use tokio_tungstenite::tungstenite::http::header::IF_NONE_MATCH;
 
@@ -54,7 +54,7 @@ fn is_current(if_none_match: &str) -> bool {
 
 /// Answers a GET of the client: 200 with the file, or 304 when the
 /// browser's copy is current; then closes the connection.
-pub(crate) async fn serve(mut stream: TcpStream, request: &Request) -> std::io::Result<()> {
+pub(crate) async fn serve(mut stream: ClientStream, request: &Request) -> std::io::Result<()> {
     let current = request
         .headers()
         .get_all(IF_NONE_MATCH)

@@ -30,6 +30,8 @@ use crate::net::rate_limit::{TokenBucket, Verdict};
 use crate::net::session::Session;
 use crate::net::socket::{ClientSocket, Ws};
 use crate::net::sse;
+use crate::net::stream::ClientStream;
+use crate::net::tls::Accepted;
 use crate::net::Shared;
 use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError};
 
@@ -77,19 +79,21 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
 /// queued, topics subscribed).
 async fn open(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
 ) -> Option<(Connection, ConnectionSlot)> {
-    // One deadline for the whole handshake (reading the head, authorize,
-    // the upgrade), and every phase gives up at once when the hub stops.
+    // One deadline for the whole handshake (TLS, reading the head,
+    // authorize, the upgrade), and every phase gives up at once when the
+    // hub stops.
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let counters = &shared.hub.counters;
+    let mut stream = secure(&shared, deadline, tcp, peer).await?;
     let mut received = false;
     let limits = http::HeadLimits {
         max_bytes: shared.config.max_handshake_bytes,
         max_headers: shared.config.max_headers,
     };
-    let read = http::read_head(&stream, limits, &mut received);
+    let read = http::read_head(&mut stream, limits, &mut received);
     let head = match before(&shared, deadline, read).await {
         Some(Ok(head)) => head,
         Some(Err(http::ReadError::Malformed(why))) => {
@@ -106,7 +110,7 @@ async fn open(
             // Timed out (or the hub is stopping): a client that sent part
             // of a request is told why it is being dropped.
             if received && !shared.shutdown.is_cancelled() {
-                http::refuse_timed_out(&stream);
+                http::refuse_timed_out(&mut stream);
             }
             counters.reject(Rejection::Timeout);
             tracing::debug!(target: LOG_TARGET, %peer, "handshake timed out");
@@ -347,11 +351,51 @@ fn admit(shared: &Arc<Shared>, request: &Request) -> Result<ConnectionSlot, (u16
     })
 }
 
+/// The client's stream: the TCP connection itself, or TLS over it once
+/// the TLS handshake (within the handshake deadline) succeeded. `None`
+/// when it failed: counted, and the connection dropped; a client that
+/// spoke plain HTTP to the TLS port is first told so in plain HTTP.
+async fn secure(
+    shared: &Shared,
+    deadline: Instant,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<ClientStream> {
+    let Some(tls) = &shared.tls else {
+        return Some(ClientStream::Plain(tcp));
+    };
+    let counters = &shared.hub.counters;
+    match before(shared, deadline, tls.accept(tcp)).await {
+        Some(Accepted::Tls(stream)) => Some(ClientStream::Tls(stream)),
+        Some(Accepted::NotTls(tcp)) => {
+            counters.reject(Rejection::Tls);
+            tracing::debug!(target: LOG_TARGET, %peer, "TLS handshake failed: not TLS");
+            let refusal = http::refuse(ClientStream::Plain(tcp), 400, NOT_TLS);
+            before(shared, deadline, refusal).await;
+            None
+        }
+        Some(Accepted::Failed(error)) => {
+            counters.reject(Rejection::Tls);
+            tracing::debug!(target: LOG_TARGET, %peer, %error, "TLS handshake failed");
+            None
+        }
+        None => {
+            counters.reject(Rejection::Timeout);
+            tracing::debug!(target: LOG_TARGET, %peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// The plain-HTTP answer to a client that is not speaking TLS to a hub
+/// that serves only TLS.
+const NOT_TLS: &str = "this port serves TLS only: use https:// or wss://";
+
 /// Answers 101 and hands the socket (and any bytes the client sent after
 /// its request) to tungstenite.
 async fn upgrade(
     shared: &Shared,
-    mut stream: TcpStream,
+    mut stream: ClientStream,
     response: &Response,
     rest: Vec<u8>,
 ) -> std::io::Result<Ws> {

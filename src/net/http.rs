@@ -12,13 +12,13 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::server::{create_response, Request, Response};
 use tokio_tungstenite::tungstenite::http::{self, HeaderName, HeaderValue};
 
 use crate::core::stats::{Rejection, Stats};
+use crate::net::stream::ClientStream;
 use crate::net::{client_js, metrics};
 
 /// How much of a request head is read before answering 431: the
@@ -199,7 +199,7 @@ impl Head {
 /// handshake deadline); `received` tells it afterwards whether any byte
 /// came, so that a request cut short by the deadline can be answered 408.
 pub(crate) async fn read_head(
-    stream: &TcpStream,
+    stream: &mut ClientStream,
     limits: HeadLimits,
     received: &mut bool,
 ) -> Result<Head, ReadError> {
@@ -209,13 +209,9 @@ pub(crate) async fn read_head(
     let mut scanned = 0;
     let mut lines = 0;
     loop {
-        stream.readable().await.map_err(|_| ReadError::Io)?;
-        bytes.reserve(READ_CHUNK_BYTES);
-        match stream.try_read_buf(&mut bytes) {
-            Ok(0) => return Err(ReadError::Io),
+        match stream.read_some(&mut bytes, READ_CHUNK_BYTES).await {
+            Ok(0) | Err(_) => return Err(ReadError::Io),
             Ok(_) => *received = true,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return Err(ReadError::Io),
         }
         if let Some(len) = find_head_end(&bytes, &mut scanned, &mut lines) {
             if len > limits.max_bytes {
@@ -299,36 +295,37 @@ fn parse_head(bytes: Vec<u8>, len: usize, max_headers: usize) -> Result<Head, Ma
 
 /// Answers the 101 of an accepted upgrade.
 pub(crate) async fn switch_protocols(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     response: &Response,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(256);
     tokio_tungstenite::tungstenite::handshake::server::write_response(&mut head, response)
         .map_err(std::io::Error::other)?;
-    stream.write_all(&head).await
+    stream.write_all(&head).await?;
+    stream.flush().await
 }
 
 /// Refuses a malformed request with its status and closes.
-pub(crate) async fn refuse_malformed(stream: TcpStream, why: Malformed) -> std::io::Result<()> {
+pub(crate) async fn refuse_malformed(stream: ClientStream, why: Malformed) -> std::io::Result<()> {
     let status = why.status();
     write_and_close(stream, status, why.headers(), why.body()).await
 }
 
 /// Refuses a handshake with `status` (and a one-line body) and closes.
-pub(crate) async fn refuse(stream: TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+pub(crate) async fn refuse(stream: ClientStream, status: u16, body: &str) -> std::io::Result<()> {
     write_and_close(stream, status, "", body).await
 }
 
 /// Answers 408 to a request the deadline cut short, without waiting: the
 /// socket's buffer takes so small an answer at once, and a client that
 /// does not read gets nothing. Then the connection closes.
-pub(crate) fn refuse_timed_out(stream: &TcpStream) {
+pub(crate) fn refuse_timed_out(stream: &mut ClientStream) {
     let response = response_head(408, "", "request timeout\n".len());
-    let _ = stream.try_write(format!("{response}request timeout\n").as_bytes());
+    stream.write_now(format!("{response}request timeout\n").as_bytes());
 }
 
 async fn write_and_close(
-    mut stream: TcpStream,
+    mut stream: ClientStream,
     status: u16,
     headers: &str,
     body: &str,
@@ -342,7 +339,7 @@ async fn write_and_close(
 /// Says we are done writing, then reads and discards what the client
 /// still sends (briefly and boundedly), so that our answer is not lost to
 /// a reset caused by closing with unread bytes.
-async fn linger(mut stream: TcpStream) -> std::io::Result<()> {
+async fn linger(mut stream: ClientStream) -> std::io::Result<()> {
     stream.shutdown().await?;
     let until = Instant::now() + LINGER;
     let mut discard = [0u8; 4096];
@@ -373,7 +370,7 @@ fn response_head(status: u16, headers: &str, content_length: usize) -> String {
 
 /// Answers a plain HTTP request and closes the connection.
 pub(crate) async fn respond(
-    mut stream: TcpStream,
+    mut stream: ClientStream,
     route: Route,
     request: &Request,
     running: bool,

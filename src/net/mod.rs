@@ -14,6 +14,8 @@
 //! - [`writer`]: a client's queued frames written with vectored writes.
 //! - [`sse`]: the feed as Server-Sent Events, for clients without
 //!   WebSockets.
+//! - [`stream`]: a client's bytes, plain TCP or TLS.
+//! - [`tls`]: the certificate, its reload, and each TLS handshake.
 //! - [`rate_limit`]: the token buckets for a client's messages.
 //! - [`metrics`]: the stats snapshot in the Prometheus text format.
 
@@ -36,6 +38,8 @@ pub(crate) mod rate_limit;
 pub(crate) mod session;
 pub(crate) mod socket;
 pub(crate) mod sse;
+pub(crate) mod stream;
+pub(crate) mod tls;
 pub(crate) mod writer;
 
 /// What every task of one hub shares.
@@ -51,6 +55,8 @@ pub(crate) struct Shared {
     pub next_id: AtomicU64,
     /// The built-in token check, when `jwt_key` is set.
     pub tokens: Option<TokenCheck>,
+    /// TLS, when `certfile` is set.
+    pub tls: Option<tls::Tls>,
 }
 
 impl Shared {

@@ -15,16 +15,16 @@
 
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::core::outbox::{OutFrame, Outbox};
 use crate::core::stats::Counters;
+use crate::net::stream::ClientStream;
 use crate::net::writer::{watched, FrameWriter};
 
-/// The WebSocket stream of one client over TCP.
-pub(crate) type Ws = WebSocketStream<TcpStream>;
+/// The WebSocket stream of one client, over TCP or TLS.
+pub(crate) type Ws = WebSocketStream<ClientStream>;
 
 /// One client's socket: tungstenite's stream and our frame writer.
 pub(crate) struct ClientSocket {
@@ -76,9 +76,10 @@ impl ClientSocket {
                 .map_err(std::io::Error::other)?;
             self.ws_may_hold = false;
         }
-        self.writer
-            .write_all(self.ws.get_mut(), outbox, counters)
-            .await
+        let stream = self.ws.get_mut();
+        self.writer.write_all(stream, outbox, counters).await?;
+        // TLS may hold the last records of the batch (see `stream`).
+        watched(outbox.progress(), tokio::io::AsyncWriteExt::flush(stream)).await
     }
 
     /// The client's next message. A read can make tungstenite write (it

@@ -16,8 +16,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+
+use crate::net::stream::ClientStream;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
 use crate::core::outbox::{Closed, OutFrame};
@@ -49,7 +51,7 @@ pub(crate) struct Admitted {
 
 /// Serves one SSE client until it goes, the hub stops, its token
 /// expires, or it falls behind under the disconnect policy.
-pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, admitted: Admitted) {
+pub(crate) async fn serve(shared: Arc<Shared>, mut stream: ClientStream, admitted: Admitted) {
     let counters = &shared.hub.counters;
     Counters::add(&counters.connections_opened, 1);
     counters
@@ -57,10 +59,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, admitted: 
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut session = Session::new(&shared, admitted.granted);
     let mut positions = Positions::from_since(admitted.last_event_id.as_deref());
-    if stream
-        .write_all(response_head(admitted.origin.as_deref()).as_bytes())
-        .await
-        .is_ok()
+    if write_flushed(
+        &mut stream,
+        response_head(admitted.origin.as_deref()).as_bytes(),
+    )
+    .await
+    .is_ok()
     {
         session.start(admitted.query.as_deref(), admitted.last_event_id.as_deref());
         let reason = stream_events(
@@ -101,7 +105,7 @@ fn response_head(origin: Option<&str>) -> String {
 /// proxies keep the stream open and a dead peer is noticed.
 async fn stream_events(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     session: &Session,
     positions: &mut Positions,
     expires: Option<Duration>,
@@ -145,21 +149,16 @@ async fn stream_events(
                 return "token expired";
             }
             _ = keepalive.tick() => {
-                if stream.write_all(b": keepalive\n\n").await.is_err() {
+                if write_flushed(stream, b": keepalive\n\n").await.is_err() {
                     return "write failed";
                 }
             }
-            read = stream.readable() => {
+            read = stream.read(&mut read_buf) => {
                 // The client sends nothing on an event stream: what comes
                 // is discarded, and end of stream means it left.
-                if read.is_err() {
-                    return "closed by client";
-                }
-                match stream.try_read(&mut read_buf) {
-                    Ok(0) => return "closed by client",
+                match read {
+                    Ok(0) | Err(_) => return "closed by client",
                     Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return "closed by client",
                 }
             }
         }
@@ -168,17 +167,23 @@ async fn stream_events(
 
 /// A last event, `close`, saying why the stream ends (the code a WebSocket
 /// client would get), within [`GOODBYE_TIMEOUT`].
-async fn goodbye(stream: &mut TcpStream, code: u16, reason: &str) {
+async fn goodbye(stream: &mut ClientStream, code: u16, reason: &str) {
     let event = format!(
         "event: close\ndata: {}\n\n",
         serde_json::json!({"type": "close", "code": code, "reason": reason})
     );
-    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, stream.write_all(event.as_bytes())).await;
+    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, write_flushed(stream, event.as_bytes())).await;
+}
+
+/// Writes `bytes` and flushes them (TLS may hold the last record).
+async fn write_flushed(stream: &mut ClientStream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// Writes `pending` as events and hands their places in the bounds back.
 async fn write_events(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     session: &Session,
     positions: &mut Positions,
     pending: &mut VecDeque<OutFrame>,
@@ -197,7 +202,7 @@ async fn write_events(
         bytes += frame.len;
         publications += u64::from(frame.publications);
     }
-    let written = watched(session.outbox.progress(), stream.write_all(&events)).await;
+    let written = watched(session.outbox.progress(), write_flushed(stream, &events)).await;
     session.outbox.written(frames, bytes);
     written?;
     Counters::add(&counters.sent, publications);

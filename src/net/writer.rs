@@ -20,7 +20,8 @@ use std::task::Poll;
 
 use bytes::Buf;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::net::stream::ClientStream;
 
 use crate::core::outbox::{publications_in, OutFrame, Outbox, WriteProgress};
 use crate::core::stats::Counters;
@@ -66,7 +67,7 @@ impl FrameWriter {
     /// The socket's error; the connection is then unusable.
     pub async fn write_all(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut ClientStream,
         outbox: &Outbox,
         counters: &Counters,
     ) -> io::Result<()> {
@@ -99,7 +100,7 @@ impl FrameWriter {
     /// The socket's error.
     pub async fn finish_frame(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut ClientStream,
         outbox: &Outbox,
         counters: &Counters,
     ) -> io::Result<()> {

@@ -157,7 +157,31 @@ pub(super) unsafe fn config_from(
         // `jwt_key` has `jwt_key_len` readable bytes, by the caller's
         // contract.
         jwt: unsafe { token_config(o) }?,
+        // SAFETY: NULL or NUL-terminated by the caller's contract.
+        tls: unsafe { tls_files(o) }?,
     })
+}
+
+/// The TLS files (`None` when neither is set; one without the other is
+/// `WSHUB_ERR_INVALID_CONFIG`).
+///
+/// # Safety
+/// As the string options of [`config_from`].
+unsafe fn tls_files(o: &wshub_options) -> Result<Option<crate::core::config::TlsFiles>, Failure> {
+    // SAFETY (two calls): NULL or NUL-terminated by the caller's contract.
+    let certfile = unsafe { optional_str(o.certfile, "opts->certfile") }?;
+    let keyfile = unsafe { optional_str(o.keyfile, "opts->keyfile") }?;
+    match (certfile, keyfile) {
+        (None, None) => Ok(None),
+        (Some(certfile), Some(keyfile)) => Ok(Some(crate::core::config::TlsFiles {
+            certfile: certfile.into(),
+            keyfile: keyfile.into(),
+        })),
+        _ => Err(Failure::new(
+            WSHUB_ERR_INVALID_CONFIG,
+            "opts->certfile and opts->keyfile must both be set (or neither)",
+        )),
+    }
 }
 
 /// The JWT options (`None` without `jwt_key`).

@@ -51,6 +51,7 @@ impl From<Error> for Failure {
             Error::Forked { .. } => WSHUB_ERR_FORKED,
             Error::Backplane { .. } => WSHUB_ERR_BACKPLANE,
             Error::NotRetainable(_) => WSHUB_ERR_NOT_RETAINABLE,
+            Error::Tls(_) => WSHUB_ERR_TLS,
         };
         Failure::new(code, error.to_string())
     }

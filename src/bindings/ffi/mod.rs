@@ -87,6 +87,11 @@ pub enum wshub_code {
     /// `retained_per_topic` 0), or the value alone exceeds
     /// `retained_bytes`. Nothing was sent.
     WSHUB_ERR_NOT_RETAINABLE = -13,
+    /// The TLS certificate or key (`wshub_options.certfile`, `keyfile`)
+    /// could not be read or do not go together: `wshub_start()` started
+    /// nothing, `wshub_reload_tls()` kept the previous ones. Also
+    /// `wshub_reload_tls()` on a hub started without TLS.
+    WSHUB_ERR_TLS = -14,
 }
 
 use wshub_code::*;
@@ -307,6 +312,17 @@ pub struct wshub_options {
     pub jwt_query: *const c_char,
     /// The cookie a token may come in; NULL (the default): none.
     pub jwt_cookie: *const c_char,
+    // Fields below were appended after the fifth layout (ending with
+    // `jwt_cookie`); a host built with it gets their defaults.
+    /// Serve TLS only (`wss://`, `https://`): the path of a PEM file with
+    /// the certificate chain, leaf first. Set with `keyfile`; NULL (the
+    /// default): plain TCP. Read at `wshub_start()` (and again by
+    /// `wshub_reload_tls()`); a file that cannot be used is
+    /// `WSHUB_ERR_TLS`. Borrowed.
+    pub certfile: *const c_char,
+    /// The PEM private key of `certfile`'s leaf (PKCS#8, PKCS#1 or SEC1).
+    /// Borrowed.
+    pub keyfile: *const c_char,
 }
 
 /// What happens to a client whose queue is full.
@@ -477,6 +493,15 @@ const OPTIONS_SIZE_V3: usize = std::mem::offset_of!(wshub_options, retained_per_
 /// The size of the fourth layout, which ended with `retained_bytes`.
 const OPTIONS_SIZE_V4: usize = std::mem::offset_of!(wshub_options, jwt_key);
 
+/// The size of the fifth layout, which ended with `jwt_cookie`.
+const OPTIONS_SIZE_V5: usize = std::mem::offset_of!(wshub_options, certfile);
+
+// Nor the fifth (a pointer, then a pointer).
+const _: () = assert!(
+    OPTIONS_SIZE_V5
+        == std::mem::offset_of!(wshub_options, jwt_cookie) + std::mem::size_of::<*const c_char>()
+);
+
 // Nor the fourth (a size_t, then a pointer).
 const _: () = assert!(
     OPTIONS_SIZE_V4
@@ -510,15 +535,16 @@ fn check_struct_size(size: usize, name: &str) -> Result<(), Failure> {
         OPTIONS_SIZE_V2,
         OPTIONS_SIZE_V3,
         OPTIONS_SIZE_V4,
+        OPTIONS_SIZE_V5,
     ];
     if sizes.contains(&size) {
         return Ok(());
     }
     Err(Failure::invalid_argument(format!(
         "{name} is {size}, but this wshub {} reads a wshub_options of {OPTIONS_SIZE} bytes \
-         (or {OPTIONS_SIZE_V4}, {OPTIONS_SIZE_V3}, {OPTIONS_SIZE_V2} or {OPTIONS_SIZE_V1}, the \
-         layouts before jwt_key, before retained_per_topic, before history_size and before \
-         max_handshake_bytes): fill it with wshub_options_default() and build against the \
+         (or {OPTIONS_SIZE_V5}, {OPTIONS_SIZE_V4}, {OPTIONS_SIZE_V3}, {OPTIONS_SIZE_V2} or \
+         {OPTIONS_SIZE_V1}, the layouts before certfile, before jwt_key, before \
+         retained_per_topic, before history_size and before max_handshake_bytes): fill it with wshub_options_default() and build against the \
          library's wshub.h",
         env!("CARGO_PKG_VERSION")
     )))
@@ -620,6 +646,8 @@ fn default_options() -> wshub_options {
         jwt_leeway: 0.0,
         jwt_query: DEFAULT_JWT_QUERY.as_ptr(),
         jwt_cookie: ptr::null(),
+        certfile: ptr::null(),
+        keyfile: ptr::null(),
     }
 }
 
@@ -631,7 +659,7 @@ fn default_options() -> wshub_options {
 /// NULL on failure: then `wshub_last_error()` says why and
 /// `wshub_last_error_code()` is one of `WSHUB_ERR_INVALID_ARGUMENT`,
 /// `WSHUB_ERR_INVALID_CONFIG`, `WSHUB_ERR_BIND`, `WSHUB_ERR_ADDR_IN_USE`,
-/// `WSHUB_ERR_RUNTIME`, `WSHUB_ERR_BACKPLANE`. An `opts->struct_size`
+/// `WSHUB_ERR_RUNTIME`, `WSHUB_ERR_BACKPLANE`, `WSHUB_ERR_TLS`. An `opts->struct_size`
 /// other than this library's `sizeof(wshub_options)` or the previous
 /// layout's (whose missing fields take their defaults) is
 /// `WSHUB_ERR_INVALID_ARGUMENT`, and nothing after it is read.
@@ -652,6 +680,26 @@ pub unsafe extern "C" fn wshub_start(opts: *const wshub_options) -> *mut wshub_s
             Ok(Box::into_raw(Box::new(wshub_server { server, callbacks })))
         },
     )
+}
+
+/// Reads the hub's `certfile` and `keyfile` again: TLS handshakes from
+/// now on use what they hold (a renewed certificate), connections already
+/// open keep theirs.
+///
+/// Returns `WSHUB_OK`, `WSHUB_ERR_INVALID_ARGUMENT` (`server` NULL) or
+/// `WSHUB_ERR_TLS` (the files cannot be read or do not go together: the
+/// previous certificate stays in use; or the hub has no TLS).
+///
+/// # Safety
+/// `server` must be NULL or a hub from `wshub_start()` not yet stopped.
+#[no_mangle]
+pub unsafe extern "C" fn wshub_reload_tls(server: *const wshub_server) -> c_int {
+    guard(code_as_int, || {
+        // SAFETY: forwarded from the caller's contract on `server`.
+        let hub = unsafe { hub_ref(server) }?;
+        hub.server.reload_tls()?;
+        Ok(WSHUB_OK as c_int)
+    })
 }
 
 /// The bound TCP port (the real one when the hub was started on port 0),
