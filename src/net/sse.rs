@@ -12,6 +12,7 @@
 //! resumes through the recovery of topic streams: nothing missed, nothing
 //! twice.
 
+use crate::core::outbox::FrameEncoding;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +56,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, admitted: 
     counters
         .sse_clients
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut session = Session::new(&shared, admitted.granted);
+    let mut session = Session::new(&shared, admitted.granted, FrameEncoding::Plain);
     let mut positions = Positions::from_since(admitted.last_event_id.as_deref());
     if stream
         .write_all(response_head(admitted.origin.as_deref()).as_bytes())

@@ -157,6 +157,11 @@ pub(super) unsafe fn config_from(
         // `jwt_key` has `jwt_key_len` readable bytes, by the caller's
         // contract.
         jwt: unsafe { token_config(o) }?,
+        // Not in the C layout yet: permessage-deflate stays off for C
+        // hosts.
+        compression: false,
+        compression_level: Config::default().compression_level,
+        compression_min_size: Config::default().compression_min_size,
     })
 }
 
