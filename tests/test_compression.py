@@ -59,16 +59,20 @@ class RawDeflateClient:
         return out
 
     def frame(self) -> tuple[bool, dict]:
-        """The next message: whether it was compressed, and its JSON."""
-        b0, b1 = self._take(2)
+        """The next message (pongs skipped): whether it was compressed,
+        and its JSON."""
+        while True:
+            b0, b1 = self._take(2)
+            length = b1 & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", self._take(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", self._take(8))
+            payload = self._take(length)
+            if b0 & 0x0F != 0xA:
+                break
         assert b0 & 0x80, "fragmented frame"
         assert b0 & 0x0F == 1, f"not a text frame: {b0:#x}"
-        length = b1 & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", self._take(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", self._take(8))
-        payload = self._take(length)
         compressed = bool(b0 & 0x40)
         if compressed:
             payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
@@ -184,3 +188,122 @@ def test_compression_level_out_of_range_is_refused(level):
 
     with pytest.raises(ValueError, match="compression_level"):
         wshub.start(0, compression=True, compression_level=level)
+
+
+def masked_frame(payload: bytes, opcode: int = 1, rsv1: bool = True, fin: bool = True) -> bytes:
+    """A client frame (masked), RSV1 set for a compressed message."""
+    mask = os.urandom(4)
+    b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        head = bytes([b0, 0x80 | n])
+    elif n < 65536:
+        head = bytes([b0, 0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head = bytes([b0, 0x80 | 127]) + struct.pack("!Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def close_frame(client: RawDeflateClient) -> int:
+    """Reads frames until the server's close; returns its code."""
+    while True:
+        b0, b1 = client._take(2)
+        length = b1 & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", client._take(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", client._take(8))
+        payload = client._take(length)
+        if b0 & 0x0F == 8:
+            return struct.unpack("!H", payload[:2])[0]
+
+
+def test_a_compressed_client_message_is_inflated(make_hub):
+    hub = make_hub(compression=True)
+    client = RawDeflateClient(hub.port, "permessage-deflate", topics="")
+    message = json.dumps({"type": "subscribe", "topics": ["odds", "scores"]}).encode()
+    compressed = deflate(message)
+    # Also in two fragments (the second a continuation without RSV1), with
+    # a ping between them.
+    client.sock.sendall(masked_frame(compressed))
+    half = len(compressed) // 2
+    client.sock.sendall(
+        masked_frame(compressed[:half], fin=False)
+        + masked_frame(b"hi", opcode=9, rsv1=False)
+        + masked_frame(compressed[half:], opcode=0, rsv1=False)
+    )
+    answers = []
+    while len(answers) < 2:
+        _, answer = client.frame()
+        if answer["type"] == "subscribed":
+            answers.append(answer)
+    assert answers[0]["topics"] == ["odds", "scores"]
+    assert answers[1]["topics"] == ["odds", "scores"]
+    client.close()
+
+
+def test_the_websockets_client_subscribes_with_compressed_messages(make_hub):
+    hub = make_hub(compression=True)
+    with ws_connect(f"ws://127.0.0.1:{hub.port}{PATH}?topics=") as ws:
+        assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+        ws.send(json.dumps({"type": "subscribe", "topics": ["odds"]}))
+        while True:
+            answer = json.loads(ws.recv(timeout=5))
+            if answer["type"] == "subscribed":
+                break
+        assert answer["topics"] == ["odds"]
+        hub.broadcast("odds", DATA)
+        while True:
+            message = json.loads(ws.recv(timeout=5))
+            if message["type"] == "message":
+                break
+        assert message["data"] == DATA
+
+
+def test_a_zip_bomb_is_closed_with_1009(make_hub):
+    hub = make_hub(compression=True, max_message_bytes=65536)
+    client = RawDeflateClient(hub.port, "permessage-deflate")
+    bomb = deflate(b" " * 50_000_000)
+    assert len(bomb) < 65536
+    client.sock.sendall(masked_frame(bomb))
+    assert close_frame(client) == 1009
+    client.close()
+
+
+def test_a_compressed_message_over_the_bound_before_inflating_is_closed_with_1009(make_hub):
+    hub = make_hub(compression=True, max_message_bytes=1024)
+    client = RawDeflateClient(hub.port, "permessage-deflate")
+    client.sock.sendall(masked_frame(os.urandom(2048)))
+    assert close_frame(client) == 1009
+    client.close()
+
+
+def test_invalid_deflate_data_is_closed_with_1007(make_hub):
+    hub = make_hub(compression=True)
+    client = RawDeflateClient(hub.port, "permessage-deflate")
+    client.sock.sendall(masked_frame(b"\xff\xff\xff\xff\xff"))
+    assert close_frame(client) == 1007
+    client.close()
+
+
+def test_a_compressed_message_interrupted_by_another_is_closed_with_1002(make_hub):
+    hub = make_hub(compression=True)
+    client = RawDeflateClient(hub.port, "permessage-deflate")
+    client.sock.sendall(masked_frame(deflate(b"{}"), fin=False) + masked_frame(b"{}", rsv1=False))
+    assert close_frame(client) == 1002
+    client.close()
+
+
+def test_rsv1_without_negotiation_is_a_protocol_error(make_hub):
+    hub = make_hub(compression=False)
+    client = RawDeflateClient(hub.port, "permessage-deflate")
+    client.sock.sendall(masked_frame(deflate(b"{}")))
+    assert close_frame(client) == 1002
+    client.close()

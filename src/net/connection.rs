@@ -27,6 +27,7 @@ use crate::core::stats::{Counters, Rejection};
 use crate::core::token::{Claims, Refusal, SUBPROTOCOL};
 use crate::net::http::{self, Route};
 use crate::net::rate_limit::{TokenBucket, Verdict};
+use crate::net::inflate::ClientStream;
 use crate::net::session::Session;
 use crate::protocol::deflate;
 use crate::net::socket::{ClientSocket, Ws};
@@ -203,7 +204,7 @@ async fn open(
     let upgraded = match admit(&shared, &head.request) {
         Ok(slot) => {
             let query = head.request.uri().query().map(str::to_owned);
-            let upgrade = upgrade(&shared, stream, &response, head.into_rest());
+            let upgrade = upgrade(&shared, stream, &response, head.into_rest(), encoding);
             match before(&shared, deadline, upgrade).await {
                 Some(Ok(ws)) => (ws, query, slot),
                 Some(Err(error)) => {
@@ -370,9 +371,12 @@ async fn upgrade(
     mut stream: TcpStream,
     response: &Response,
     rest: Vec<u8>,
+    encoding: FrameEncoding,
 ) -> std::io::Result<Ws> {
     http::switch_protocols(&mut stream, response).await?;
-    let config = ws_config(shared.config.max_message_bytes);
+    let max = shared.config.max_message_bytes;
+    let (stream, rest) = ClientStream::new(stream, encoding, rest, max);
+    let config = ws_config(max);
     Ok(WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await)
 }
 

@@ -15,7 +15,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
-use tokio::net::TcpStream;
+use crate::net::inflate::ClientStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -23,8 +23,9 @@ use crate::core::outbox::{OutFrame, Outbox};
 use crate::core::stats::Counters;
 use crate::net::writer::{watched, FrameWriter};
 
-/// The WebSocket stream of one client over TCP.
-pub(crate) type Ws = WebSocketStream<TcpStream>;
+/// The WebSocket stream of one client over TCP (through
+/// [`ClientStream`], which inflates a compressing client's messages).
+pub(crate) type Ws = WebSocketStream<ClientStream>;
 
 /// One client's socket: tungstenite's stream and our frame writer.
 pub(crate) struct ClientSocket {
@@ -77,7 +78,7 @@ impl ClientSocket {
             self.ws_may_hold = false;
         }
         self.writer
-            .write_all(self.ws.get_mut(), outbox, counters)
+            .write_all(self.ws.get_mut().tcp_mut(), outbox, counters)
             .await
     }
 
@@ -91,7 +92,7 @@ impl ClientSocket {
     ) -> Option<Result<Message, WsError>> {
         if let Err(error) = self
             .writer
-            .finish_frame(self.ws.get_mut(), outbox, counters)
+            .finish_frame(self.ws.get_mut().tcp_mut(), outbox, counters)
             .await
         {
             return Some(Err(WsError::Io(error)));
@@ -117,7 +118,7 @@ impl ClientSocket {
         counters: &Counters,
     ) -> Result<(), WsError> {
         self.writer
-            .finish_frame(self.ws.get_mut(), outbox, counters)
+            .finish_frame(self.ws.get_mut().tcp_mut(), outbox, counters)
             .await?;
         // A send cut short (cancelled, or a full socket) leaves bytes
         // with tungstenite.
