@@ -147,8 +147,7 @@ impl Server {
         }
         let shared = Arc::new(Shared {
             hub: Arc::new(
-                hub
-                    .conflating(config.slow_client == SlowClientPolicy::Conflate)
+                hub.conflating(config.slow_client == SlowClientPolicy::Conflate)
                     .paced(config.send_queue, config.send_queue_bytes)
                     .bounded(config.max_topics, config.publish_queue_bytes)
                     .with_history(HistoryLimits {

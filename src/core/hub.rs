@@ -492,7 +492,10 @@ impl Hub {
             Some(compressed) => {
                 Counters::add(&self.counters.compressed_publications, 1);
                 Counters::add(&self.counters.compression_bytes_in, frame.len() as u64);
-                Counters::add(&self.counters.compression_bytes_out, compressed.len() as u64);
+                Counters::add(
+                    &self.counters.compression_bytes_out,
+                    compressed.len() as u64,
+                );
                 compressed
             }
             None => frame.clone(),

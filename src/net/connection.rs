@@ -26,13 +26,13 @@ use crate::core::outbox::{Closed, FrameEncoding};
 use crate::core::stats::{Counters, Rejection};
 use crate::core::token::{Claims, Refusal, SUBPROTOCOL};
 use crate::net::http::{self, Route};
-use crate::net::rate_limit::{TokenBucket, Verdict};
 use crate::net::inflate::ClientStream;
+use crate::net::rate_limit::{TokenBucket, Verdict};
 use crate::net::session::Session;
-use crate::protocol::deflate;
 use crate::net::socket::{ClientSocket, Ws};
 use crate::net::sse;
 use crate::net::Shared;
+use crate::protocol::deflate;
 use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError};
 
 /// The log target (a Python logger name, `wshub.connection`, once

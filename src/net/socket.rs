@@ -13,9 +13,9 @@
 //!   pong, a ping, a close) waits until our half-written frame, if any, is
 //!   finished.
 
+use crate::net::inflate::ClientStream;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
-use crate::net::inflate::ClientStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 

@@ -20,7 +20,8 @@ pub const EXTENSION: &str = "permessage-deflate";
 
 /// What the hub answers to an acceptable offer (RFC 7692 7.1.1.1 and
 /// 7.1.1.2 let the server add both parameters to any offer).
-pub const RESPONSE: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+pub const RESPONSE: &str =
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
 /// The tail a sync flush ends a deflate stream with, which RFC 7692 7.2.1
 /// has the sender remove and the receiver put back.
@@ -64,9 +65,7 @@ fn acceptable(offer: &str) -> bool {
         }
         let valid = match (name.as_str(), value) {
             ("server_no_context_takeover" | "client_no_context_takeover", None) => true,
-            ("server_max_window_bits", Some(bits)) => {
-                window_bits(bits) == Some(SERVER_WINDOW_BITS)
-            }
+            ("server_max_window_bits", Some(bits)) => window_bits(bits) == Some(SERVER_WINDOW_BITS),
             // The client may take any window we ask for; we ask none (our
             // inflater takes any window).
             ("client_max_window_bits", None) => true,
@@ -193,7 +192,12 @@ pub enum InflateError {
 /// for data that is not deflate.
 pub fn inflate_message(compressed: &[u8], max_len: usize) -> Result<Vec<u8>, InflateError> {
     let mut decompress = Decompress::new(false);
-    let mut out = Vec::with_capacity(compressed.len().saturating_mul(2).clamp(64, max_len.max(64)));
+    let mut out = Vec::with_capacity(
+        compressed
+            .len()
+            .saturating_mul(2)
+            .clamp(64, max_len.max(64)),
+    );
     for (part, flush) in [
         (compressed, FlushDecompress::None),
         (&SYNC_TAIL[..], FlushDecompress::Sync),
