@@ -148,10 +148,13 @@ impl Server {
             }
             None => None,
         };
+        let mut hub = Hub::with_events(config.publish_queue, events);
+        if config.compression {
+            hub = hub.compressing(config.compression_level, config.compression_min_size);
+        }
         let shared = Arc::new(Shared {
             hub: Arc::new(
-                Hub::with_events(config.publish_queue, events)
-                    .conflating(config.slow_client == SlowClientPolicy::Conflate)
+                hub.conflating(config.slow_client == SlowClientPolicy::Conflate)
                     .paced(config.send_queue, config.send_queue_bytes)
                     .bounded(config.max_topics, config.publish_queue_bytes)
                     .with_history(HistoryLimits {

@@ -100,6 +100,9 @@ def start(
     history_ttl: float | None = None,
     retained_per_topic: int = 1000,
     retained_bytes: int = 67_108_864,
+    compression: bool = False,
+    compression_level: int = 6,
+    compression_min_size: int = 256,
     jwt_key: str | bytes | None = None,
     jwt_algorithms: str = "HS256",
     jwt_audience: str | None = None,
@@ -224,6 +227,22 @@ def start(
         hold it all, a new value pushes out older ones of its own topic,
         or is not kept (retained_refused). 0 turns retained values off
         (retain=True then raises ValueError). At most 4 GiB.
+    compression (bool, default False):
+        Negotiates permessage-deflate (RFC 7692) with clients that offer
+        it, answering server_no_context_takeover and
+        client_no_context_takeover. Each publication is compressed once
+        and the compressed frame is shared by every compressing
+        subscriber (stats(): deflate_clients, compressed_publications,
+        compression_bytes_in, compression_bytes_out). Invalid or
+        unacceptable offers (server_max_window_bits below 15, unknown or
+        repeated parameters) are declined: that client is served
+        uncompressed.
+    compression_level (int, default 6):
+        Deflate level, 1 (fastest) to 9 (smallest); other values raise
+        ValueError.
+    compression_min_size (int, default 256):
+        Publication frames shorter than this many bytes are sent
+        uncompressed even to compressing clients.
     jwt_key (str, bytes or None, default None):
         Turns on the built-in token check: every handshake must carry a
         JSON Web Token signed with this key (the HMAC secret for HS*, the
@@ -350,6 +369,9 @@ def start(
         history_ttl=history_ttl,
         retained_per_topic=retained_per_topic,
         retained_bytes=retained_bytes,
+        compression=compression,
+        compression_level=compression_level,
+        compression_min_size=compression_min_size,
         jwt_key=jwt_key,
         jwt_algorithms=jwt_algorithms,
         jwt_audience=jwt_audience,

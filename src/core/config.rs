@@ -169,7 +169,20 @@ pub struct Config {
     /// Called (on a thread of its own) when a topic gains its first
     /// subscriber or loses its last one.
     pub on_subscription: Option<SubscriptionListener>,
+    /// Whether permessage-deflate (RFC 7692) is negotiated with clients
+    /// that offer it. Off by default: it costs CPU per publication.
+    pub compression: bool,
+    /// Deflate level of compressed publications, 1 (fastest) to 9
+    /// (smallest).
+    pub compression_level: u32,
+    /// Publication frames shorter than this many bytes go uncompressed
+    /// even to clients that negotiated compression (deflate cannot save
+    /// much on them and costs the same per call).
+    pub compression_min_size: usize,
 }
+
+/// Range of `compression_level` (zlib's levels).
+pub const COMPRESSION_LEVELS: std::ops::RangeInclusive<u32> = 1..=9;
 
 /// Channel and key prefix of the backplane when the host sets none.
 pub const DEFAULT_BACKPLANE_PREFIX: &str = "wshub:";
@@ -232,6 +245,9 @@ impl Default for Config {
             history_ttl: None,
             retained_per_topic: 1000,
             retained_bytes: 64 * 1024 * 1024,
+            compression: false,
+            compression_level: 6,
+            compression_min_size: 256,
             jwt: None,
             tls: None,
             ping_interval: Duration::from_secs(20),
@@ -312,6 +328,12 @@ impl Config {
             if value == 0 {
                 return bad(format!("{name} must be at least 1"));
             }
+        }
+        if !COMPRESSION_LEVELS.contains(&self.compression_level) {
+            return bad(format!(
+                "compression_level must be 1 to 9, got {}",
+                self.compression_level
+            ));
         }
         if self.history_size > MAX_HISTORY_SIZE {
             return bad(format!(

@@ -49,6 +49,7 @@ use crate::core::retained::{Kept, Retained, RetainedLimits, Value};
 use crate::core::stats::{Counters, Stats};
 use crate::core::stream::{Epochs, HistoryLimits, Stream};
 use crate::core::subscription_events::SubscriptionEvents;
+use crate::protocol::deflate::Deflater;
 use crate::protocol::frame::{encode_publication, encode_retained, MAX_FRAME_HEADER_LEN};
 use crate::protocol::{
     is_valid_topic, publication_len, retained_len, validate_json, Position, TopicStream,
@@ -259,6 +260,36 @@ pub struct Backlog {
     pub bytes: usize,
 }
 
+/// A run's frames, each alone and all copied once into one buffer.
+struct Concatenated {
+    frames: Vec<Bytes>,
+    wire: Bytes,
+    /// `starts[i]`: where frame i begins in `wire`.
+    starts: Vec<usize>,
+}
+
+impl Concatenated {
+    fn of(frames: Vec<Bytes>) -> Self {
+        let mut starts = Vec::with_capacity(frames.len());
+        let mut wire = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+        for frame in &frames {
+            starts.push(wire.len());
+            wire.extend_from_slice(frame);
+        }
+        Concatenated {
+            frames,
+            wire: wire.freeze(),
+            starts,
+        }
+    }
+
+    /// The frames from the `skip`th on, as one buffer.
+    fn from(&self, skip: usize) -> Bytes {
+        let start = self.starts.get(skip).copied().unwrap_or(self.wire.len());
+        self.wire.slice(start..)
+    }
+}
+
 /// A publication on its way to the fan-out.
 struct Publication {
     topic: Arc<Topic>,
@@ -372,6 +403,12 @@ pub struct Hub {
     /// Entries may be stale (the topic got a subscriber, or was forgotten
     /// since): they are checked when taken.
     idle: Mutex<VecDeque<Weak<Topic>>>,
+    /// With `compression`, the fan-out's compressor: a publication is
+    /// compressed once, at its first compressing subscriber, and that
+    /// frame is shared by all of them (see [`crate::protocol::deflate`]).
+    deflater: Option<Mutex<Deflater>>,
+    /// Frames shorter than this go uncompressed (`compression_min_size`).
+    compression_min_size: usize,
 }
 
 /// What [`Hub::ingest`] did with a publication from the backplane.
@@ -423,7 +460,47 @@ impl Hub {
             epochs: Epochs::default(),
             feed_epoch: RwLock::new(None),
             idle: Mutex::new(VecDeque::new()),
+            deflater: None,
+            compression_min_size: 0,
         }
+    }
+
+    /// Compresses publications for clients that negotiated
+    /// permessage-deflate, at `level`, when their frame has at least
+    /// `min_size` bytes (set once, at start).
+    #[must_use]
+    pub fn compressing(mut self, level: u32, min_size: usize) -> Self {
+        self.deflater = Some(Mutex::new(Deflater::new(level)));
+        self.compression_min_size = min_size;
+        self
+    }
+
+    /// The frame of `frame` a compressing subscriber gets: its compressed
+    /// frame, made once and kept in `cache` for the next subscriber, or
+    /// `frame` itself when it is short or does not shrink.
+    fn deflated(&self, frame: &Bytes, cache: &mut Option<Bytes>) -> Bytes {
+        if let Some(done) = cache {
+            return done.clone();
+        }
+        let compressed = match &self.deflater {
+            Some(deflater) if frame.len() >= self.compression_min_size => {
+                lock(deflater).deflate_frame(frame)
+            }
+            _ => None,
+        };
+        let chosen = match compressed {
+            Some(compressed) => {
+                Counters::add(&self.counters.compressed_publications, 1);
+                Counters::add(&self.counters.compression_bytes_in, frame.len() as u64);
+                Counters::add(
+                    &self.counters.compression_bytes_out,
+                    compressed.len() as u64,
+                );
+                compressed
+            }
+            None => frame.clone(),
+        };
+        cache.insert(chosen).clone()
     }
 
     /// Keeps each topic's last publications within `limits`, for clients
@@ -1040,14 +1117,21 @@ impl Hub {
 
     fn fan_out(&self, publication: &Publication, tally: &mut Tally, now: Instant) {
         let mut subscribers = lock(&publication.topic.subscribers);
+        let mut deflated = None;
         for subscriber in &subscribers.list {
             if publication.seq < subscriber.from_seq {
                 continue;
             }
-            tally.add(subscriber.outbox.push(OutFrame::publication(
-                publication.frame.clone(),
-                publication.key.clone(),
-            )));
+            let wire = if subscriber.outbox.deflates() {
+                self.deflated(&publication.frame, &mut deflated)
+            } else {
+                publication.frame.clone()
+            };
+            tally.add(
+                subscriber
+                    .outbox
+                    .push(OutFrame::publication(wire, publication.key.clone())),
+            );
         }
         let newly_idle = self.record(&mut subscribers, publication, now);
         drop(subscribers);
@@ -1157,26 +1241,33 @@ impl Hub {
         if subscribers.list.is_empty() {
             return;
         }
-        // starts[i]: where publication i's frame begins in `wire`.
-        let mut starts = Vec::with_capacity(run.len() + 1);
-        let mut wire = BytesMut::with_capacity(run.iter().map(|p| p.frame.len()).sum());
-        for publication in run {
-            starts.push(wire.len());
-            wire.extend_from_slice(&publication.frame);
-        }
-        starts.push(wire.len());
-        let wire = wire.freeze();
+        let plain: Vec<Bytes> = run.iter().map(|p| p.frame.clone()).collect();
+        let plain = Concatenated::of(plain);
+        // The compressed frames, made at the first compressing subscriber.
+        let mut deflated: Option<Concatenated> = None;
         for subscriber in &subscribers.list {
             let skip = run.partition_point(|p| p.seq < subscriber.from_seq);
             if skip == run.len() {
                 continue;
             }
+            let frames = if subscriber.outbox.deflates() {
+                deflated.get_or_insert_with(|| {
+                    Concatenated::of(
+                        run.iter()
+                            .map(|p| self.deflated(&p.frame, &mut None))
+                            .collect(),
+                    )
+                })
+            } else {
+                &plain
+            };
             let publications = u32::try_from(run.len() - skip).unwrap_or(u32::MAX);
-            let frame = OutFrame::run(wire.slice(starts[skip]..), publications);
+            let frame = OutFrame::run(frames.from(skip), publications);
             let split = || {
                 run[skip..]
                     .iter()
-                    .map(|p| OutFrame::publication(p.frame.clone(), p.key.clone()))
+                    .zip(&frames.frames[skip..])
+                    .map(|(p, wire)| OutFrame::publication(wire.clone(), p.key.clone()))
                     .collect()
             };
             subscriber.outbox.push_run(frame, split, tally);

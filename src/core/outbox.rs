@@ -23,6 +23,17 @@ use tokio::sync::Notify;
 
 use crate::protocol::frame::encode_text_frame;
 
+/// Which frames of a publication a client takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FrameEncoding {
+    /// The plain text frame.
+    #[default]
+    Plain,
+    /// The permessage-deflate (RSV1) frame, compressed once per
+    /// publication and shared (the client negotiated it).
+    Deflate,
+}
+
 /// One or more text frames waiting to be written, already encoded for
 /// the wire.
 #[derive(Debug, Clone)]
@@ -366,6 +377,9 @@ pub struct Outbox {
     closing: Notify,
     capacity: usize,
     capacity_bytes: usize,
+    /// Whether the client negotiated permessage-deflate: the fan-out then
+    /// queues it a publication's shared compressed frame.
+    encoding: FrameEncoding,
 }
 
 impl Outbox {
@@ -386,7 +400,21 @@ impl Outbox {
             closing: Notify::new(),
             capacity,
             capacity_bytes,
+            encoding: FrameEncoding::Plain,
         }
+    }
+
+    /// Sets which publication frames the client takes (set before the
+    /// outbox is used).
+    #[must_use]
+    pub fn encoded(mut self, encoding: FrameEncoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// Whether its client takes compressed publication frames.
+    pub fn deflates(&self) -> bool {
+        self.encoding == FrameEncoding::Deflate
     }
 
     /// Reports lagging to `pacing` (the hub's) instead of to a pacing of

@@ -274,6 +274,16 @@ numbers! {
     sse_clients: Gauge = "Clients reading the feed as Server-Sent Events";
     /// Tokens a connection replaced with a `refresh` message.
     tokens_refreshed: Counter = "Tokens replaced by a refresh message";
+    /// WebSocket clients connected now that negotiated permessage-deflate
+    /// (`compression`).
+    deflate_clients: Gauge = "Connected clients that negotiated permessage-deflate";
+    /// Publications compressed (once each, however many subscribers
+    /// receive the compressed frame).
+    compressed_publications: Counter = "Publications compressed once for their compressing subscribers";
+    /// Bytes of those publications' frames before compression.
+    compression_bytes_in: Counter = "Bytes of publication frames before compression";
+    /// Bytes of the same frames after compression (RSV1 frames).
+    compression_bytes_out: Counter = "Bytes of publication frames after compression";
 }
 
 impl Counters {

@@ -22,10 +22,11 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::core::authorize::{parse_request, Authorization, Authorizer};
 use crate::core::config::Config;
-use crate::core::outbox::Closed;
+use crate::core::outbox::{Closed, FrameEncoding};
 use crate::core::stats::{Counters, Rejection};
 use crate::core::token::{Claims, Refusal, SUBPROTOCOL};
 use crate::net::http::{self, Route};
+use crate::net::inflate::InflatingStream;
 use crate::net::rate_limit::{TokenBucket, Verdict};
 use crate::net::session::Session;
 use crate::net::socket::{ClientSocket, Ws};
@@ -33,6 +34,7 @@ use crate::net::sse;
 use crate::net::stream::ClientStream;
 use crate::net::tls::Accepted;
 use crate::net::Shared;
+use crate::protocol::deflate;
 use crate::protocol::{self, ClientMessage, ErrorCode, ProtocolError};
 
 /// The log target (a Python logger name, `wshub.connection`, once
@@ -143,6 +145,7 @@ async fn open(
         }
     };
     select_subprotocol(&head.request, &mut response);
+    let encoding = negotiate_deflate(&shared.config, &head.request, &mut response);
     let claims = match &shared.tokens {
         None => None,
         Some(check) => {
@@ -205,7 +208,7 @@ async fn open(
     let upgraded = match admit(&shared, &head.request) {
         Ok(slot) => {
             let query = head.request.uri().query().map(str::to_owned);
-            let upgrade = upgrade(&shared, stream, &response, head.into_rest());
+            let upgrade = upgrade(&shared, stream, &response, head.into_rest(), encoding);
             match before(&shared, deadline, upgrade).await {
                 Some(Ok(ws)) => (ws, query, slot),
                 Some(Err(error)) => {
@@ -225,7 +228,8 @@ async fn open(
             return None;
         }
     };
-    let (ws, query, slot) = upgraded;
+    let (ws, query, mut slot) = upgraded;
+    slot.set_encoding(encoding);
     let granted = both(
         claims.as_ref().and_then(|c| c.topics.clone()),
         authorized.clone(),
@@ -240,7 +244,7 @@ async fn open(
     Counters::add(&shared.hub.counters.connections_opened, 1);
     tracing::debug!(target: LOG_TARGET, %peer, "connection opened");
     let mut conn = Connection {
-        session: Session::new(&shared, granted),
+        session: Session::new(&shared, granted, encoding),
         token,
         socket: ClientSocket::new(ws),
         last_heard: Instant::now(),
@@ -299,6 +303,9 @@ async fn authorize(
 /// Holds one of the `max_connections` places until dropped.
 struct ConnectionSlot {
     shared: Arc<Shared>,
+    /// Counted in `deflate_clients` (the client negotiated
+    /// permessage-deflate) until the slot is freed.
+    encoding: FrameEncoding,
 }
 
 impl ConnectionSlot {
@@ -312,17 +319,27 @@ impl ConnectionSlot {
             .ok()?;
         Some(ConnectionSlot {
             shared: Arc::clone(shared),
+            encoding: FrameEncoding::Plain,
         })
+    }
+
+    /// Counts the connection in `deflate_clients` when it negotiated
+    /// compression.
+    fn set_encoding(&mut self, encoding: FrameEncoding) {
+        if encoding == FrameEncoding::Deflate && self.encoding == FrameEncoding::Plain {
+            Counters::add(&self.shared.hub.counters.deflate_clients, 1);
+        }
+        self.encoding = encoding;
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.shared
-            .hub
-            .counters
-            .connections
-            .fetch_sub(1, Ordering::AcqRel);
+        let counters = &self.shared.hub.counters;
+        if self.encoding == FrameEncoding::Deflate {
+            counters.deflate_clients.fetch_sub(1, Ordering::AcqRel);
+        }
+        counters.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -398,9 +415,12 @@ async fn upgrade(
     mut stream: ClientStream,
     response: &Response,
     rest: Vec<u8>,
+    encoding: FrameEncoding,
 ) -> std::io::Result<Ws> {
     http::switch_protocols(&mut stream, response).await?;
-    let config = ws_config(shared.config.max_message_bytes);
+    let max = shared.config.max_message_bytes;
+    let (stream, rest) = InflatingStream::new(stream, encoding, rest, max);
+    let config = ws_config(max);
     Ok(WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await)
 }
 
@@ -451,6 +471,29 @@ fn select_subprotocol(request: &Request, response: &mut Response) {
             tokio_tungstenite::tungstenite::http::HeaderValue::from_static(SUBPROTOCOL),
         );
     }
+}
+
+/// With `compression` on, answers an acceptable permessage-deflate offer
+/// (see [`deflate::accepts`]); an invalid or unacceptable one is declined
+/// by leaving the extension out of the answer, and the connection goes on
+/// uncompressed (RFC 7692 section 5).
+fn negotiate_deflate(config: &Config, request: &Request, response: &mut Response) -> FrameEncoding {
+    if !config.compression {
+        return FrameEncoding::Plain;
+    }
+    let offers = request
+        .headers()
+        .get_all("sec-websocket-extensions")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    if !deflate::accepts(offers) {
+        return FrameEncoding::Plain;
+    }
+    response.headers_mut().insert(
+        "sec-websocket-extensions",
+        tokio_tungstenite::tungstenite::http::HeaderValue::from_static(deflate::RESPONSE),
+    );
+    FrameEncoding::Deflate
 }
 
 /// Resolves when `token` expires; never without one.

@@ -9,6 +9,8 @@
 //! - [`connection`]: one WebSocket client, from handshake to close.
 //! - [`session`]: a client's queue and subscriptions, whatever carries
 //!   them.
+//! - [`inflate`]: a compressing client's messages inflated for tungstenite
+//!   (permessage-deflate).
 //! - [`socket`]: a client's socket, where tungstenite's frames and ours
 //!   never interleave.
 //! - [`writer`]: a client's queued frames written with vectored writes.
@@ -32,6 +34,7 @@ use crate::core::token::TokenCheck;
 pub(crate) mod client_js;
 pub(crate) mod connection;
 pub(crate) mod http;
+pub(crate) mod inflate;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod rate_limit;

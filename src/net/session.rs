@@ -4,6 +4,7 @@
 //! The transports own the socket; this owns what the hub knows of the
 //! client, so both transports keep the same rules, bounds and answers.
 
+use crate::core::outbox::FrameEncoding;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -36,13 +37,18 @@ fn encode(text: &str) -> String {
 
 impl Session {
     /// A new client with an empty queue of the configured bounds.
-    pub(crate) fn new(shared: &Arc<Shared>, granted: Option<BTreeSet<String>>) -> Self {
+    pub(crate) fn new(
+        shared: &Arc<Shared>,
+        granted: Option<BTreeSet<String>>,
+        encoding: FrameEncoding,
+    ) -> Self {
         Session {
             id: shared.next_conn_id(),
             granted,
             outbox: Arc::new(
                 Outbox::new(shared.config.send_queue, shared.config.send_queue_bytes)
-                    .paced_by(shared.hub.pacing()),
+                    .paced_by(shared.hub.pacing())
+                    .encoded(encoding),
             ),
             subscriptions: Vec::new(),
             shared: Arc::clone(shared),

@@ -13,6 +13,7 @@
 //!   pong, a ping, a close) waits until our half-written frame, if any, is
 //!   finished.
 
+use crate::net::inflate::InflatingStream;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -20,11 +21,11 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::core::outbox::{OutFrame, Outbox};
 use crate::core::stats::Counters;
-use crate::net::stream::ClientStream;
 use crate::net::writer::{watched, FrameWriter};
 
-/// The WebSocket stream of one client, over TCP or TLS.
-pub(crate) type Ws = WebSocketStream<ClientStream>;
+/// The WebSocket stream of one client, over TCP or TLS (through
+/// [`InflatingStream`], which inflates a compressing client's messages).
+pub(crate) type Ws = WebSocketStream<InflatingStream>;
 
 /// One client's socket: tungstenite's stream and our frame writer.
 pub(crate) struct ClientSocket {
@@ -76,7 +77,7 @@ impl ClientSocket {
                 .map_err(std::io::Error::other)?;
             self.ws_may_hold = false;
         }
-        let stream = self.ws.get_mut();
+        let stream = self.ws.get_mut().inner_mut();
         self.writer.write_all(stream, outbox, counters).await?;
         // TLS may hold the last records of the batch (see `stream`).
         watched(outbox.progress(), tokio::io::AsyncWriteExt::flush(stream)).await
@@ -92,7 +93,7 @@ impl ClientSocket {
     ) -> Option<Result<Message, WsError>> {
         if let Err(error) = self
             .writer
-            .finish_frame(self.ws.get_mut(), outbox, counters)
+            .finish_frame(self.ws.get_mut().inner_mut(), outbox, counters)
             .await
         {
             return Some(Err(WsError::Io(error)));
@@ -118,7 +119,7 @@ impl ClientSocket {
         counters: &Counters,
     ) -> Result<(), WsError> {
         self.writer
-            .finish_frame(self.ws.get_mut(), outbox, counters)
+            .finish_frame(self.ws.get_mut().inner_mut(), outbox, counters)
             .await?;
         // A send cut short (cancelled, or a full socket) leaves bytes
         // with tungstenite.

@@ -12,6 +12,7 @@
 //! resumes through the recovery of topic streams: nothing missed, nothing
 //! twice.
 
+use crate::core::outbox::FrameEncoding;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +58,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: ClientStream, admitte
     counters
         .sse_clients
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut session = Session::new(&shared, admitted.granted);
+    let mut session = Session::new(&shared, admitted.granted, FrameEncoding::Plain);
     let mut positions = Positions::from_since(admitted.last_event_id.as_deref());
     if write_flushed(
         &mut stream,

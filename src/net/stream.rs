@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 /// One client's connection.
+#[derive(Debug)]
 pub(crate) enum ClientStream {
     /// A hub without `certfile`.
     Plain(TcpStream),

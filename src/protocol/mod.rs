@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::io::Write as _;
 
+pub mod deflate;
 pub mod frame;
 
 /// Longest topic name: long enough for `tenant:feed:item` style names, short

@@ -159,6 +159,11 @@ pub(super) unsafe fn config_from(
         jwt: unsafe { token_config(o) }?,
         // SAFETY: NULL or NUL-terminated by the caller's contract.
         tls: unsafe { tls_files(o) }?,
+        // Not in the C layout yet: permessage-deflate stays off for C
+        // hosts.
+        compression: false,
+        compression_level: Config::default().compression_level,
+        compression_min_size: Config::default().compression_min_size,
     })
 }
 
