@@ -81,7 +81,13 @@ impl InflatingStream {
         max_len: usize,
     ) -> (Self, Vec<u8>) {
         match encoding {
-            FrameEncoding::Plain => (InflatingStream { inner, inflate: None }, early),
+            FrameEncoding::Plain => (
+                InflatingStream {
+                    inner,
+                    inflate: None,
+                },
+                early,
+            ),
             FrameEncoding::Deflate => {
                 let inflate = Inflating {
                     raw: BytesMut::from(&early[..]),
