@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 import websockets
+from websockets.sync.client import connect as ws_connect
 
-from helpers import RawWS, connect_client, open_ws, publication, wait_until
+from helpers import HOST, _NO_PROXY, RawWS, connect_client, open_ws, publication, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ROOT / "include" / "wshub.h"
@@ -291,7 +292,8 @@ def test_stats_json_reports_connections_and_publications(driver, clients):
         "backplane_dropped", "backplane_missed", "backplane_reconnects", "history_bytes",
         "retained_values", "retained_bytes", "retained_evicted", "retained_refused",
         "retained_unsent", "token_expired_closes", "sse_clients", "tokens_refreshed",
-        "backplane_connected"}
+        "deflate_clients", "compressed_publications", "compression_bytes_in",
+        "compression_bytes_out", "backplane_connected"}
     assert stats["backplane_connected"] is False
 
 
@@ -825,6 +827,61 @@ def test_options_of_the_previous_layout_are_read_with_defaults_after_it(hooks_dr
     old = hooks_driver("old_layout")
     assert _raw_upgrade_status(old.port, TWENTY_HEADERS) == 101
     assert _raw_upgrade_status(old.port, [f"x-h{i}: v" for i in range(60)]) == 431
+
+
+def _start_error(hooks_program, *args: str) -> tuple[int, str]:
+    result = subprocess.run([str(hooks_program), *args], capture_output=True, text=True,
+                            timeout=PROCESS_TIMEOUT)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.startswith("START_ERR "), result.stdout
+    code, _, message = result.stdout.strip().removeprefix("START_ERR ").partition(" ")
+    return int(code), message
+
+
+WSHUB_ERR_TLS = -14
+
+
+def test_tls_from_c_serves_wss_reloads_and_reports_bad_files(hooks_driver, hooks_program,
+                                                             tmp_path):
+    """certfile/keyfile set from C: wss:// with the test CA's certificate,
+    wshub_reload_tls() swapping it, and bad files as WSHUB_ERR_TLS."""
+    pytest.importorskip("cryptography", reason="cryptography not installed")
+    from cert_authority import CertAuthority, tls_socket
+
+    ca = CertAuthority(tmp_path)
+    first = ca.issue("first")
+    hub = hooks_driver(f"certfile={ca.certfile}", f"keyfile={ca.keyfile}")
+    with tls_socket(ca, hub.port) as sock:
+        assert sock.getpeercert(binary_form=True) == first
+    ws = ws_connect(f"wss://{HOST}:{hub.port}/api/ws?topics=t", ssl=ca.context(),
+                    open_timeout=10, **_NO_PROXY)
+    try:
+        assert json.loads(ws.recv(timeout=5))["type"] == "connected"
+        second = ca.issue("second")
+        assert hub.command("RELOAD_TLS") == "OK 0"
+        with tls_socket(ca, hub.port) as sock:
+            assert sock.getpeercert(binary_form=True) == second
+        assert hub.publish("t", '{"n":1}') == 1
+        assert ws.recv(timeout=5) == publication("t", 1, '{"n":1}')
+        # A reload from a broken key fails and keeps the second certificate.
+        ca.keyfile.write_text("not a key\n")
+        answer = hub.command("RELOAD_TLS")
+        assert answer.startswith(f"ERR {WSHUB_ERR_TLS} "), answer
+        assert "keyfile" in answer
+        with tls_socket(ca, hub.port) as sock:
+            assert sock.getpeercert(binary_form=True) == second
+    finally:
+        ws.close()
+    # Reloading a hub started without TLS is refused the same way.
+    plain = hooks_driver()
+    assert plain.command("RELOAD_TLS").startswith(f"ERR {WSHUB_ERR_TLS} ")
+    # Bad files at start: WSHUB_ERR_TLS naming the file; one without the
+    # other is a configuration mistake.
+    code, message = _start_error(hooks_program, f"certfile={tmp_path / 'missing.pem'}",
+                                 f"keyfile={ca.keyfile}")
+    assert code == WSHUB_ERR_TLS and "certfile" in message, message
+    code, message = _start_error(hooks_program, f"certfile={ca.certfile}")
+    assert code == -4, message  # WSHUB_ERR_INVALID_CONFIG
 
 
 def test_rate_limit_and_burst_from_c_limit_then_close(hooks_driver, clients):

@@ -15,6 +15,8 @@
  *   max_topics=N        opts.max_topics_per_connection
  *   max_handshake_bytes=N  opts.max_handshake_bytes
  *   max_headers=N       opts.max_headers
+ *   certfile=PATH       opts.certfile (TLS)
+ *   keyfile=PATH        opts.keyfile (TLS)
  *   old_layout          opts.struct_size of the layout before
  *                       max_handshake_bytes (whose fields then hold junk)
  *
@@ -23,6 +25,8 @@
  *   PUB <topic> <key> <json> -> wshub_broadcast_keyed() (key "-": NULL):
  *                               "OK <subscribers>" or "ERR <code> <message>"
  *   STATS                    -> "STATS <json>" from wshub_stats_json()
+ *   RELOAD_TLS               -> wshub_reload_tls(): "OK 0" or
+ *                               "ERR <code> <message>"
  * At end of input it stops the hub and prints "STOPPED".
  *
  * The callbacks run on wshub's threads and print, at any time:
@@ -308,6 +312,13 @@ static void handle_line(wshub_server *hub, char *line, size_t len) {
     }
     if (strcmp(line, "STATS") == 0) {
         print_stats(hub);
+    } else if (strcmp(line, "RELOAD_TLS") == 0) {
+        int code = wshub_reload_tls(hub);
+        if (code == WSHUB_OK) {
+            say("OK 0\n");
+        } else {
+            say("ERR %d %s\n", code, wshub_last_error());
+        }
     } else if (strncmp(line, "PUB ", 4) == 0) {
         publish(hub, line + 4, len - 4);
     } else {
@@ -379,6 +390,10 @@ int main(int argc, char **argv) {
             opts.max_handshake_bytes = (size_t)strtoull(value, NULL, 10);
         } else if (IS("max_headers")) {
             opts.max_headers = (size_t)strtoull(value, NULL, 10);
+        } else if (IS("certfile")) {
+            opts.certfile = value;
+        } else if (IS("keyfile")) {
+            opts.keyfile = value;
         } else {
             return usage(arg);
         }
