@@ -6,7 +6,7 @@ from typing import Any, Callable, Iterable, final
 
 from wshub._request import Request
 
-__all__ = ["Server", "__version__", "reset_log_cache", "to_json"]
+__all__ = ["Server", "__version__", "_stop_all", "reset_log_cache", "to_json"]
 __version__: str
 
 def _stop_all() -> None:
