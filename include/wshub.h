@@ -560,6 +560,23 @@ typedef struct wshub_options {
      * Borrowed.
      */
     const char *keyfile;
+    /**
+     * 1: negotiate permessage-deflate with clients that offer it; each
+     * publication is compressed once and its frame shared by every
+     * compressing subscriber. 0 (the default): never. Anything else is
+     * `WSHUB_ERR_INVALID_CONFIG` (an `int`, not a `bool`, so that a host
+     * cannot hand over a bit pattern that is no boolean).
+     */
+    int compression;
+    /**
+     * Deflate level, 1 (fastest) to 9 (smallest). Default 6.
+     */
+    int compression_level;
+    /**
+     * Publication frames shorter than this many bytes go uncompressed.
+     * Default 256.
+     */
+    size_t compression_min_size;
 } wshub_options;
 
 #ifdef __cplusplus

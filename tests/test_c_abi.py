@@ -884,6 +884,48 @@ def test_tls_from_c_serves_wss_reloads_and_reports_bad_files(hooks_driver, hooks
     assert code == -4, message  # WSHUB_ERR_INVALID_CONFIG
 
 
+def test_compression_from_c_negotiates_deflate_and_compresses_once(hooks_driver):
+    hub = hooks_driver("compression=1", "compression_level=9", "compression_min_size=0")
+    url = f"ws://{HOST}:{hub.port}/api/ws?topics=t"
+    with ws_connect(url, open_timeout=10, **_NO_PROXY) as a, \
+            ws_connect(url, open_timeout=10, **_NO_PROXY) as b:
+        for ws in (a, b):
+            assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+            assert json.loads(ws.recv(timeout=5))["type"] == "connected"
+        data = json.dumps({"odds": [1.5] * 200})
+        assert hub.publish("t", data) == 2
+        for ws in (a, b):
+            assert ws.recv(timeout=5) == publication("t", 1, data)
+        stats = hub.stats()
+        assert stats["deflate_clients"] == 2
+        assert stats["compressed_publications"] == 1
+        assert 0 < stats["compression_bytes_out"] < stats["compression_bytes_in"]
+
+
+def test_the_layout_before_compression_starts_without_it(hooks_driver):
+    """A host built before the compression fields passes the sixth
+    layout's struct_size: the junk where they would be is not read, and
+    compression stays off."""
+    hub = hooks_driver("tls_layout")
+    with ws_connect(f"ws://{HOST}:{hub.port}/api/ws?topics=t", open_timeout=10,
+                    **_NO_PROXY) as ws:
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+    assert hub.stats()["deflate_clients"] == 0
+
+
+@pytest.mark.parametrize("args, field", [
+    (["compression=2"], "compression"),
+    (["compression=-1"], "compression"),
+    (["compression=1", "compression_level=0"], "compression_level"),
+    (["compression=1", "compression_level=10"], "compression_level"),
+    (["compression=1", "compression_level=-3"], "compression_level"),
+])
+def test_invalid_compression_options_from_c_fail_start(hooks_program, args, field):
+    code, message = _start_error(hooks_program, *args)
+    assert code == -4, message  # WSHUB_ERR_INVALID_CONFIG
+    assert field in message, message
+
+
 def test_rate_limit_and_burst_from_c_limit_then_close(hooks_driver, clients):
     # One token every 10 s: the burst is all a quick test can spend.
     hub = hooks_driver("rate_limit=0.1", "rate_burst=2")

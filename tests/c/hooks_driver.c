@@ -17,6 +17,11 @@
  *   max_headers=N       opts.max_headers
  *   certfile=PATH       opts.certfile (TLS)
  *   keyfile=PATH        opts.keyfile (TLS)
+ *   compression=N       opts.compression (any int, to test the check)
+ *   compression_level=N opts.compression_level
+ *   compression_min_size=N  opts.compression_min_size
+ *   tls_layout          opts.struct_size of the layout before the
+ *                       compression fields (which then hold junk)
  *   old_layout          opts.struct_size of the layout before
  *                       max_handshake_bytes (whose fields then hold junk)
  *
@@ -361,6 +366,10 @@ int main(int argc, char **argv) {
             opts.struct_size = offsetof(wshub_options, max_handshake_bytes);
             opts.max_handshake_bytes = 0;
             opts.max_headers = 0;
+        } else if (IS("tls_layout")) {
+            opts.struct_size = offsetof(wshub_options, compression);
+            opts.compression = 7;
+            opts.compression_level = -1;
         } else if (eq == NULL) {
             return usage(arg);
         } else if (IS("origin")) {
@@ -394,6 +403,12 @@ int main(int argc, char **argv) {
             opts.certfile = value;
         } else if (IS("keyfile")) {
             opts.keyfile = value;
+        } else if (IS("compression")) {
+            opts.compression = (int)strtol(value, NULL, 10);
+        } else if (IS("compression_level")) {
+            opts.compression_level = (int)strtol(value, NULL, 10);
+        } else if (IS("compression_min_size")) {
+            opts.compression_min_size = (size_t)strtoull(value, NULL, 10);
         } else {
             return usage(arg);
         }

@@ -159,12 +159,31 @@ pub(super) unsafe fn config_from(
         jwt: unsafe { token_config(o) }?,
         // SAFETY: NULL or NUL-terminated by the caller's contract.
         tls: unsafe { tls_files(o) }?,
-        // Not in the C layout yet: permessage-deflate stays off for C
-        // hosts.
-        compression: false,
-        compression_level: Config::default().compression_level,
-        compression_min_size: Config::default().compression_min_size,
+        compression: flag("compression", o.compression)?,
+        // `Config` checks the range; a negative level is told here, as given.
+        compression_level: u32::try_from(o.compression_level).map_err(|_| {
+            Failure::new(
+                WSHUB_ERR_INVALID_CONFIG,
+                format!(
+                    "opts->compression_level must be 1 to 9, got {}",
+                    o.compression_level
+                ),
+            )
+        })?,
+        compression_min_size: o.compression_min_size,
     })
+}
+
+/// An `int` option that is a yes or no: 0 or 1, anything else refused.
+fn flag(name: &str, raw: c_int) -> Result<bool, Failure> {
+    match raw {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(Failure::new(
+            WSHUB_ERR_INVALID_CONFIG,
+            format!("opts->{name} must be 0 or 1, got {other}"),
+        )),
+    }
 }
 
 /// The TLS files (`None` when neither is set; one without the other is

@@ -323,6 +323,19 @@ pub struct wshub_options {
     /// The PEM private key of `certfile`'s leaf (PKCS#8, PKCS#1 or SEC1).
     /// Borrowed.
     pub keyfile: *const c_char,
+    // Fields below were appended after the sixth layout (ending with
+    // `keyfile`); a host built with it gets their defaults.
+    /// 1: negotiate permessage-deflate with clients that offer it; each
+    /// publication is compressed once and its frame shared by every
+    /// compressing subscriber. 0 (the default): never. Anything else is
+    /// `WSHUB_ERR_INVALID_CONFIG` (an `int`, not a `bool`, so that a host
+    /// cannot hand over a bit pattern that is no boolean).
+    pub compression: c_int,
+    /// Deflate level, 1 (fastest) to 9 (smallest). Default 6.
+    pub compression_level: c_int,
+    /// Publication frames shorter than this many bytes go uncompressed.
+    /// Default 256.
+    pub compression_min_size: usize,
 }
 
 /// What happens to a client whose queue is full.
@@ -496,6 +509,15 @@ const OPTIONS_SIZE_V4: usize = std::mem::offset_of!(wshub_options, jwt_key);
 /// The size of the fifth layout, which ended with `jwt_cookie`.
 const OPTIONS_SIZE_V5: usize = std::mem::offset_of!(wshub_options, certfile);
 
+/// The size of the sixth layout, which ended with `keyfile`.
+const OPTIONS_SIZE_V6: usize = std::mem::offset_of!(wshub_options, compression);
+
+// Nor the sixth (a pointer, then an int).
+const _: () = assert!(
+    OPTIONS_SIZE_V6
+        == std::mem::offset_of!(wshub_options, keyfile) + std::mem::size_of::<*const c_char>()
+);
+
 // Nor the fifth (a pointer, then a pointer).
 const _: () = assert!(
     OPTIONS_SIZE_V5
@@ -536,14 +558,16 @@ fn check_struct_size(size: usize, name: &str) -> Result<(), Failure> {
         OPTIONS_SIZE_V3,
         OPTIONS_SIZE_V4,
         OPTIONS_SIZE_V5,
+        OPTIONS_SIZE_V6,
     ];
     if sizes.contains(&size) {
         return Ok(());
     }
     Err(Failure::invalid_argument(format!(
         "{name} is {size}, but this wshub {} reads a wshub_options of {OPTIONS_SIZE} bytes \
-         (or {OPTIONS_SIZE_V5}, {OPTIONS_SIZE_V4}, {OPTIONS_SIZE_V3}, {OPTIONS_SIZE_V2} or \
-         {OPTIONS_SIZE_V1}, the layouts before certfile, before jwt_key, before \
+         (or {OPTIONS_SIZE_V6}, {OPTIONS_SIZE_V5}, {OPTIONS_SIZE_V4}, {OPTIONS_SIZE_V3}, \
+         {OPTIONS_SIZE_V2} or {OPTIONS_SIZE_V1}, the layouts before compression, before \
+         certfile, before jwt_key, before \
          retained_per_topic, before history_size and before max_handshake_bytes): fill it with wshub_options_default() and build against the \
          library's wshub.h",
         env!("CARGO_PKG_VERSION")
@@ -648,6 +672,9 @@ fn default_options() -> wshub_options {
         jwt_cookie: ptr::null(),
         certfile: ptr::null(),
         keyfile: ptr::null(),
+        compression: c_int::from(config.compression),
+        compression_level: c_int::try_from(config.compression_level).unwrap_or(6),
+        compression_min_size: config.compression_min_size,
     }
 }
 
