@@ -61,6 +61,12 @@ int main(void) {
     printf("\"jwt_leeway\":%.17g,", o.jwt_leeway);
     string_field("jwt_query", o.jwt_query, 0);
     string_field("jwt_cookie", o.jwt_cookie, 0);
+    string_field("certfile", o.certfile, 0);
+    string_field("keyfile", o.keyfile, 0);
+    /* An int flag in C, a bool in Python. */
+    printf("\"compression\":%s,", o.compression == 1 ? "true" : o.compression == 0 ? "false" : "\"?\"");
+    printf("\"compression_level\":%d,", o.compression_level);
+    printf("\"compression_min_size\":%zu,", o.compression_min_size);
     printf("\"shutdown_timeout\":%.17g,", o.shutdown_timeout);
     printf("\"worker_threads\":%zu,", o.worker_threads);
     printf("\"on_subscription\":%s,", o.on_subscription ? "\"set\"" : "null");
