@@ -242,7 +242,7 @@ wheel: $(STAMP)
 sdist: $(STAMP)
 	rm -rf target/sdist && $(VENV)/bin/maturin sdist --out target/sdist
 	$(PIP) wheel --quiet --no-deps --wheel-dir target/sdist/built target/sdist/wshub-*.tar.gz
-	$(PY) scripts/check_wheel.py target/sdist/built/wshub-*.whl --version $(VERSION)
+	$(PY) scripts/check_wheel.py target/sdist/built/wshub-*.whl --version $(VERSION) --local-build
 
 # The C library exports the C ABI and nothing else.
 c-exports: c-lib
