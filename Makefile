@@ -109,6 +109,12 @@ clean:
 BENCH_SERVERS := ring-ref,wshub,wshub-rust,wse,socketify,node-ws,websockets,fastapi
 COST_SERVERS := wshub,wse,socketify,node-ws,websockets,fastapi
 QUICK := benches/results/quick
+# The compression table (issue 15): 1,000 subscribers, 1 KiB of betting-market
+# JSON, open loop at COMPRESSION_RATE publications/s; wshub and Node ws each
+# without and with permessage-deflate (the loadgen offers it to the -deflate
+# rows). Read `server CPU x` of wshub-deflate: its CPU over wshub's.
+COMPRESSION_RATE ?= 20
+COMPRESSION_ARGS = --servers reference,wshub,wshub-deflate,node-ws,node-ws-deflate --subs 1000 --payload 1024 --payload-kind json --mode rate --rate $(COMPRESSION_RATE) --section "Compression, 1,000 subscribers"
 QUICK_RUN := python3 benches/run.py --repeat 1 --warmup 0.5 --duration 2 --out $(QUICK) --markdown $(QUICK)/BENCHMARKS.md
 bench-prepare: $(STAMP)
 	export WSHUB_BENCH_PROFILE=$(BENCH_PROFILE); bash benches/setup.sh & setup=$$!; \
@@ -124,6 +130,7 @@ bench: bench-prepare
 	$(QUICK_RUN) --subs 1000 --payload 1024 --section "Closed loop, 1 KiB payload"
 	$(QUICK_RUN) --servers $(BENCH_SERVERS) --subs 1000 --mode rate --loads 50 --section "Open loop, 1,000 subscribers"
 	$(QUICK_RUN) --servers $(BENCH_SERVERS) --subs 1000 --mode burst --count 10000 --duration 3 --section "Burst of 10,000 publications, 1,000 subscribers"
+	$(QUICK_RUN) $(COMPRESSION_ARGS)
 	$(PY) benches/broadcast_cost.py --subs 0,1000 --server-subs 1000 --runs 5 --server-runs 3 --budget 20000 --settle 0.2 --servers $(COST_SERVERS) --json $(QUICK)/broadcast_cost.json --markdown $(QUICK)/BENCHMARKS.md
 	$(PY) benches/idle_memory.py --conns 3000 --settle 1 --servers $(BENCH_SERVERS) --json $(QUICK)/idle_memory.json --markdown $(QUICK)/BENCHMARKS.md
 	python3 benches/write_cost.py --repeat 1 --json $(QUICK)/write_cost.json --markdown $(QUICK)/BENCHMARKS.md
@@ -137,10 +144,19 @@ bench-full: bench-prepare
 	$(FULL_RUN) --subs 100,1000 --payload 1024 --section "Closed loop, 1 KiB payload"
 	$(FULL_RUN) --servers $(BENCH_SERVERS) --subs 1000 --mode rate --loads 10,50,80 --section "Open loop, 1,000 subscribers"
 	$(FULL_RUN) --servers $(BENCH_SERVERS) --subs 1000 --mode burst --count 10000 --duration 8 --section "Burst of 10,000 publications, 1,000 subscribers"
+	$(FULL_RUN) $(COMPRESSION_ARGS)
 	$(PY) benches/broadcast_cost.py --servers $(COST_SERVERS) --markdown BENCHMARKS.md
 	$(PY) benches/idle_memory.py --conns 10000,19000 --servers $(BENCH_SERVERS) --markdown BENCHMARKS.md
 	python3 benches/write_cost.py --markdown BENCHMARKS.md
 	benches/.venv/bin/python benches/chart.py
+
+# The compression table alone, into BENCHMARKS.md (`release` build, 3 runs;
+# about 2 minutes once built).
+.PHONY: bench-compression
+bench-compression: export WSHUB_BENCH_PROFILE := release
+bench-compression: BENCH_PROFILE := release
+bench-compression: bench-prepare
+	$(FULL_RUN) $(COMPRESSION_ARGS)
 
 # Topic streams' targets (issue 13): wshub next to the ring-per-topic
 # reference (`ring-ref`, benches/loadgen/src/bin/ringhub.rs) at fixed open-loop

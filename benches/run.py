@@ -63,12 +63,21 @@ SERVERS = {
     "websockets": ([VENV_PY, os.path.join(SRV, "websockets_server.py")], (VENV_PY, "websockets"),
                    "websockets asyncio server, websockets.broadcast()"),
     "node-ws": (["node", os.path.join(SRV, "node_ws_server.js")], None, "Node.js npm ws, send() loop"),
+    "wshub-deflate": ([WSHUB_PY, os.path.join(SRV, "wshub_server.py"), "--compression"], (WSHUB_PY, "wshub"),
+                      "wshub with permessage-deflate: each publication compressed once, the frame shared"),
+    "node-ws-deflate": (["node", os.path.join(SRV, "node_ws_server.js"), "--deflate", "1"], None,
+                        "Node.js npm ws with perMessageDeflate (compresses per delivery)"),
     "socketify": ([VENV_PY, os.path.join(SRV, "socketify_server.py")], (VENV_PY, "socketify"),
                   "socketify (uWebSockets) app.publish"),
     "wse": ([VENV312_PY, os.path.join(SRV, "wse_peer_server.py")], (VENV312_PY, "wse_server"),
             "wse-server (Python 3.12)"),
 }
 DEFAULT_SERVERS = "reference,ring-ref,wshub-rust,wshub,fastapi,websockets,node-ws,socketify,wse"
+# Loadgen flags a server needs (added to --loadgen-args): the compressing
+# servers only compress for a client that offers permessage-deflate.
+SERVER_LOADGEN_ARGS = {"wshub-deflate": ["--deflate"], "node-ws-deflate": ["--deflate"]}
+# Servers whose script takes --payload-kind (servers/_common.py, node_ws_server.js).
+PAYLOAD_KINDS = {"wshub", "wshub-deflate", "fastapi", "websockets", "node-ws", "node-ws-deflate", "socketify", "wse"}
 
 
 def free_port() -> int:
@@ -195,7 +204,7 @@ def available(name):
         r = subprocess.run([py, "-c", f"import {mod}"], capture_output=True, text=True)
         if r.returncode != 0:
             return f"cannot import {mod} with {py}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}"
-    if name == "node-ws":
+    if name.startswith("node-ws"):
         r = subprocess.run(["node", "-e", "require(process.argv[1])", os.path.join(HERE, "node_modules", "ws")],
                            capture_output=True, text=True)
         if r.returncode != 0:
@@ -215,13 +224,15 @@ def run_once(name, subs, args, logdir, tag):
                         "--mode", args.mode, "--window", str(args.window), "--rate", str(args.rate)]
         if args.mode == "burst":
             sargv += ["--count", str(args.count)]
+        if getattr(args, "payload_kind", "pad") != "pad":
+            sargv += ["--payload-kind", args.payload_kind]
     server = Proc(pin(0, sargv, args.taskset), f"{name}-server", os.path.join(logdir, f"{tag}.server.err"))
     loadgen = None
     try:
         info = server.wait_event("listening", 60)
         lg = [LOADGEN, "--url", f"ws://127.0.0.1:{info['port']}/api/ws?topics=bench",
               "-c", str(subs), "--start", "stdin", "--warmup", str(args.warmup), "-d", str(args.duration),
-              "--threads", "1"] + args.loadgen_args.split()
+              "--threads", "1"] + args.loadgen_args.split() + SERVER_LOADGEN_ARGS.get(name, [])
         if name != "reference" and args.mode == "closed":
             lg += ["--feedback", f"127.0.0.1:{info['port']}"]
         loadgen = Proc(pin(1, lg, args.taskset), f"{name}-loadgen", os.path.join(logdir, f"{tag}.loadgen.err"))
@@ -332,7 +343,9 @@ def write_markdown(path, machine, rows, args, skipped, results_path=None):
                            if getattr(args, "loads", None) else f"open loop at {args.rate:g} publications/s"),
                   "burst": f"a burst of {getattr(args, 'count', 0):,} publications back to back"}[args.mode]
                + (f"; loadgen flags `{args.loadgen_args}`" if args.loadgen_args else "")
-               + f"; payload {args.payload} B; {args.warmup}s warm-up + {args.duration}s "
+               + f"; payload {args.payload} B"
+               + (" of betting-market JSON (`--payload-kind json`)" if getattr(args, "payload_kind", "pad") == "json" else "")
+               + f"; {args.warmup}s warm-up + {args.duration}s "
                f"measured; {args.repeat} runs, median (min-max).")
     out.append(f"* `reference` is a Rust writer of pre-framed batches ({args.ref_batch} frames per write, no pub/sub): "
                "it shows the measuring setup's own ceiling. Loadgen CPU near 100% means the row is loadgen-bound.")
@@ -363,6 +376,7 @@ def write_markdown(path, machine, rows, args, skipped, results_path=None):
         write_burst_table(out, rows, args)
     else:
         write_rate_table(out, rows, ceilings)
+    write_compression_table(out, rows)
     if skipped:
         out.append("\nNot run:\n")
         for k, v in skipped.items():
@@ -432,6 +446,48 @@ def write_rate_table(out, rows, ceilings):
             + (f" ({closed} closed)" if (closed := sum(x.get("closed_during_run", 0) + x.get("failed", 0) for x in rs)) else ""),
             sum(x["gaps"] for x in rs),
             boundness(r, ceilings),
+        ))
+
+
+def write_compression_table(out, rows):
+    """With a compressing server among the rows: what the loadgen's subscribers
+    negotiated and received compressed (loadgen `--deflate`), and each
+    `X-deflate` row's server CPU over row `X`'s at the same subscriber count."""
+    def z(x):
+        return x.get("deflate") or {}
+
+    zrows = [r for r in rows if any(z(x).get("negotiated") for x in r["runs"])]
+    if not zrows:
+        return
+    out.append("\nCompression (permessage-deflate, as the loadgen's subscribers saw it; `server CPU x` = this row's "
+               "median server CPU over the same server's uncompressed row at the same subscriber count):\n")
+    out.append("| server | subscribers | negotiated | server_no_context_takeover | compressed messages | "
+               "wire B/message | inflated B/message | ratio | server CPU % | server CPU x |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def med_cpu(row):
+        v = [x.get("server_cpu_pct") for x in row["runs"] if x.get("server_cpu_pct") is not None]
+        return statistics.median(v) if v else None
+
+    for r in zrows:
+        rs = r["runs"]
+        msgs = sum(z(x).get("compressed_messages", 0) for x in rs)
+        wire = sum(z(x).get("wire_bytes", 0) for x in rs)
+        infl = sum(z(x).get("inflated_bytes", 0) for x in rs)
+        base_name = r["server"].removesuffix("-deflate")
+        base = next((b for b in rows if b["server"] == base_name and b["subs"] == r["subs"]
+                     and b.get("rate") == r.get("rate") and b["runs"]), None)
+        cpu, bcpu = med_cpu(r), (med_cpu(base) if base else None)
+        out.append("| {} | {:,} | {} | {} | {:,} | {} | {} | {} | {} | {} |".format(
+            r.get("label", r["server"]), r["subs"],
+            fmt_range([z(x).get("negotiated", 0) for x in rs]),
+            fmt_range([z(x).get("server_no_context_takeover", 0) for x in rs]),
+            msgs,
+            f"{wire / msgs:,.0f}" if msgs else "-",
+            f"{infl / msgs:,.0f}" if msgs else "-",
+            f"{infl / wire:.2f}" if wire else "-",
+            fmt_range([x.get("server_cpu_pct") for x in rs]),
+            f"{cpu / bcpu:.2f}x" if cpu is not None and bcpu else "-",
         ))
 
 
@@ -520,6 +576,10 @@ def main():
     ap.add_argument("--servers", default=DEFAULT_SERVERS)
     ap.add_argument("--subs", default="100,1000", help="comma-separated subscriber counts")
     ap.add_argument("--payload", type=int, default=100)
+    ap.add_argument("--payload-kind", choices=["pad", "json"], default="pad",
+                    help="pad: one run of x (compresses ~25x at 1 KiB); json: betting-market JSON "
+                         "(compresses ~3x alone; servers/_common.py markets_json). `reference` ignores it; "
+                         "servers without it are skipped")
     ap.add_argument("--mode", choices=["closed", "rate", "burst"], default="closed",
                     help="closed: max throughput with --window in flight; rate: open loop at --rate publications/s; "
                          "burst: --count publications back to back, measured until --duration ends")
@@ -591,6 +651,8 @@ def main():
         if name not in SERVERS:
             sys.exit(f"unknown server {name}; known: {', '.join(SERVERS)}")
         why = available(name)
+        if not why and args.payload_kind != "pad" and name not in PAYLOAD_KINDS and name != "reference":
+            why = f"no --payload-kind {args.payload_kind}"
         if not why and name == "reference" and args.mode == "burst":
             why = "the reference writer has no burst mode"
         if not why and name == "ring-ref" and args.mode == "burst":

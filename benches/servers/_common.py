@@ -46,6 +46,9 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--topic", default="bench")
     p.add_argument("--payload", type=int, default=100, help="bytes of the published JSON (approx.)")
+    p.add_argument("--payload-kind", choices=["pad", "json"], default="pad",
+                   help="pad: one string of x (compresses ~100x); json: a list of betting markets "
+                        "(ids, names, odds; compresses ~3-5x on its own, see Payload)")
     p.add_argument("--mode", choices=["closed", "rate", "burst", "cost"], default="closed")
     p.add_argument("--window", type=int, default=64, help="closed mode: publications in flight")
     p.add_argument("--rate", type=float, default=1000.0, help="rate mode: publications/s")
@@ -82,15 +85,49 @@ def topics_from_query(query: str | bytes | None, default: str) -> list[str]:
     return [default]
 
 
-class Payload:
-    """Builds '{"t":...,"seq":...,"pad":"..."}' of roughly `size` bytes."""
+def markets_json(size: int) -> str:
+    """`"markets":[...]` of about `size` bytes: JSON like a live-odds feed, with
+    the redundancy such JSON has (repeated keys, similar names, small numbers)
+    and no more (values from a fixed Park-Miller sequence). The same bytes as
+    node_ws_server.js's marketsJson(), which copies it: integers only, so both
+    languages print identical text."""
+    x = 12345
 
-    def __init__(self, size: int):
+    def rnd(n: int) -> int:
+        nonlocal x
+        x = x * 48271 % 2147483647
+        return x % n
+
+    statuses = ("open", "open", "open", "suspended", "closed")
+    items: list[str] = []
+    used = len('"markets":[]')
+    i = 0
+    while True:
+        odds = ",".join("%d.%02d" % (1 + rnd(9), rnd(100)) for _ in range(3))
+        item = ('{"id":%d,"event":"Team %d v Team %d","market":"match-odds","status":"%s",'
+                '"odds":[%s],"volume":%d}' % (100000 + i * 7 + rnd(7), rnd(60), rnd(60),
+                                              statuses[rnd(5)], odds, rnd(1000000)))
+        if items and used + len(item) + 1 > size:
+            break
+        items.append(item)
+        used += len(item) + (1 if len(items) > 1 else 0)
+        i += 1
+    return '"markets":[' + ",".join(items) + "]"
+
+
+class Payload:
+    """Builds '{"t":...,"seq":...,"pad":"..."}' of roughly `size` bytes
+    (kind `json`: '{"t":...,"seq":...,"markets":[...]}', see markets_json)."""
+
+    def __init__(self, size: int, kind: str = "pad"):
         skeleton = len('{"t":1700000000000000000,"seq":100000,"pad":""}')
-        self.pad = "x" * max(0, size - skeleton)
+        if kind == "json":
+            self.fmt = '{"t":%d,"seq":%d,' + markets_json(size - skeleton + len('"pad":""')).replace("%", "%%") + "}"
+        else:
+            self.fmt = '{"t":%d,"seq":%d,"pad":"' + "x" * max(0, size - skeleton) + '"}'
 
     def build(self, seq: int, t_ns: int) -> str:
-        return '{"t":%d,"seq":%d,"pad":"%s"}' % (t_ns, seq, self.pad)
+        return self.fmt % (t_ns, seq)
 
 
 class Control:
@@ -147,7 +184,7 @@ def time_calls(publish, text: str, calls: int) -> float:
 
 def run_thread_publisher(args, ctl: Control, publish) -> threading.Thread:
     """Publisher in a plain Python thread; `publish(text)` is synchronous."""
-    pl = Payload(args.payload)
+    pl = Payload(args.payload, args.payload_kind)
     fb = None
     if args.mode == "closed":
         fb = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -227,7 +264,7 @@ async def run_async_publisher(args, ctl: Control, publish, is_coro: bool) -> Non
     if ctl.go.is_set():
         go.set()
     await go.wait()
-    pl = Payload(args.payload)
+    pl = Payload(args.payload, args.payload_kind)
     if args.mode == "cost":
         text = pl.build(1, time.time_ns())
         per_call = []

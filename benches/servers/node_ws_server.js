@@ -1,7 +1,9 @@
 // Node.js peer: npm `ws` WebSocketServer with perMessageDeflate off; a publication
 // is sent to every subscriber of the topic with client.send(text) (ws has no
 // built-in broadcast). Same CLI / stdin control / feedback as the Python servers
-// (see _common.py).
+// (see _common.py). `--deflate 1` turns ws's perMessageDeflate on (level 6,
+// threshold 256 B as wshub's defaults, ws's other defaults: context takeover
+// both ways, so each delivery is compressed on its own connection's stream).
 'use strict';
 const path = require('path');
 const dgram = require('dgram');
@@ -14,8 +16,8 @@ try {
 }
 
 function parseArgs(argv) {
-  const a = { port: 0, topic: 'bench', payload: 100, mode: 'closed', window: 64, rate: 1000, count: 0,
-    calls: 500, runs: 11, settle: 0.3 };
+  const a = { port: 0, topic: 'bench', payload: 100, 'payload-kind': 'pad', deflate: 0, mode: 'closed',
+    window: 64, rate: 1000, count: 0, calls: 500, runs: 11, settle: 0.3 };
   for (let i = 2; i < argv.length; i++) {
     const k = argv[i].replace(/^--/, '');
     const v = argv[++i];
@@ -23,6 +25,7 @@ function parseArgs(argv) {
     a[k] = typeof a[k] === 'number' ? Number(v) : v;
   }
   if (a.mode === 'burst' && !(a.count > 0)) throw new Error('--mode burst needs --count');
+  if (a['payload-kind'] !== 'pad' && a['payload-kind'] !== 'json') throw new Error('--payload-kind pad|json');
   return a;
 }
 
@@ -33,12 +36,45 @@ const emit = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 const originNs = BigInt(Math.round(performance.timeOrigin * 1e6));
 const nowNs = () => originNs + BigInt(Math.round(performance.now() * 1e6));
 
+// _common.py's markets_json(), the same bytes: "markets":[...] of about `size` bytes
+function marketsJson(size) {
+  let x = 12345;
+  const rnd = (n) => { x = (x * 48271) % 2147483647; return x % n; };
+  const statuses = ['open', 'open', 'open', 'suspended', 'closed'];
+  const items = [];
+  let used = '"markets":[]'.length;
+  for (let i = 0; ; i++) {
+    const odds = [];
+    for (let k = 0; k < 3; k++) {
+      const whole = 1 + rnd(9);
+      odds.push(whole + '.' + String(rnd(100)).padStart(2, '0'));
+    }
+    const id = 100000 + i * 7 + rnd(7);
+    const home = rnd(60);
+    const away = rnd(60);
+    const status = statuses[rnd(5)];
+    const volume = rnd(1000000);
+    const item = '{"id":' + id + ',"event":"Team ' + home + ' v Team ' + away + '","market":"match-odds","status":"' +
+      status + '","odds":[' + odds.join(',') + '],"volume":' + volume + '}';
+    if (items.length && used + item.length + 1 > size) break;
+    items.push(item);
+    used += item.length + (items.length > 1 ? 1 : 0);
+  }
+  return '"markets":[' + items.join(',') + ']';
+}
+
 const skeleton = '{"t":1700000000000000000,"seq":100000,"pad":""}'.length;
 const pad = 'x'.repeat(Math.max(0, args.payload - skeleton));
-const build = (seq, t) => '{"t":' + t + ',"seq":' + seq + ',"pad":"' + pad + '"}';
+const body = args['payload-kind'] === 'json'
+  ? marketsJson(args.payload - skeleton + '"pad":""'.length)
+  : '"pad":"' + pad + '"';
+const build = (seq, t) => '{"t":' + t + ',"seq":' + seq + ',' + body + '}';
 
 const subs = new Map(); // topic -> Set<WebSocket>
-const wss = new WebSocket.Server({ host: '127.0.0.1', port: args.port, path: '/api/ws', perMessageDeflate: false });
+const perMessageDeflate = Number(args.deflate)
+  ? { threshold: 256, zlibDeflateOptions: { level: 6 } }
+  : false;
+const wss = new WebSocket.Server({ host: '127.0.0.1', port: args.port, path: '/api/ws', perMessageDeflate });
 
 wss.on('connection', (ws, req) => {
   const q = new URL(req.url, 'http://x').searchParams.get('topics');
@@ -131,7 +167,7 @@ wss.on('listening', () => {
       else if (cmd === 'stop') finish();
     });
     rl.on('close', finish);
-    emit({ event: 'listening', port, server: 'node-ws', version: require(path.join(path.dirname(require.resolve('ws')), 'package.json')).version, node: process.version });
+    emit({ event: 'listening', port, server: 'node-ws', deflate: Boolean(perMessageDeflate), version: require(path.join(path.dirname(require.resolve('ws')), 'package.json')).version, node: process.version });
   };
   if (args.mode === 'closed') {
     const fb = dgram.createSocket('udp4');

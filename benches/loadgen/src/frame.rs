@@ -21,6 +21,9 @@ pub const OP_PONG: u8 = 0xA;
 pub struct Frame<'a> {
     pub fin: bool,
     pub opcode: u8,
+    /// RSV1: the message is compressed (permessage-deflate, RFC 7692); only
+    /// ever true from `parse_one_ext(.., true)`.
+    pub rsv1: bool,
     pub payload: &'a [u8],
 }
 
@@ -28,7 +31,8 @@ pub struct Frame<'a> {
 pub enum ParseError {
     /// The server set the MASK bit (forbidden for server-to-client frames).
     Masked,
-    /// RSV bits set although no extension was negotiated.
+    /// RSV bits set although no extension was negotiated (or RSV2/RSV3, or
+    /// RSV1 on a control or continuation frame, with permessage-deflate).
     Reserved,
     /// Unknown opcode.
     Opcode(u8),
@@ -43,18 +47,26 @@ pub const MAX_FRAME: u64 = 256 << 20;
 /// `Ok(None)` means more bytes are needed; `Ok(Some((frame, consumed)))` otherwise.
 #[inline]
 pub fn parse_one(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, ParseError> {
+    parse_one_ext(buf, false)
+}
+
+/// `parse_one`, with RSV1 allowed on the first frame of a data message when
+/// `deflate` (permessage-deflate was negotiated): it is reported in `Frame::rsv1`.
+#[inline]
+pub fn parse_one_ext(buf: &[u8], deflate: bool) -> Result<Option<(Frame<'_>, usize)>, ParseError> {
     if buf.len() < 2 {
         return Ok(None);
     }
     let b0 = buf[0];
     let b1 = buf[1];
-    if b0 & 0x70 != 0 {
+    let opcode = b0 & 0x0F;
+    let rsv1 = b0 & 0x40 != 0;
+    if b0 & 0x30 != 0 || (rsv1 && !(deflate && (opcode == OP_TEXT || opcode == OP_BINARY))) {
         return Err(ParseError::Reserved);
     }
     if b1 & 0x80 != 0 {
         return Err(ParseError::Masked);
     }
-    let opcode = b0 & 0x0F;
     match opcode {
         OP_CONT | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG => {}
         other => return Err(ParseError::Opcode(other)),
@@ -88,6 +100,7 @@ pub fn parse_one(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, ParseError> {
         Frame {
             fin: b0 & 0x80 != 0,
             opcode,
+            rsv1,
             payload: &buf[hdr..total],
         },
         total,
@@ -98,12 +111,25 @@ pub fn parse_one(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, ParseError> {
 /// Returns the number of bytes consumed (the rest is an incomplete frame).
 /// `on_frame` returns `false` to stop early (e.g. after a close frame).
 #[inline]
-pub fn parse_all<'a, F>(buf: &'a [u8], mut on_frame: F) -> Result<usize, ParseError>
+pub fn parse_all<'a, F>(buf: &'a [u8], on_frame: F) -> Result<usize, ParseError>
+where
+    F: FnMut(Frame<'a>) -> bool,
+{
+    parse_all_ext(buf, false, on_frame)
+}
+
+/// `parse_all` with `parse_one_ext`'s `deflate`.
+#[inline]
+pub fn parse_all_ext<'a, F>(
+    buf: &'a [u8],
+    deflate: bool,
+    mut on_frame: F,
+) -> Result<usize, ParseError>
 where
     F: FnMut(Frame<'a>) -> bool,
 {
     let mut pos = 0;
-    while let Some((frame, n)) = parse_one(&buf[pos..])? {
+    while let Some((frame, n)) = parse_one_ext(&buf[pos..], deflate)? {
         pos += n;
         if !on_frame(frame) {
             break;
@@ -397,6 +423,13 @@ mod tests {
         assert_eq!(parse_one(&m), Err(ParseError::Masked));
         assert_eq!(parse_one(&[0x83, 0]), Err(ParseError::Opcode(3)));
         assert_eq!(parse_one(&[0xC1, 0]), Err(ParseError::Reserved));
+        // permessage-deflate: RSV1 on a data frame only, never RSV2/RSV3
+        let (fr, _) = parse_one_ext(&[0xC1, 0], true).unwrap().unwrap();
+        assert!(fr.rsv1 && fr.fin && fr.opcode == OP_TEXT);
+        assert!(!parse_one_ext(&[0x81, 0], true).unwrap().unwrap().0.rsv1);
+        assert_eq!(parse_one_ext(&[0xA1, 0], true), Err(ParseError::Reserved));
+        assert_eq!(parse_one_ext(&[0xC9, 0], true), Err(ParseError::Reserved));
+        assert_eq!(parse_one_ext(&[0x40, 0], true), Err(ParseError::Reserved));
     }
 
     #[test]

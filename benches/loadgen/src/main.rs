@@ -10,6 +10,7 @@
 //!   3. warm-up, measurement window, optional drain;
 //!   4. prints `{"event":"result",...}` and exits.
 
+mod deflate;
 #[allow(dead_code)]
 mod frame;
 
@@ -102,6 +103,13 @@ struct Args {
     /// clients on other machines.
     #[arg(long)]
     busy_poll: bool,
+    /// Offer `permessage-deflate; client_max_window_bits` in the handshake and,
+    /// where the server accepts it, inflate the messages it sends compressed
+    /// (RSV1) before they are counted and scanned like any other. One inflater
+    /// per connection, reset before each message only when the server said
+    /// `server_no_context_takeover`.
+    #[arg(long)]
+    deflate: bool,
 }
 
 const PH_CONNECT: u8 = 0;
@@ -160,6 +168,11 @@ struct ShardState {
     negative_latency: u64,
     no_t: u64,
     conns: Vec<ConnStats>,
+    /// --deflate: messages that arrived compressed, their bytes on the wire
+    /// (frame payloads) and inflated.
+    deflate_msgs: u64,
+    deflate_wire_bytes: u64,
+    deflate_inflated_bytes: u64,
 }
 
 /// Tracks the highest seq every live subscriber has received, for closed-loop publishers.
@@ -253,6 +266,10 @@ struct Shared {
     ready: AtomicUsize,
     failed: AtomicUsize,
     closed_after_ready: AtomicUsize,
+    /// --deflate: connections whose server accepted permessage-deflate, and of
+    /// those the ones with server_no_context_takeover.
+    deflate_conns: AtomicUsize,
+    deflate_no_takeover: AtomicUsize,
     tracker: Option<Tracker>,
     stop: AtomicBool,
 }
@@ -338,12 +355,13 @@ fn accept_key(key: &str) -> String {
 }
 
 /// Connect (from `src` if given) and perform the client side of the upgrade.
-/// Returns the stream and any bytes that followed the HTTP response.
+/// Returns the stream, any bytes that followed the HTTP response, and the
+/// permessage-deflate parameters if (offered with --deflate and) accepted.
 async fn connect_ws(
     sh: &Shared,
     src: Option<IpAddr>,
     seed: u64,
-) -> Result<(TcpStream, Vec<u8>), String> {
+) -> Result<(TcpStream, Vec<u8>, Option<deflate::Negotiated>), String> {
     let addr: SocketAddr = tokio::net::lookup_host((sh.host.as_str(), sh.port))
         .await
         .map_err(|e| format!("resolve: {e}"))?
@@ -379,8 +397,16 @@ async fn connect_ws(
     let key = base64::engine::general_purpose::STANDARD.encode(keyb);
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        sh.path, sh.host, sh.port, key
+         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+        sh.path,
+        sh.host,
+        sh.port,
+        key,
+        if sh.args.deflate {
+            format!("Sec-WebSocket-Extensions: {}\r\n", deflate::OFFER)
+        } else {
+            String::new()
+        }
     );
     stream
         .write_all(req.as_bytes())
@@ -418,17 +444,19 @@ async fn connect_ws(
                 if got.as_deref() != Some(want.as_str()) {
                     return Err(format!("bad Sec-WebSocket-Accept {got:?}"));
                 }
+                let mut negotiated = None;
                 if let Some(ext) = resp
                     .headers
                     .iter()
                     .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
                 {
-                    return Err(format!(
-                        "server negotiated an extension: {}",
-                        String::from_utf8_lossy(ext.value)
-                    ));
+                    let value = String::from_utf8_lossy(ext.value);
+                    if !sh.args.deflate {
+                        return Err(format!("server negotiated an extension: {value}"));
+                    }
+                    negotiated = Some(deflate::parse_response(&value)?);
                 }
-                return Ok((stream, buf[hlen..].to_vec()));
+                return Ok((stream, buf[hlen..].to_vec(), negotiated));
             }
         }
     }
@@ -455,7 +483,7 @@ async fn run_conn(
     sem: Arc<tokio::sync::Semaphore>,
 ) {
     let permit = sem.acquire_owned().await.unwrap();
-    let (stream, mut carry) =
+    let (stream, mut carry, negotiated) =
         match connect_ws(&sh, src, 0x9E37_79B9_7F4A_7C15 ^ ((gid as u64 + 1) * 7919)).await {
             Ok(x) => x,
             Err(e) => {
@@ -480,6 +508,18 @@ async fn run_conn(
             return;
         }
     };
+    if let Some(n) = negotiated {
+        sh.deflate_conns.fetch_add(1, SeqCst);
+        if n.server_no_context_takeover {
+            sh.deflate_no_takeover.fetch_add(1, SeqCst);
+        }
+    }
+    let mut inflater = negotiated.map(deflate::Inflater::new);
+    let deflate_on = inflater.is_some();
+    // a compressed message in several frames, gathered until its last frame
+    let mut zfrag: Vec<u8> = Vec::new();
+    let mut in_zfrag = false;
+    let mut inflate_error: Option<String> = None;
     let scanner = Scanner::new();
     let want_ack = sh.args.ack != "none";
     let mut acked = !want_ack;
@@ -538,29 +578,68 @@ async fn run_conn(
             let mut st = state.lock().unwrap();
             let st = &mut *st;
             let mut close: Option<u16> = None;
-            let res = frame::parse_all(data, |f| {
+            let res = frame::parse_all_ext(data, deflate_on, |f| {
                 match f.opcode {
                     OP_TEXT | OP_BINARY | OP_CONT => {
-                        if f.opcode == OP_CONT {
-                            if f.fin {
-                                in_fragment = false;
+                        // the message's payload: the frame's own, or inflated
+                        let zmsg: &[u8] = if f.opcode == OP_CONT {
+                            if in_zfrag {
+                                zfrag.extend_from_slice(f.payload);
+                                if !f.fin {
+                                    return true;
+                                }
+                                in_zfrag = false;
+                                &zfrag
+                            } else {
+                                if f.fin {
+                                    in_fragment = false;
+                                }
+                                return true;
                             }
-                            return true;
-                        }
-                        if !f.fin {
-                            in_fragment = true;
-                        }
+                        } else if f.rsv1 {
+                            if !f.fin {
+                                in_zfrag = true;
+                                zfrag.clear();
+                                zfrag.extend_from_slice(f.payload);
+                                return true;
+                            }
+                            f.payload
+                        } else {
+                            if !f.fin {
+                                in_fragment = true;
+                            }
+                            &[]
+                        };
+                        let payload: &[u8] = if f.rsv1 || f.opcode == OP_CONT {
+                            let Some(inf) = inflater.as_mut() else {
+                                return true;
+                            };
+                            match inf.inflate(zmsg) {
+                                Ok(p) => {
+                                    st.deflate_msgs += 1;
+                                    st.deflate_wire_bytes += zmsg.len() as u64;
+                                    st.deflate_inflated_bytes += p.len() as u64;
+                                    p
+                                }
+                                Err(e) => {
+                                    inflate_error = Some(e);
+                                    return false;
+                                }
+                            }
+                        } else {
+                            f.payload
+                        };
                         if !acked {
-                            if scanner.is_ack(f.payload) {
+                            if scanner.is_ack(payload) {
                                 acked = true;
                                 sh.ready.fetch_add(1, SeqCst);
                             }
                             return true;
                         }
-                        let seq = scanner.seq(f.payload);
-                        let t = scanner.t(f.payload);
+                        let seq = scanner.seq(payload);
+                        let t = scanner.t(payload);
                         let cs = &mut st.conns[idx];
-                        cs.on_message(seq, f.payload.len(), t);
+                        cs.on_message(seq, payload.len(), t);
                         if let (Some(tr), Some(s)) = (tracker, seq) {
                             tr.mark(cs, s);
                         }
@@ -613,6 +692,7 @@ async fn run_conn(
                 tr.advance(now);
             }
             match res {
+                Ok(_) if inflate_error.is_some() => Step::Err(inflate_error.take().unwrap()),
                 Ok(consumed) => {
                     carry.clear();
                     carry.extend_from_slice(&data[consumed..]);
@@ -800,6 +880,8 @@ fn main() {
         ready: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
         closed_after_ready: AtomicUsize::new(0),
+        deflate_conns: AtomicUsize::new(0),
+        deflate_no_takeover: AtomicUsize::new(0),
         tracker,
         stop: AtomicBool::new(false),
     });
@@ -815,6 +897,9 @@ fn main() {
             negative_latency: 0,
             no_t: 0,
             conns: vec![ConnStats::default(); ids.len()],
+            deflate_msgs: 0,
+            deflate_wire_bytes: 0,
+            deflate_inflated_bytes: 0,
         }));
         states.push(st.clone());
         let sh2 = sh.clone();
@@ -976,11 +1061,15 @@ fn main() {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
     let mut all: Vec<ConnStats> = Vec::new();
     let (mut neg, mut no_t) = (0u64, 0u64);
+    let (mut z_msgs, mut z_wire, mut z_inflated) = (0u64, 0u64, 0u64);
     for s in &states {
         let s = s.lock().unwrap();
         hist.add(&s.hist).unwrap();
         neg += s.negative_latency;
         no_t += s.no_t;
+        z_msgs += s.deflate_msgs;
+        z_wire += s.deflate_wire_bytes;
+        z_inflated += s.deflate_inflated_bytes;
         all.extend(s.conns.iter().cloned());
     }
     sh.stop.store(true, SeqCst);
@@ -1039,6 +1128,14 @@ fn main() {
         "cpu": {"user_s": u1 - u0, "sys_s": s1 - s0, "pct": 100.0 * cpu_s / wall,
                 "involuntary_ctx_switches": iv1 - iv0},
         "feedback_delivered": sh.tracker.as_ref().map(|t| t.delivered.load(SeqCst)),
+        "deflate": {
+            "offered": args.deflate,
+            "negotiated": sh.deflate_conns.load(SeqCst),
+            "server_no_context_takeover": sh.deflate_no_takeover.load(SeqCst),
+            "compressed_messages": z_msgs,
+            "wire_bytes": z_wire,
+            "inflated_bytes": z_inflated,
+        },
     });
     if args.verify > 0 {
         let vs = vstats.lock().unwrap().clone();
