@@ -167,7 +167,7 @@ async fn serve(
     });
     let mut seq: u64 = 0;
     loop {
-        let n = if args.count > 0 {
+        let mut n = if args.count > 0 {
             (args.count - seq).min(batch as u64) as usize
         } else {
             batch
@@ -181,6 +181,11 @@ async fn serve(
         if args.rate > 0.0 {
             let off = Duration::from_secs_f64(seq as f64 / args.rate);
             tokio::time::sleep_until((start + off).into()).await;
+            // Only the frames already due go out: a batch ahead of its
+            // schedule would stamp send times in the future (and, at low
+            // rates, hold the next write back by batch/rate seconds).
+            let due = (start.elapsed().as_secs_f64() * args.rate) as u64 + 1;
+            n = n.min(due.saturating_sub(seq).max(1) as usize);
         }
         for i in 0..n {
             if args.rate > 0.0 {
