@@ -8,7 +8,7 @@
 //! `shutdown_timeout`) and that the runtime's threads are gone.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::core::config::{Config, SlowClientPolicy};
 use crate::core::error::Error;
-use crate::core::hub::{check_publication, mark_runtime_thread, Hub};
+use crate::core::hub::{check_publication, check_topic, mark_runtime_thread, Hub};
 use crate::core::outbox::lock;
 use crate::core::retained::RetainedLimits;
 use crate::core::stats::Stats;
@@ -91,6 +91,9 @@ pub struct Server {
     shared: Arc<Shared>,
     /// `None` once stopped; taking it out is what makes `stop` idempotent.
     runtime: Mutex<Option<Runtime>>,
+    /// Set when `runtime` is taken out: what [`Server::is_stopped`] reads
+    /// on every Python publication, without the lock.
+    stopped: AtomicBool,
     local_addr: SocketAddr,
     /// The process that started the hub; its threads exist only there.
     pid: u32,
@@ -201,6 +204,7 @@ impl Server {
         Ok(Server {
             shared,
             runtime: Mutex::new(Some(runtime)),
+            stopped: AtomicBool::new(false),
             local_addr,
             pid: std::process::id(),
             forks_at_start: forks(),
@@ -224,7 +228,7 @@ impl Server {
 
     /// Whether [`Server::stop`] has run (or begun): nothing is left to stop.
     pub fn is_stopped(&self) -> bool {
-        lock(&self.runtime).is_none()
+        self.stopped.load(Ordering::Acquire)
     }
 
     /// Publishes `data` (JSON text) on `topic` and returns how many
@@ -280,6 +284,84 @@ impl Server {
     ) -> Result<u64, Error> {
         self.check_process()?;
         self.shared.hub.publish_keyed(topic, data, key, retain)
+    }
+
+    /// Checks a publication as [`Server::broadcast_keyed`] does before
+    /// publishing it; with `serialized`, `data` is JSON this library wrote
+    /// itself (the Python facade's walk over a value) and is not parsed
+    /// again. A facade checks first and then publishes with
+    /// [`Server::try_broadcast_checked`] or [`Server::broadcast_checked`].
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(
+            dead_code,
+            reason = "only the Python facade checks, then publishes without waiting"
+        )
+    )]
+    pub(crate) fn check_broadcast(
+        &self,
+        topic: &str,
+        data: &str,
+        retain: bool,
+        serialized: bool,
+    ) -> Result<(), Error> {
+        if serialized {
+            check_topic(topic)?;
+        } else {
+            check_publication(topic, data)?;
+        }
+        if retain {
+            self.shared.hub.check_retainable(topic, data)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes what [`Server::check_broadcast`] accepted, as
+    /// [`Server::broadcast_keyed`] does (waiting if the queue is full).
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(
+            dead_code,
+            reason = "only the Python facade checks, then publishes without waiting"
+        )
+    )]
+    pub(crate) fn broadcast_checked(
+        &self,
+        topic: &str,
+        data: &str,
+        key: Option<&str>,
+        retain: bool,
+    ) -> Result<u64, Error> {
+        self.check_process()?;
+        self.shared.hub.publish_checked(topic, data, key, retain)
+    }
+
+    /// [`Server::broadcast_checked`] without ever waiting: `None` when it
+    /// would wait (the lock or the queue is taken, the queue is full) and
+    /// for what may wait anyway (a retained value, the backplane). The
+    /// Python facade calls it holding the interpreter's lock, which then
+    /// need not be released and taken back for each publication.
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(
+            dead_code,
+            reason = "only the Python facade checks, then publishes without waiting"
+        )
+    )]
+    pub(crate) fn try_broadcast_checked(
+        &self,
+        topic: &str,
+        data: &str,
+        key: Option<&str>,
+        retain: bool,
+    ) -> Option<Result<u64, Error>> {
+        if retain {
+            return None;
+        }
+        if let Err(error) = self.check_process() {
+            return Some(Err(error));
+        }
+        self.shared.hub.try_publish_checked(topic, data, key)
     }
 
     /// Forgets the retained value of (topic, `key`), or every retained
@@ -353,6 +435,7 @@ impl Server {
         let Some(runtime) = lock(&self.runtime).take() else {
             return;
         };
+        self.stopped.store(true, Ordering::Release);
         if self.check_process().is_err() {
             // A forked child: the runtime's threads are not here to join,
             // and shutting it down could wait for them for ever.

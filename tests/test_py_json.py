@@ -108,6 +108,26 @@ def test_floats_at_the_layout_boundaries_are_their_repr(number):
     assert wshub.to_json(number) == repr(number) == dumps(number)
 
 
+@FAST
+@given(st.integers(min_value=-(2**36) * 10**4, max_value=2**36 * 10**4),
+       st.integers(min_value=0, max_value=6))
+def test_floats_with_few_decimals_are_their_repr(digits, decimals):
+    # Prices, odds and percentages: the numbers written without a
+    # shortest-digits search (float_repr.rs), and their neighbours.
+    number = digits / 10**decimals
+    for value in (number, math.nextafter(number, math.inf), math.nextafter(number, -math.inf)):
+        assert wshub.to_json(value) == repr(value)
+
+
+@pytest.mark.parametrize("number", [
+    1e-4, math.nextafter(1e-4, 0), math.nextafter(1e-4, 1), 0.00015, 0.0105, 12.0001,
+    2.0**36, 2.0**36 - 0.5, 2.0**36 + 0.5, math.nextafter(2.0**36, 0), 2.0**36 - 0.0001,
+    68719476735.9999, 1234.5, -1234.5, 3.0, -3.0, 0.1 + 0.2, 1.1 * 3,
+], ids=repr)
+def test_floats_at_the_few_decimals_bounds_are_their_repr(number):
+    assert wshub.to_json(number) == repr(number) == dumps(number)
+
+
 @pytest.mark.parametrize("number", [
     0, 1, -1, 2**31, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, 10**100, -(10**4000),
 ], ids=lambda n: f"int{len(str(n))}digits")
@@ -391,6 +411,27 @@ def test_a_list_shrunk_by_a_called_isoformat_is_never_read_past_its_end():
     assert wshub.to_json(items) == '["x"]'
 
 
+def test_a_container_dropped_by_a_called_isoformat_while_it_is_written_is_kept_alive():
+    # The walk borrows a container's items; an item that can run Python
+    # code (here a dict and a list holding such a date) is owned first, so
+    # emptying the outer containers cannot free it mid-walk.
+    outer: dict = {}
+    items: list = []
+
+    class Empties(datetime.date):
+        def isoformat(self):
+            outer.clear()
+            items.clear()
+            return "x"
+
+    outer["inner"] = {"day": Empties(2026, 1, 2), "after": [1.5, "s", None]}
+    outer["next"] = 1
+    with pytest.raises(RuntimeError, match="changed size"):
+        wshub.to_json(outer)
+    items.extend([[Empties(2026, 1, 2), 2.5, "kept"], 3])
+    assert wshub.to_json(items) == '[["x",2.5,"kept"]]'
+
+
 def test_an_exception_from_isoformat_propagates():
     class Broken(datetime.date):
         def isoformat(self):
@@ -420,6 +461,24 @@ def test_broadcast_many_serialises_each_value_the_same_way(hub, connect):
     assert hub.broadcast_many([("t", MIXED), ("t", [Side.HOME, 1e16])]) == [1, 1]
     assert client.recv_text() == publication("t", 1, wshub.to_json(MIXED))
     assert client.recv_text() == publication("t", 2, '["home",1e+16]')
+
+
+@pytest.mark.parametrize("size", [10, 4_000, 5_000, 100_000])
+def test_values_and_strs_on_both_sides_of_the_held_gil_bound_are_delivered(hub, connect, size):
+    # Up to 4 KiB a publication is checked and queued with the GIL held,
+    # larger ones with it released (python.rs HELD_GIL_MAX_BYTES).
+    client = connect(hub, ["t"])
+    value = {"pad": "x" * size, "n": 1.25}
+    text = wshub.to_json(value)
+    assert hub.broadcast("t", value) == 1
+    assert hub.broadcast("t", text) == 1
+    assert hub.broadcast("t", value, key="k", retain=True) == 1
+    for seq in (1, 2, 3):
+        assert client.recv_text() == publication("t", seq, text)
+    with pytest.raises(ValueError, match="invalid JSON"):
+        hub.broadcast("t", text[:-1])
+    with pytest.raises(ValueError):
+        hub.broadcast("no spaces allowed", value)
 
 
 @pytest.mark.parametrize("bad", [{"x": math.nan}, [set()], self_list()], ids=["nan", "set", "cycle"])

@@ -16,6 +16,9 @@
 /// writes `0.0000d` positionally (Python: `de-05`) and negative exponents
 /// with one digit (`1.5e-7`, Python: `1.5e-07`).
 pub(crate) fn write(out: &mut Vec<u8>, number: f64) {
+    if write_few_decimals(out, number) {
+        return;
+    }
     let mut buffer = zmij::Buffer::new();
     let text = buffer.format_finite(number).as_bytes();
     let unsigned = text.strip_prefix(b"-").unwrap_or(text);
@@ -52,6 +55,71 @@ pub(crate) fn write(out: &mut Vec<u8>, number: f64) {
             .format(exponent.unsigned_abs())
             .as_bytes(),
     );
+}
+
+/// The most digits after the point that [`write_few_decimals`] writes,
+/// and 10 to that power.
+const MAX_FEW_DECIMALS: usize = 4;
+const FEW_DECIMALS_SCALE: u64 = 10_000;
+
+/// Below this magnitude two numbers with at most [`MAX_FEW_DECIMALS`]
+/// decimals are always more than an f64's spacing apart (2^36's spacing
+/// is 2^-16, under 10^-4), so at most one such number reads back as a
+/// given float.
+const FEW_DECIMALS_BELOW: f64 = 68_719_476_736.0; // 2^36
+
+/// Writes `number` when it is a decimal with at most
+/// [`MAX_FEW_DECIMALS`] digits after the point, between 10^-4 and 2^36
+/// in magnitude (prices, odds, percentages, counts): the common case,
+/// written with one multiplication and one division instead of a
+/// shortest-digits search. Returns false, writing nothing, for any other
+/// number.
+///
+/// Exact: `m / 10^4` with both exact is rounded once, as reading the
+/// text `m` x 10^-4 back is, so the test below holds exactly when that
+/// text reads back as `number` (a number with fewer decimals is one with
+/// four, ending in zeros). Below [`FEW_DECIMALS_BELOW`] no other text of
+/// at most four decimals reads back as `number`, so the fewest digits,
+/// which `repr()` writes, are these without their trailing zeros; in
+/// these magnitudes Python lays them out positionally.
+fn write_few_decimals(out: &mut Vec<u8>, number: f64) -> bool {
+    #[allow(clippy::cast_precision_loss)]
+    const SCALE: f64 = FEW_DECIMALS_SCALE as f64;
+    let magnitude = number.abs();
+    if !(0.0001..FEW_DECIMALS_BELOW).contains(&magnitude) {
+        return false;
+    }
+    // The nearest integer, by truncation (one instruction each way, in
+    // i64, where `round()` is a call and u64 takes several): below 2^50,
+    // so exact in both types. Were it off by one at a tie, the test below
+    // would only fail.
+    #[allow(clippy::cast_possible_truncation)]
+    let scaled = (magnitude * SCALE + 0.5) as i64;
+    #[allow(clippy::cast_precision_loss)]
+    if scaled as f64 / SCALE != magnitude {
+        return false;
+    }
+    let scaled = scaled.unsigned_abs();
+    if number < 0.0 {
+        out.push(b'-');
+    }
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(digits.format(scaled / FEW_DECIMALS_SCALE).as_bytes());
+    out.push(b'.');
+    let mut fraction = scaled % FEW_DECIMALS_SCALE;
+    if fraction == 0 {
+        out.push(b'0');
+        return true;
+    }
+    let mut decimals = MAX_FEW_DECIMALS;
+    while fraction % 10 == 0 {
+        fraction /= 10;
+        decimals -= 1;
+    }
+    let fraction = digits.format(fraction).as_bytes();
+    out.extend(std::iter::repeat_n(b'0', decimals - fraction.len()));
+    out.extend_from_slice(fraction);
+    true
 }
 
 /// The significant digits of zmij's text for a positive non-zero number
@@ -131,6 +199,17 @@ mod tests {
             (f64::MAX, "1.7976931348623157e+308"),
             (123_456_789_012_345_680.0, "1.2345678901234568e+17"),
             (9_007_199_254_740_993.0, "9007199254740992.0"),
+            (0.5, "0.5"),
+            (-0.0005, "-0.0005"),
+            (0.000_15, "0.00015"),
+            (0.0105, "0.0105"),
+            (12.0001, "12.0001"),
+            (3.0, "3.0"),
+            (1234.56, "1234.56"),
+            (68_719_476_735.5, "68719476735.5"),
+            (68_719_476_736.5, "68719476736.5"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1.1 * 3.0, "3.3000000000000003"),
         ] {
             assert_eq!(repr(number), expected, "{number:e}");
         }

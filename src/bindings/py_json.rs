@@ -29,6 +29,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::Borrowed;
 use pyo3::{ffi, intern};
 use smallvec::SmallVec;
 
@@ -84,11 +85,12 @@ pub(crate) fn with_json<T>(
         path: SmallVec::new(),
     };
     let written = walk.value(value);
-    // Every byte written came from a &str or is ASCII: this cannot fail.
-    let result = written.and_then(|()| {
-        std::str::from_utf8(&walk.out)
-            .map(use_text)
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    let result = written.map(|()| {
+        // SAFETY: every byte written is ASCII or was copied whole from a
+        // &str (a Python str's UTF-8, itoa's and zmij's digits, serde_json's
+        // escaped string), so the buffer is UTF-8: checking it again cost
+        // a twentieth of a small publication.
+        use_text(unsafe { std::str::from_utf8_unchecked(&walk.out) })
     });
     let mut out = walk.out;
     if out.capacity() <= KEPT_BUFFER_BYTES {
@@ -115,15 +117,8 @@ impl Walk {
     /// `json.dumps` tests them (so a `str` or `int` subclass, an
     /// `IntEnum` say, is written as its `str` or `int`), then the others.
     fn value(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        // Exact types first: a pointer comparison each.
-        if let Ok(text) = value.cast_exact::<PyString>() {
-            return self.string(text.to_str()?);
-        }
-        if value.is_exact_instance_of::<PyInt>() {
-            return self.int(value);
-        }
-        if let Ok(number) = value.cast_exact::<PyFloat>() {
-            return self.float(number.value());
+        if self.scalar(value)? {
+            return Ok(());
         }
         if let Ok(dict) = value.cast_exact::<PyDict>() {
             return self.dict(dict);
@@ -131,19 +126,43 @@ impl Walk {
         if let Ok(list) = value.cast_exact::<PyList>() {
             return self.list(list);
         }
-        if value.is_none() {
-            self.out.extend_from_slice(b"null");
-            return Ok(());
-        }
-        if let Ok(flag) = value.cast_exact::<PyBool>() {
-            let text: &[u8] = if flag.is_true() { b"true" } else { b"false" };
-            self.out.extend_from_slice(text);
-            return Ok(());
-        }
         if let Ok(tuple) = value.cast_exact::<PyTuple>() {
             return self.tuple(tuple);
         }
         self.subclass_or_other(value)
+    }
+
+    /// Writes a value of an exact built-in scalar type (str, int, float,
+    /// None, bool: a pointer comparison each) and returns true, or
+    /// returns false for any other value. Writing these runs no Python
+    /// code, so a container's item may come here as a borrowed reference.
+    fn scalar(&mut self, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if let Ok(text) = value.cast_exact::<PyString>() {
+            self.string(text.to_str()?)?;
+        } else if let Ok(number) = value.cast_exact::<PyFloat>() {
+            self.float(number.value())?;
+        } else if value.is_exact_instance_of::<PyInt>() {
+            self.int(value)?;
+        } else if value.is_none() {
+            self.out.extend_from_slice(b"null");
+        } else if let Ok(flag) = value.cast_exact::<PyBool>() {
+            let text: &[u8] = if flag.is_true() { b"true" } else { b"false" };
+            self.out.extend_from_slice(text);
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// A container's item, given as a reference borrowed from the
+    /// container: a scalar is written as it is; anything else is owned
+    /// (incremented) first, as writing it may run Python code
+    /// (`isoformat()`, `.value`) that could drop it from the container.
+    fn item(&mut self, item: Borrowed<'_, '_, PyAny>) -> PyResult<()> {
+        if self.scalar(&item)? {
+            return Ok(());
+        }
+        self.value(&item.to_owned())
     }
 
     /// Subclasses of the built-in types, tested in `json.dumps`'s order,
@@ -296,7 +315,19 @@ impl Walk {
             if index > 0 {
                 self.out.push(b',');
             }
-            self.value(&list.get_item(index)?)?;
+            // SAFETY: the GIL is held, `list` is alive and `index` is
+            // below its current length (checked just above, and nothing
+            // ran since), so this is a valid borrowed reference to an
+            // item, which `item` owns before any Python code can run.
+            let item = unsafe {
+                let index = ffi::Py_ssize_t::try_from(index).unwrap_or(ffi::Py_ssize_t::MAX);
+                let pointer = ffi::PyList_GetItem(list.as_ptr(), index);
+                if pointer.is_null() {
+                    return Err(PyErr::fetch(list.py()));
+                }
+                Borrowed::from_ptr(list.py(), pointer)
+            };
+            self.item(item)?;
             index += 1;
         }
         self.out.push(b']');
@@ -338,22 +369,31 @@ impl Walk {
             // SAFETY: the GIL is held and `dict` is a live dict. PyDict_Next
             // checks `position` against the dict's current table, so it
             // stays in bounds even if the dict changed; it hands out
-            // borrowed references, which are owned (incremented) below
-            // before any Python code can run.
+            // borrowed references.
             let found =
                 unsafe { ffi::PyDict_Next(dict.as_ptr(), &mut position, &mut key, &mut item) };
             if found == 0 {
                 break;
             }
             // SAFETY: PyDict_Next returned 1, so both are valid borrowed
-            // references into `dict`, which is alive.
+            // references into `dict`, which is alive. Writing the key runs
+            // no Python code (str, float, bool, None and int keys are read
+            // in place; any other is refused), so the dict still holds it
+            // meanwhile; `item` owns the value before any Python code can
+            // run.
             let (key, item) = unsafe {
                 (
-                    Bound::from_borrowed_ptr(dict.py(), key),
-                    Bound::from_borrowed_ptr(dict.py(), item),
+                    Borrowed::from_ptr(dict.py(), key),
+                    Borrowed::from_ptr(dict.py(), item),
                 )
             };
-            self.member(&mut first, &key, &item)?;
+            if !first {
+                self.out.push(b',');
+            }
+            first = false;
+            self.key(&key)?;
+            self.out.push(b':');
+            self.item(item)?;
         }
         self.out.push(b'}');
         self.leave();

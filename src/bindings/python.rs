@@ -361,15 +361,13 @@ impl PyServer {
             return Err(Error::NotRunning.into());
         }
         if let Ok(text) = data.cast::<PyString>() {
-            let text = text.to_str()?;
-            return Ok(py.detach(|| self.server.broadcast_keyed(topic, text, key, retain))?);
+            return self.publish(py, topic, text.to_str()?, key, retain, false);
         }
         // Written in a reused buffer: most publications allocate nothing
         // before the core's frame.
-        let published = py_json::with_json(data, |text| {
-            py.detach(|| self.server.broadcast_keyed(topic, text, key, retain))
-        })?;
-        Ok(published?)
+        py_json::with_json(data, |text| {
+            self.publish(py, topic, text, key, retain, true)
+        })?
     }
 
     /// clear_retained(topic, key=None) -> None
@@ -496,6 +494,41 @@ impl PyServer {
             "stopped"
         };
         format!("<wshub.Server {} {state}>", self.server.local_addr())
+    }
+}
+
+/// Publications up to this size are checked and queued with the GIL
+/// held when the queue can take them at once: releasing and re-taking it
+/// would cost more than the publication (a third of a small one's call).
+/// Larger JSON is checked with the GIL released, so that other Python
+/// threads run meanwhile.
+const HELD_GIL_MAX_BYTES: usize = 4096;
+
+impl PyServer {
+    /// Checks and publishes JSON text (`serialized`: written by
+    /// `py_json`, so not parsed again), without giving up the GIL when
+    /// that can be done without waiting.
+    fn publish(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        text: &str,
+        key: Option<&str>,
+        retain: bool,
+        serialized: bool,
+    ) -> PyResult<u64> {
+        let server = &self.server;
+        if text.len() > HELD_GIL_MAX_BYTES {
+            return Ok(py.detach(|| {
+                server.check_broadcast(topic, text, retain, serialized)?;
+                server.broadcast_checked(topic, text, key, retain)
+            })?);
+        }
+        server.check_broadcast(topic, text, retain, serialized)?;
+        if let Some(published) = server.try_broadcast_checked(topic, text, key, retain) {
+            return Ok(published?);
+        }
+        Ok(py.detach(|| server.broadcast_checked(topic, text, key, retain))?)
     }
 }
 

@@ -35,7 +35,7 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -86,6 +86,32 @@ pub fn check_publication(topic: &str, data: &str) -> Result<(), Error> {
         return Err(Error::InvalidTopic(topic.to_owned()));
     }
     validate_json(data).map_err(Error::InvalidJson)
+}
+
+/// Checks a topic name for a publication whose data needs no JSON check.
+///
+/// # Errors
+/// [`Error::InvalidTopic`].
+#[cfg_attr(
+    not(feature = "python"),
+    allow(
+        dead_code,
+        reason = "only the Python facade checks, then publishes without waiting"
+    )
+)]
+pub fn check_topic(topic: &str) -> Result<(), Error> {
+    if is_valid_topic(topic) {
+        Ok(())
+    } else {
+        Err(Error::InvalidTopic(topic.to_owned()))
+    }
+}
+
+/// Whether a publishing call may wait for the queue's lock and room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    Allowed,
+    Never,
 }
 
 /// Identifies one connection within a hub.
@@ -350,6 +376,9 @@ struct PublishQueue {
     not_full: Condvar,
     /// Wakes the fan-out task when the queue becomes non-empty.
     ready: Notify,
+    /// `state.closed`, readable without the lock (set under it): for the
+    /// checks that only report it, such as a publication nobody watches.
+    closed: AtomicBool,
     /// Publications queued at most...
     capacity: usize,
     /// ...and bytes of their frames at most.
@@ -445,6 +474,7 @@ impl Hub {
                 state: Mutex::new(QueueState::default()),
                 not_full: Condvar::new(),
                 ready: Notify::new(),
+                closed: AtomicBool::new(false),
                 capacity: publish_queue,
                 capacity_bytes: usize::MAX,
             },
@@ -686,11 +716,52 @@ impl Hub {
             }
             return self.publish_unwatched();
         };
-        let published = self.enqueue(&entry, topic, data, key, retain);
+        let published = self
+            .enqueue(&entry, topic, data, key, retain, Waiting::Allowed)
+            .map(|count| count.expect("a publication allowed to wait is always queued"));
         if retain && published.is_err() {
             self.release_retain(&entry);
         }
         published
+    }
+
+    /// [`Hub::publish_checked`] for a publication that must not wait: for
+    /// a caller that holds something others need while it waits (the
+    /// Python facade, the interpreter's lock, which it then need not give
+    /// up and take back per publication). `None` when it would have to
+    /// wait, for a lock or for room in the queue, and when it goes
+    /// through the backplane or is retained (those may wait): the caller
+    /// then publishes with [`Hub::publish_checked`].
+    ///
+    /// # Errors
+    /// [`Error::NotRunning`].
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(
+            dead_code,
+            reason = "only the Python facade checks, then publishes without waiting"
+        )
+    )]
+    pub fn try_publish_checked(
+        &self,
+        topic: &str,
+        data: &str,
+        key: Option<&str>,
+    ) -> Option<Result<u64, Error>> {
+        if self.backplane.get().is_some() {
+            return None;
+        }
+        let entry = match self.topics.try_read() {
+            Ok(topics) => topics.get(topic).cloned(),
+            Err(TryLockError::Poisoned(topics)) => topics.into_inner().get(topic).cloned(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        match entry {
+            Some(entry) => self
+                .enqueue(&entry, topic, data, key, false, Waiting::Never)
+                .transpose(),
+            None => Some(self.publish_unwatched()),
+        }
     }
 
     /// Waits for room for a frame of `len` bytes in the publish queue and
@@ -698,17 +769,33 @@ impl Hub {
     ///
     /// # Errors
     /// [`Error::NotRunning`], [`Error::Overloaded`].
-    fn queue_with_room(&self, len: usize) -> Result<MutexGuard<'_, QueueState>, Error> {
-        let mut state = lock(&self.queue.state);
+    /// With [`Waiting::Never`], `None` instead of waiting for the lock
+    /// or for room.
+    fn queue_with_room(
+        &self,
+        len: usize,
+        waiting: Waiting,
+    ) -> Result<Option<MutexGuard<'_, QueueState>>, Error> {
+        let mut state = match waiting {
+            Waiting::Allowed => lock(&self.queue.state),
+            Waiting::Never => match self.queue.state.try_lock() {
+                Ok(state) => state,
+                Err(TryLockError::Poisoned(state)) => state.into_inner(),
+                Err(TryLockError::WouldBlock) => return Ok(None),
+            },
+        };
         loop {
             if state.closed {
                 return Err(Error::NotRunning);
             }
             if self.queue.has_room(&state, len) {
-                return Ok(state);
+                return Ok(Some(state));
             }
             if on_runtime_thread() {
                 return Err(Error::Overloaded);
+            }
+            if waiting == Waiting::Never {
+                return Ok(None);
             }
             state = self
                 .queue
@@ -718,7 +805,8 @@ impl Hub {
         }
     }
 
-    /// Numbers a publication and queues it for the fan-out.
+    /// Numbers a publication and queues it for the fan-out; `None` (only
+    /// with [`Waiting::Never`]) when that would mean waiting.
     fn enqueue(
         &self,
         entry: &Arc<Topic>,
@@ -726,10 +814,13 @@ impl Hub {
         data: &str,
         key: Option<&str>,
         retain: bool,
-    ) -> Result<u64, Error> {
+        waiting: Waiting,
+    ) -> Result<Option<u64>, Error> {
         // The frame's size before its `seq` is known: with the longest seq.
         let len = publication_len(topic, u64::MAX, data) + MAX_FRAME_HEADER_LEN;
-        let mut state = self.queue_with_room(len)?;
+        let Some(mut state) = self.queue_with_room(len, waiting)? else {
+            return Ok(None);
+        };
         // Read under the queue lock, where `subscribe` changes it: a
         // subscriber counted here is one the fan-out delivers to.
         let subscribers = entry.subscriber_count.load(Ordering::Relaxed);
@@ -737,7 +828,8 @@ impl Hub {
         // numbers and records what is published, for whoever recovers.
         if subscribers == 0 && !self.keeps_history() && !retain {
             drop(state);
-            return self.publish_unwatched();
+            Counters::add(&self.counters.published, 1);
+            return Ok(Some(0));
         }
         let seq = entry.next_seq.fetch_add(1, Ordering::Relaxed);
         let frame = encode_publication(topic, seq, data);
@@ -761,7 +853,7 @@ impl Hub {
         if was_empty {
             self.queue.ready.notify_one();
         }
-        Ok(subscribers)
+        Ok(Some(subscribers))
     }
 
     /// A publication on a topic nobody here is subscribed to: accepted and
@@ -821,7 +913,9 @@ impl Hub {
                 Ok(())
             };
         };
-        let mut state = self.queue_with_room(0)?;
+        let mut state = self
+            .queue_with_room(0, Waiting::Allowed)?
+            .expect("a queue allowed to wait always has room");
         let was_empty = state.items.is_empty();
         state.push(Publication {
             topic: entry,
@@ -1009,14 +1103,17 @@ impl Hub {
 
     /// Refuses further publications and wakes publishers waiting for room.
     pub fn close(&self) {
-        lock(&self.queue.state).closed = true;
+        let mut state = lock(&self.queue.state);
+        state.closed = true;
+        self.queue.closed.store(true, Ordering::Release);
+        drop(state);
         self.queue.not_full.notify_all();
         self.queue.ready.notify_one();
     }
 
     /// Whether [`Hub::close`] was called.
     pub fn is_closed(&self) -> bool {
-        lock(&self.queue.state).closed
+        self.queue.closed.load(Ordering::Acquire)
     }
 
     /// Delivers queued publications to subscribers until the hub is
