@@ -132,6 +132,7 @@ bench: bench-prepare
 	$(QUICK_RUN) --servers $(BENCH_SERVERS) --subs 1000 --mode burst --count 10000 --duration 3 --section "Burst of 10,000 publications, 1,000 subscribers"
 	$(QUICK_RUN) $(COMPRESSION_ARGS)
 	$(PY) benches/broadcast_cost.py --subs 0,1000 --server-subs 1000 --runs 5 --server-runs 3 --budget 20000 --settle 0.2 --servers $(COST_SERVERS) --json $(QUICK)/broadcast_cost.json --markdown $(QUICK)/BENCHMARKS.md
+	$(PY) benches/value_cost.py --processes 1 --runs 3 --calls 10000 --markdown $(QUICK)/BENCHMARKS.md
 	$(PY) benches/idle_memory.py --conns 3000 --settle 1 --servers $(BENCH_SERVERS) --json $(QUICK)/idle_memory.json --markdown $(QUICK)/BENCHMARKS.md
 	python3 benches/write_cost.py --repeat 1 --json $(QUICK)/write_cost.json --markdown $(QUICK)/BENCHMARKS.md
 	benches/.venv/bin/python benches/chart.py --results-dir $(QUICK) --out $(QUICK)/fanout.png
@@ -146,6 +147,7 @@ bench-full: bench-prepare
 	$(FULL_RUN) --servers $(BENCH_SERVERS) --subs 1000 --mode burst --count 10000 --duration 8 --section "Burst of 10,000 publications, 1,000 subscribers"
 	$(FULL_RUN) $(COMPRESSION_ARGS)
 	$(PY) benches/broadcast_cost.py --servers $(COST_SERVERS) --markdown BENCHMARKS.md
+	$(PY) benches/value_cost.py --processes 3 --runs 9 --markdown BENCHMARKS.md
 	$(PY) benches/idle_memory.py --conns 10000,19000 --servers $(BENCH_SERVERS) --markdown BENCHMARKS.md
 	python3 benches/write_cost.py --markdown BENCHMARKS.md
 	benches/.venv/bin/python benches/chart.py

@@ -23,6 +23,9 @@ client.send, timed in JavaScript) with one prebuilt payload, --server-runs times
 letting the server drain for --settle seconds between runs. A peer whose publish
 call is the fan-out itself costs O(subscribers) per call, so the calls per run
 are capped at --budget / subscribers (at least 10).
+
+What `broadcast(topic, value)` costs for a dict or another Python value,
+next to json.dumps and orjson.dumps of it, is benches/value_cost.py.
 """
 
 from __future__ import annotations

@@ -154,19 +154,9 @@ impl Walk {
         Ok(true)
     }
 
-    /// A container's item, given as a reference borrowed from the
-    /// container: a scalar is written as it is; anything else is owned
-    /// (incremented) first, as writing it may run Python code
-    /// (`isoformat()`, `.value`) that could drop it from the container.
-    fn item(&mut self, item: Borrowed<'_, '_, PyAny>) -> PyResult<()> {
-        if self.scalar(&item)? {
-            return Ok(());
-        }
-        self.value(&item.to_owned())
-    }
-
     /// Subclasses of the built-in types, tested in `json.dumps`'s order,
     /// then the types it does not know.
+    #[inline(never)]
     fn subclass_or_other(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
         if let Ok(text) = value.cast::<PyString>() {
             return self.string(text.to_str()?);
@@ -191,6 +181,7 @@ impl Walk {
     }
 
     /// The types `json.dumps` refuses that wshub gives a JSON form.
+    #[inline(never)]
     fn other(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = value.py();
         let known = KnownTypes::get(py)?;
@@ -246,6 +237,7 @@ impl Walk {
 
     /// An int of any size, in the digits of `int.__repr__` (which
     /// `json.dumps` uses, whatever a subclass's own `__repr__`).
+    #[inline(never)]
     fn int(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut overflow = 0;
         // SAFETY: `value` is a live int (the caller checked its type) and
@@ -274,6 +266,7 @@ impl Walk {
 
     /// A float as `float.__repr__` writes it (what `json.dumps` sends),
     /// refusing NaN and the infinities, which JSON has no word for.
+    #[inline(never)]
     fn float(&mut self, number: f64) -> PyResult<()> {
         if !number.is_finite() {
             return Err(PyValueError::new_err(format!(
@@ -290,6 +283,7 @@ impl Walk {
     /// precision is lost on the way. NaN and infinities are refused like
     /// a float's. `Decimal`'s own `__str__` is called, not a subclass's:
     /// the text goes out unquoted, so it must be a number.
+    #[inline(never)]
     fn decimal(&mut self, value: &Bound<'_, PyAny>, known: &KnownTypes) -> PyResult<()> {
         let py = value.py();
         if !value.call_method0(intern!(py, "is_finite"))?.is_truthy()? {
@@ -318,7 +312,7 @@ impl Walk {
             // SAFETY: the GIL is held, `list` is alive and `index` is
             // below its current length (checked just above, and nothing
             // ran since), so this is a valid borrowed reference to an
-            // item, which `item` owns before any Python code can run.
+            // item, owned below before any Python code can run.
             let item = unsafe {
                 let index = ffi::Py_ssize_t::try_from(index).unwrap_or(ffi::Py_ssize_t::MAX);
                 let pointer = ffi::PyList_GetItem(list.as_ptr(), index);
@@ -327,7 +321,14 @@ impl Walk {
                 }
                 Borrowed::from_ptr(list.py(), pointer)
             };
-            self.item(item)?;
+            // A scalar is written from the borrowed reference; anything
+            // else is owned first, as writing it may run Python code
+            // (`isoformat()`, `.value`) that could drop it from the list.
+            // (Not a method of its own: one more frame per level would
+            // not fit the deepest value in a small thread's stack.)
+            if !self.scalar(&item)? {
+                self.value(&item.to_owned())?;
+            }
             index += 1;
         }
         self.out.push(b']');
@@ -352,14 +353,16 @@ impl Walk {
     /// A dict, in its order, read in place. Like Python's own iteration,
     /// a dict whose size changes meanwhile raises `RuntimeError` (PyO3's
     /// iterator would panic instead).
+    #[inline(never)]
     fn dict(&mut self, dict: &Bound<'_, PyDict>) -> PyResult<()> {
         self.enter(dict)?;
         self.out.push(b'{');
         let size = dict.len();
         let mut position: ffi::Py_ssize_t = 0;
         let mut first = true;
+        let mut may_have_changed = false;
         loop {
-            if dict.len() != size {
+            if may_have_changed && dict.len() != size {
                 return Err(PyRuntimeError::new_err(
                     "dictionary changed size during iteration",
                 ));
@@ -379,7 +382,7 @@ impl Walk {
             // references into `dict`, which is alive. Writing the key runs
             // no Python code (str, float, bool, None and int keys are read
             // in place; any other is refused), so the dict still holds it
-            // meanwhile; `item` owns the value before any Python code can
+            // meanwhile; the value is owned below before any Python code can
             // run.
             let (key, item) = unsafe {
                 (
@@ -393,7 +396,12 @@ impl Walk {
             first = false;
             self.key(&key)?;
             self.out.push(b':');
-            self.item(item)?;
+            // As in `list`: only a value that is not a scalar can run
+            // Python code, which could change the dict meanwhile.
+            may_have_changed = !self.scalar(&item)?;
+            if may_have_changed {
+                self.value(&item.to_owned())?;
+            }
         }
         self.out.push(b'}');
         self.leave();
@@ -402,6 +410,7 @@ impl Walk {
 
     /// A dict subclass, through its `items()` as `json.dumps` reads it
     /// (an empty one is `{}` whatever its `items()` says, as there).
+    #[inline(never)]
     fn dict_subclass(&mut self, dict: &Bound<'_, PyDict>) -> PyResult<()> {
         if dict.is_empty() {
             self.out.extend_from_slice(b"{}");
@@ -424,6 +433,7 @@ impl Walk {
 
     /// A dataclass instance: an object of its fields
     /// (`dataclasses.fields()`, in definition order) and their values.
+    #[inline(never)]
     fn dataclass(&mut self, value: &Bound<'_, PyAny>, known: &KnownTypes) -> PyResult<()> {
         let py = value.py();
         self.enter(value)?;
